@@ -1,0 +1,277 @@
+"""Building llama.cpp with the RPC backend from a pinned registry sdist.
+
+No registry ships prebuilt ``rpc-server``/``llama-bench`` for Linux, but the
+PyPI sdists of ``llama-cpp-python`` and ``ik-llama-cpp-python`` carry a whole
+llama.cpp tree. :func:`ensure_build` downloads one, configures it with
+``GGML_RPC=ON`` and builds only the tools rpctui drives, into a per-user cache
+keyed by flavour, version and flags. A finished build holds ``BUILD.json``;
+anything without it is an interrupted build and is redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rpctui.errors import UserError
+from rpctui.paths import cache_dir
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One llama.cpp lineage, pinned to the sdist that vendors it."""
+
+    name: str
+    package: str
+    version: str
+    vendor: str  #: path of the llama.cpp tree inside the sdist
+    targets: tuple[str, ...]
+    build_number: int
+    build_commit: str
+    description: str
+    extra_cmake: tuple[str, ...] = field(default=())
+
+    @property
+    def sdist_stem(self) -> str:
+        return f"{self.package.replace('-', '_')}-{self.version}"
+
+
+FLAVOURS: dict[str, Flavour] = {
+    f.name: f
+    for f in (
+        Flavour(
+            name="mainline",
+            package="llama-cpp-python",
+            version="0.3.36",
+            vendor="vendor/llama.cpp",
+            targets=("ggml-rpc-server", "llama-bench", "llama-completion"),
+            # The reference dates this tree to commit 0c1e570 (2026-10-01, about b11312).
+            build_number=11312,
+            build_commit="0c1e570",
+            description="current mainline llama.cpp (RPC protocol 7)",
+        ),
+        Flavour(
+            name="b6110",
+            package="llama-cpp-python",
+            version="0.3.15",
+            vendor="vendor/llama.cpp",
+            targets=("rpc-server", "llama-bench", "llama-cli"),
+            build_number=6110,
+            build_commit="9a963895",
+            description="seed-era mainline llama.cpp b6110 (RPC protocol 2)",
+        ),
+        Flavour(
+            name="ik",
+            package="ik-llama-cpp-python",
+            version="0.1.5",
+            vendor="vendor/ik_llama.cpp",
+            targets=("rpc-server", "llama-bench", "llama-cli"),
+            build_number=4411,
+            build_commit="55d3c05b",
+            description="ik_llama.cpp build 4411 (RPC protocol 3)",
+        ),
+    )
+}
+
+DEFAULT_FLAVOUR = "mainline"
+
+BASE_CMAKE = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_RPC=ON",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+)
+
+#: The file ik-llama-cpp-python's sdist leaves out; it only writes build-info.cpp.
+_IK_BUILD_INFO = """\
+set(BUILD_NUMBER {number})
+set(BUILD_COMMIT "{commit}")
+set(BUILD_COMPILER "${{CMAKE_C_COMPILER_ID}} ${{CMAKE_C_COMPILER_VERSION}}")
+set(BUILD_TARGET "{target}")
+configure_file("{common}/build-info.cpp.in" "{common}/build-info.cpp" @ONLY)
+"""
+
+Progress = Callable[[str, float | None], None]
+"""Called with a one-line status and the fraction done (None when unknown)."""
+
+
+@dataclass(frozen=True)
+class Build:
+    """A finished build: where its binaries are and what it reports."""
+
+    flavour: str
+    version: str
+    bin_dir: Path
+    key: str
+
+
+def build_key(flavour: Flavour, cmake_args: tuple[str, ...] = ()) -> str:
+    flags = "\0".join(BASE_CMAKE + flavour.extra_cmake + cmake_args + flavour.targets)
+    digest = hashlib.sha256(flags.encode()).hexdigest()[:10]
+    return f"{flavour.name}-{flavour.version}-{digest}"
+
+
+def build_root() -> Path:
+    return cache_dir() / "llama"
+
+
+def find_build(name: str = DEFAULT_FLAVOUR, cmake_args: tuple[str, ...] = ()) -> Build | None:
+    """The cached build of this flavour and flags, or None when there is none yet."""
+    flavour = _flavour(name)
+    key = build_key(flavour, cmake_args)
+    out = build_root() / key
+    if not (out / "BUILD.json").is_file():
+        return None
+    return Build(flavour.name, flavour.version, out / "bin", key)
+
+
+def ensure_build(
+    name: str = DEFAULT_FLAVOUR,
+    cmake_args: tuple[str, ...] = (),
+    progress: Progress | None = None,
+    jobs: int | None = None,
+) -> Build:
+    """Return the cached build, building it first when absent (minutes, once)."""
+    found = find_build(name, cmake_args)
+    if found:
+        return found
+    flavour = _flavour(name)
+    key = build_key(flavour, cmake_args)
+    report = progress or (lambda _msg, _frac: None)
+    for tool in ("cmake", "ninja"):
+        if shutil.which(tool) is None:
+            raise UserError(
+                f"building llama.cpp needs {tool!r}, which is not on PATH",
+                f"install it (Debian: apt-get install cmake ninja-build g++) or point the "
+                f"profile's bin_dir at an existing llama.cpp build",
+            )
+    src = _unpacked_source(flavour, report)
+    build_dir = cache_dir() / "build" / key
+    out = build_root() / key
+    cmake = [
+        "cmake", "-S", str(src), "-B", str(build_dir), "-G", "Ninja",
+        *BASE_CMAKE, *flavour.extra_cmake, *cmake_args,
+        f"-DLLAMA_BUILD_NUMBER={flavour.build_number}",
+        f"-DLLAMA_BUILD_COMMIT={flavour.build_commit}",
+    ]
+    if shutil.which("ccache"):
+        cmake += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
+    report(f"configuring {flavour.name} ({flavour.package} {flavour.version})", None)
+    _run_logged(cmake, build_dir.parent / f"{key}.configure.log")
+    jobs = jobs or os.cpu_count() or 2
+    ninja = ["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *flavour.targets]
+    _run_with_progress(ninja, build_dir.parent / f"{key}.build.log", flavour, report)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "bin").mkdir(parents=True)
+    for target in flavour.targets:
+        binary = build_dir / "bin" / target
+        shutil.copy2(binary, tmp / "bin" / target)
+        subprocess.run(["strip", str(tmp / "bin" / target)], check=False)
+    (tmp / "BUILD.json").write_text(json.dumps({
+        "flavour": flavour.name, "package": flavour.package, "version": flavour.version,
+        "cmake": cmake[7:], "targets": list(flavour.targets),
+    }, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    report(f"built {flavour.name} into {out}", 1.0)
+    return Build(flavour.name, flavour.version, out / "bin", key)
+
+
+def _flavour(name: str) -> Flavour:
+    try:
+        return FLAVOURS[name]
+    except KeyError:
+        raise UserError(
+            f"unknown llama.cpp flavour {name!r}",
+            f"choose one of: {', '.join(FLAVOURS)}",
+        ) from None
+
+
+def sdist_path(flavour: Flavour, report: Progress) -> Path:
+    """The sdist archive, downloaded with pip once and kept in the cache."""
+    folder = cache_dir() / "sdist"
+    archive = folder / f"{flavour.sdist_stem}.tar.gz"
+    if archive.is_file():
+        return archive
+    folder.mkdir(parents=True, exist_ok=True)
+    report(f"downloading {flavour.package}=={flavour.version} (sdist)", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+         "--no-build-isolation", f"{flavour.package}=={flavour.version}", "-d", str(folder)],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0 or not archive.is_file():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        raise UserError(
+            f"could not download {flavour.package}=={flavour.version}:\n{tail}",
+            "check that PyPI is reachable, or put the sdist at " + str(archive),
+        )
+    return archive
+
+
+def _unpacked_source(flavour: Flavour, report: Progress) -> Path:
+    root = cache_dir() / "src" / flavour.sdist_stem
+    tree = root / flavour.vendor
+    if (root / ".unpacked").is_file():
+        return tree
+    archive = sdist_path(flavour, report)
+    report(f"unpacking {archive.name}", None)
+    shutil.rmtree(root, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(root.parent, filter="data")
+    gen = tree / "common" / "cmake" / "build-info-gen-cpp.cmake"
+    if (tree / "common" / "build-info.cpp.in").is_file() and not gen.is_file():
+        gen.parent.mkdir(parents=True, exist_ok=True)
+        gen.write_text(_IK_BUILD_INFO.format(
+            number=flavour.build_number, commit=flavour.build_commit,
+            target=f"{os.uname().machine}-linux-gnu", common=tree / "common",
+        ))
+    (root / ".unpacked").write_text("ok\n")
+    return tree
+
+
+def _run_logged(argv: list[str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        proc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise UserError(f"{argv[0]} failed (exit {proc.returncode}):\n{tail}", f"full log: {log}")
+
+
+_NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
+
+
+def _run_with_progress(argv: list[str], log: Path, flavour: Flavour, report: Progress) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh, subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            fh.write(line)
+            step = _NINJA_STEP.match(line)
+            if step:
+                done, total = int(step.group(1)), int(step.group(2))
+                report(f"building {flavour.name}: step {done}/{total}", done / total)
+        rc = proc.wait()
+    if rc != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise UserError(f"building {flavour.name} failed (exit {rc}):\n{tail}", f"full log: {log}")

@@ -1,0 +1,138 @@
+"""A tiny but real GGUF model: random F16 weights, a real tokenizer, loads in every build.
+
+With a fixed seed the file is byte-identical each time, so it is generated, never
+committed. Random weights give nonsense text and perfectly valid timings and
+memory figures, which is all the demo and the tests need. The tokenizer is
+copied from the vocab-only models that llama.cpp's source tree ships.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rpctui.paths import cache_dir
+
+VOCAB_FILE = "ggml-vocab-llama-spm.gguf"
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """The shape of a generated model."""
+
+    layers: int = 8
+    embd: int = 256
+    ff: int = 768
+    heads: int = 8
+    kv_heads: int = 4
+    ctx: int = 2048
+    tied_embeddings: bool = False  #: no output.weight: token_embd is reused for the output
+    seed: int = 42
+
+    @property
+    def stem(self) -> str:
+        tied = "-tied" if self.tied_embeddings else ""
+        return (f"tiny-llama-{self.layers}L-{self.embd}e-{self.ff}f-{self.heads}h-"
+                f"{self.kv_heads}kv{tied}-s{self.seed}")
+
+
+BUILTIN: dict[str, TinySpec] = {
+    "tiny": TinySpec(),
+    "tiny-tied": TinySpec(tied_embeddings=True),
+    "small": TinySpec(layers=16, embd=512, ff=1536),
+}
+
+
+def vocab_path() -> Path:
+    """The llama SPM vocab from any unpacked llama.cpp sdist in the cache (downloaded if none)."""
+    src = cache_dir() / "src"
+    for found in sorted(src.glob(f"*/vendor/*/models/{VOCAB_FILE}")):
+        return found
+    from rpctui.llama.build import DEFAULT_FLAVOUR, FLAVOURS, sdist_path
+
+    flavour = FLAVOURS[DEFAULT_FLAVOUR]
+    archive = sdist_path(flavour, lambda _m, _f: None)
+    member = f"{flavour.sdist_stem}/{flavour.vendor}/models/{VOCAB_FILE}"
+    target = cache_dir() / "vocab" / VOCAB_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        fh = tar.extractfile(member)
+        assert fh is not None
+        target.write_bytes(fh.read())
+    return target
+
+
+def ensure_model(name: str = "tiny", folder: Path | None = None) -> Path:
+    """Path of the generated model ``name`` (see BUILTIN), writing it first when absent."""
+    spec = BUILTIN[name]
+    folder = folder or cache_dir() / "models"
+    path = folder / f"{spec.stem}.gguf"
+    if not path.is_file():
+        write_model(spec, path)
+    return path
+
+
+def write_model(spec: TinySpec, path: Path) -> Path:
+    import gguf
+
+    vocab = gguf.GGUFReader(vocab_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    writer.add_name(spec.stem)
+    writer.add_context_length(spec.ctx)
+    writer.add_embedding_length(spec.embd)
+    writer.add_block_count(spec.layers)
+    writer.add_feed_forward_length(spec.ff)
+    writer.add_head_count(spec.heads)
+    writer.add_head_count_kv(spec.kv_heads)
+    writer.add_rope_dimension_count(spec.embd // spec.heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    n_vocab = 0
+    for key, fld in vocab.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        value = fld.contents()
+        vtype = fld.types[0]
+        if vtype == gguf.GGUFValueType.ARRAY:
+            if key == "tokenizer.ggml.tokens":
+                n_vocab = len(value)
+            writer.add_key_value(key, value, vtype, sub_type=fld.types[-1])
+        else:
+            writer.add_key_value(key, value, vtype)
+    writer.add_vocab_size(n_vocab)
+    rng = np.random.default_rng(spec.seed)
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
+
+    def norm(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    head_dim = spec.embd // spec.heads
+    kv = spec.kv_heads * head_dim
+    writer.add_tensor("token_embd.weight", weight(n_vocab, spec.embd))
+    for i in range(spec.layers):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", norm(spec.embd))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", weight(spec.embd, spec.embd))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", weight(kv, spec.embd))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", weight(kv, spec.embd))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", weight(spec.embd, spec.embd))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm(spec.embd))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(spec.ff, spec.embd))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(spec.ff, spec.embd))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(spec.embd, spec.ff))
+    writer.add_tensor("output_norm.weight", norm(spec.embd))
+    if not spec.tied_embeddings:
+        writer.add_tensor("output.weight", weight(n_vocab, spec.embd))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.rename(path)
+    return path

@@ -1,0 +1,184 @@
+"""How rpctui reaches a machine: the Host protocol and the launcher every process goes through.
+
+Every long-running process (rpc-server, the job) is started through
+:func:`launcher_argv`, a few lines of POSIX sh that
+
+* put the process in a new session and process group (``setsid``), so the
+  whole tree can be ended with one ``kill -- -PGID``;
+* print ``@@rpctui-pid PGID CHILD`` first, so the PID is known before anything
+  else happens;
+* watch their own stdin: when rpctui closes it, dies, or the SSH connection is
+  lost, the group is ended; orphans cannot outlive rpctui;
+* print ``@@rpctui-exit RC`` when the process ends, so the exit code survives
+  channels that lose it.
+
+Commands are argv lists everywhere; :mod:`rpctui.nodes.ssh` quotes them once.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+
+PID_MARK = "@@rpctui-pid "
+EXIT_MARK = "@@rpctui-exit "
+
+_LAUNCHER = r"""
+echo "@@rpctui-pid $$"
+exec 3<&0
+"$@" </dev/null &
+child=$!
+echo "@@rpctui-child $child"
+( while read -r _ <&3; do :; done; kill -s TERM -- -$$ 2>/dev/null ) &
+watch=$!
+wait $child
+rc=$?
+kill $watch 2>/dev/null
+echo "@@rpctui-exit $rc"
+exit $rc
+"""
+
+_KILL = r"""
+sig=TERM
+for pg in "$@"; do kill -s TERM -- -"$pg" 2>/dev/null; done
+i=0
+while :; do
+  alive=""
+  for pg in "$@"; do
+    if ps -o stat= -s "$pg" 2>/dev/null | grep -qv '^Z'; then alive="$alive $pg"; fi
+  done
+  [ -z "$alive" ] && exit 0
+  i=$((i+1))
+  if [ $i -eq 60 ]; then sig=KILL; for pg in $alive; do kill -s KILL -- -"$pg" 2>/dev/null; done; fi
+  if [ $i -ge 120 ]; then echo "still running:$alive"; exit 1; fi
+  sleep 0.05
+done
+"""
+
+
+def launcher_argv(argv: Sequence[str], env: Mapping[str, str] | None = None,
+                  limit_as_kib: int | None = None, line_buffered: bool = True) -> list[str]:
+    """The argv that starts ``argv`` under the launcher (see the module docstring)."""
+    script = _LAUNCHER
+    if limit_as_kib:
+        script = f"ulimit -v {int(limit_as_kib)} || exit 97\n" + script
+    inner: list[str] = []
+    if env:
+        inner += ["env", *(f"{k}={v}" for k, v in env.items())]
+    if line_buffered:
+        # Only when the node has stdbuf (coreutils); the rpc-server banner otherwise sits in a
+        # pipe buffer until the first client connects.
+        inner += ["rpctui-stdbuf"]
+    inner += list(argv)
+    return ["setsid", "-w", "sh", "-c", script, "rpctui", *inner]
+
+
+def with_stdbuf(argv: list[str], has_stdbuf: bool) -> list[str]:
+    """Resolve the ``rpctui-stdbuf`` placeholder for a node that has (or lacks) stdbuf."""
+    out: list[str] = []
+    for a in argv:
+        if a == "rpctui-stdbuf":
+            if has_stdbuf:
+                out += ["stdbuf", "-oL", "-eL"]
+        else:
+            out.append(a)
+    return out
+
+
+def kill_argv(pgids: Sequence[int]) -> list[str]:
+    """End whole process groups: TERM, then KILL after 3 s; exit 0 only when all are gone."""
+    return ["sh", "-c", _KILL, "rpctui-kill", *(str(p) for p in pgids)]
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished short command."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class Spawned(abc.ABC):
+    """A process started through the launcher: its output as chunks, then its exit code."""
+
+    pgid: int | None = None
+    child_pid: int | None = None
+
+    @abc.abstractmethod
+    def chunks(self) -> AsyncIterator[tuple[str, str]]:
+        """Yield ("stdout" | "stderr", text) as output arrives, launcher lines removed."""
+
+    @abc.abstractmethod
+    async def wait(self) -> int:
+        """The process's exit code (128 + signal when killed by one)."""
+
+    @abc.abstractmethod
+    async def close_stdin(self) -> None:
+        """Close our end of stdin: the launcher then ends the process group."""
+
+
+class Host(abc.ABC):
+    """One machine: run short commands, spawn long ones, end process groups."""
+
+    label: str
+    is_local: bool = False
+
+    @abc.abstractmethod
+    async def run(self, argv: Sequence[str], input: bytes | None = None,
+                  timeout: float | None = 30.0) -> Completed:
+        """Run a short command to completion."""
+
+    @abc.abstractmethod
+    async def spawn(self, argv: Sequence[str], merge_stderr: bool = False) -> Spawned:
+        """Start a launcher argv (see :func:`launcher_argv`) and return once its PID is known."""
+
+    async def kill_groups(self, pgids: Sequence[int]) -> Completed:
+        """End process groups and wait until they are gone."""
+        return await self.run(kill_argv(pgids), timeout=15.0)
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Drop the connection (nothing started through the launcher survives it)."""
+
+
+class ChunkReader:
+    """Turns the launcher's stdout into (pgid, child) and user output; shared by both hosts."""
+
+    def __init__(self) -> None:
+        self.pgid: int | None = None
+        self.child_pid: int | None = None
+        self.exit_code: int | None = None
+        self._pending = ""
+        self.pid_known = asyncio.Event()
+
+    def feed(self, text: str) -> str:
+        """Strip launcher marker lines from a stdout chunk; return what remains."""
+        text = self._pending + text
+        self._pending = ""
+        if "@@rpctui-" not in text:
+            return text
+        out: list[str] = []
+        for line in text.splitlines(keepends=True):
+            head, mark, tail = line.partition("@@rpctui-")
+            if not mark:
+                out.append(line)
+            elif not line.endswith("\n"):
+                out.append(head)
+                self._pending = mark + tail
+            else:
+                out.append(head)
+                self._marker((mark + tail).strip())
+        return "".join(out)
+
+    def _marker(self, line: str) -> None:
+        parts = line.split()
+        if parts[0] == "@@rpctui-pid":
+            self.pgid = int(parts[1])
+            self.pid_known.set()
+        elif parts[0] == "@@rpctui-child":
+            self.child_pid = int(parts[1])
+        elif parts[0] == "@@rpctui-exit":
+            self.exit_code = int(parts[1])

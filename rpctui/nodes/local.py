@@ -1,0 +1,111 @@
+"""The machine rpctui runs on, driven with asyncio subprocesses (no SSH)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Sequence
+
+from rpctui.nodes.base import ChunkReader, Completed, Host, Spawned
+
+READ_SIZE = 65536
+
+
+class LocalSpawned(Spawned):
+    def __init__(self, proc: asyncio.subprocess.Process, reader: ChunkReader) -> None:
+        self._proc = proc
+        self._reader = reader
+        self._queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        self._tasks = [asyncio.create_task(self._pump("stdout", proc.stdout))]
+        if proc.stderr is not None:
+            self._tasks.append(asyncio.create_task(self._pump("stderr", proc.stderr)))
+
+    async def _pump(self, name: str, stream: asyncio.StreamReader | None) -> None:
+        assert stream is not None
+        try:
+            while data := await stream.read(READ_SIZE):
+                text = data.decode("utf-8", errors="replace")
+                if name == "stdout":
+                    text = self._reader.feed(text)
+                    self.pgid = self._reader.pgid
+                    self.child_pid = self._reader.child_pid
+                if text:
+                    await self._queue.put((name, text))
+        finally:
+            await self._queue.put(None)
+
+    async def chunks(self) -> AsyncIterator[tuple[str, str]]:
+        open_streams = len(self._tasks)
+        while open_streams:
+            item = await self._queue.get()
+            if item is None:
+                open_streams -= 1
+                continue
+            yield item
+
+    async def wait(self) -> int:
+        rc = await self._proc.wait()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._reader.exit_code is not None:
+            return self._reader.exit_code
+        return rc if rc >= 0 else 128 - rc
+
+    async def close_stdin(self) -> None:
+        if self._proc.stdin is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.close()
+
+
+class LocalHost(Host):
+    """This machine."""
+
+    is_local = True
+
+    def __init__(self, label: str = "local") -> None:
+        self.label = label
+        self.hostname = socket.gethostname()
+
+    async def run(self, argv: Sequence[str], input: bytes | None = None,
+                  timeout: float | None = 30.0) -> Completed:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            return Completed(127, "", f"{argv[0]}: {exc.strerror}")
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            return Completed(124, "", f"{argv[0]}: timed out after {timeout} s")
+        return Completed(proc.returncode if proc.returncode is not None else -1,
+                         out.decode(errors="replace"), err.decode(errors="replace"))
+
+    async def spawn(self, argv: Sequence[str], merge_stderr: bool = False) -> Spawned:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
+            env=os.environ.copy(),
+        )
+        reader = ChunkReader()
+        spawned = LocalSpawned(proc, reader)
+        await _pid_or_exit(reader, proc.wait())
+        spawned.pgid = reader.pgid
+        return spawned
+
+    async def close(self) -> None:
+        return None
+
+
+async def _pid_or_exit(reader: ChunkReader, exited: object) -> None:
+    """Wait until the launcher has told its PID, or the process has already ended."""
+    pid = asyncio.create_task(reader.pid_known.wait())
+    done = asyncio.ensure_future(exited)  # type: ignore[arg-type]
+    await asyncio.wait({pid, done}, return_when=asyncio.FIRST_COMPLETED)
+    pid.cancel()
+    if not done.done():
+        done.cancel()

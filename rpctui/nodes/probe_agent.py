@@ -1,0 +1,151 @@
+# rpctui probe agent: sent to a node over SSH and run by its python3 (stdlib only).
+# It gathers raw facts (binary paths, --help/--version text, the server's device list
+# and banner, free ports, the model file) and prints them as one JSON object. All parsing
+# happens in rpctui.llama.caps on the rpctui side, so this file stays small and dumb.
+# CONFIG is prepended by the sender as a JSON literal.
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+cfg = CONFIG  # noqa: F821  (defined by the sender)
+out = {"hostname": socket.gethostname(), "python": sys.version.split()[0],
+       "stdbuf": bool(shutil.which("stdbuf")), "setsid": bool(shutil.which("setsid")),
+       "cpu_count": os.cpu_count(), "binaries": {}, "ports": [], "errors": []}
+
+
+def meminfo():
+    vals = {}
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                vals[key] = int(rest.split()[0])
+    except OSError:
+        pass
+    return vals
+
+
+def run(argv, timeout=20):
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=timeout)
+        return {"rc": p.returncode, "output": p.stdout.decode("utf-8", "replace")}
+    except subprocess.TimeoutExpired as exc:
+        return {"rc": 124, "output": (exc.stdout or b"").decode("utf-8", "replace")}
+    except OSError as exc:
+        return {"rc": 127, "output": str(exc)}
+
+
+def find(names):
+    dirs = [os.path.expanduser(d) for d in cfg["bin_dirs"]]
+    for name in names:
+        for d in dirs:
+            path = os.path.join(d, name)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
+        if cfg["use_path"]:
+            path = shutil.which(name)
+            if path:
+                return path
+    return None
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def banner(path):
+    """Start the server briefly on a free loopback port and read its start-up banner."""
+    port = free_port()
+    argv = [path, "-H", "127.0.0.1", "-p", str(port)]
+    if out["stdbuf"]:
+        argv = ["stdbuf", "-oL", "-eL"] + argv
+    env = dict(os.environ, GGML_NO_BACKTRACE="1")
+    env.update(cfg.get("env", {}))
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    deadline = time.monotonic() + cfg.get("banner_timeout_s", 15)
+    text = b""
+    os.set_blocking(proc.stdout.fileno(), False)
+    connected = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = proc.stdout.read()
+        except (BlockingIOError, TypeError):
+            chunk = None
+        if chunk:
+            text += chunk
+        if b"Accepted client connection" in text or proc.poll() is not None:
+            break
+        if not connected:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                connected = True  # the banner is flushed once a client connects
+            except OSError:
+                pass
+        time.sleep(0.05)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        rest = proc.communicate(timeout=3)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        rest = proc.communicate()[0]
+    text += rest or b""
+    return {"rc": proc.returncode, "output": text.decode("utf-8", "replace")}
+
+
+mem = meminfo()
+out["mem_total_kib"] = mem.get("MemTotal")
+out["mem_available_kib"] = mem.get("MemAvailable")
+for role, names in cfg["names"].items():
+    path = find(names)
+    if not path:
+        continue
+    info = {"path": path, "help": run([path, "--help"])}
+    if role != "server":
+        info["version"] = run([path, "--version"])
+        if role == cfg.get("list_devices_role") and "--list-devices" in info["help"]["output"]:
+            info["list_devices"] = run([path, "--list-devices"])
+    else:
+        info["devices"] = run([path, "-d", "rpctui-no-such-device"])
+        if cfg.get("banner"):
+            info["banner"] = banner(path)
+    out["binaries"][role] = info
+
+for bind, port in cfg["ports"]:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((bind, port))
+        out["ports"].append({"bind": bind, "port": port, "free": True})
+    except OSError as exc:
+        out["ports"].append({"bind": bind, "port": port, "free": False, "error": exc.strerror})
+    finally:
+        s.close()
+
+model = cfg.get("model")
+if model:
+    path = os.path.expanduser(model)
+    info = {"path": path, "exists": os.path.isfile(path)}
+    if info["exists"]:
+        info["size"] = os.path.getsize(path)
+        try:
+            with open(path, "rb") as fh:
+                info["magic"] = fh.read(4).decode("latin-1")
+        except OSError as exc:
+            info["error"] = exc.strerror
+    out["model"] = info
+
+sys.stdout.write(json.dumps(out))

@@ -1,0 +1,174 @@
+"""Nodes reached over SSH with asyncssh: one connection per node, host keys verified.
+
+``~/.ssh/config`` and the agent are honoured (asyncssh loads both by default).
+argv lists are quoted once, here, with :func:`shlex.join`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import asyncssh
+
+from rpctui.errors import ExitCode, UserError
+from rpctui.nodes.base import ChunkReader, Completed, Host, Spawned
+from rpctui.profile import Node
+
+READ_SIZE = 65536
+
+
+class NodeUnreachable(UserError):
+    """A node could not be connected to; the message names it and the fix."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message, fix, ExitCode.PREFLIGHT)
+
+
+def _where(node: Node) -> str:
+    port = f":{node.ssh_port}" if node.ssh_port else ""
+    user = f"{node.user}@" if node.user else ""
+    return f"{user}{node.host}{port}"
+
+
+async def connect(node: Node) -> SSHHost:
+    """Open the node's connection, turning every failure into a NodeUnreachable."""
+    options: dict[str, object] = {"connect_timeout": node.connect_timeout_s}
+    if node.user:
+        options["username"] = node.user
+    if node.ssh_port:
+        options["port"] = node.ssh_port
+    if node.key:
+        options["client_keys"] = [str(Path(node.key).expanduser())]
+    if node.known_hosts:
+        options["known_hosts"] = str(Path(node.known_hosts).expanduser())
+    where = _where(node)
+    try:
+        conn = await asyncio.wait_for(asyncssh.connect(node.host, **options),
+                                      node.connect_timeout_s + 5)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        kh = node.known_hosts or "~/.ssh/known_hosts"
+        port = f"-p {node.ssh_port} " if node.ssh_port else ""
+        raise NodeUnreachable(
+            f"node {node.label}: the host key of {where} is not trusted ({exc.reason})",
+            f"if the key is unknown, check its fingerprint and add it: ssh-keyscan {port}"
+            f"{node.host} >> {kh}; if it changed, find out why before removing the old line "
+            f"(ssh-keygen -R {node.host} -f {kh})",
+        ) from None
+    except asyncssh.PermissionDenied:
+        raise NodeUnreachable(
+            f"node {node.label}: {where} refused the login",
+            "put your public key in that user's ~/.ssh/authorized_keys, load it into ssh-agent, "
+            "or set user/key for this node in the profile",
+        ) from None
+    except (asyncio.TimeoutError, TimeoutError):
+        raise NodeUnreachable(
+            f"node {node.label}: no answer from {where} within {node.connect_timeout_s:g} s",
+            "check that the machine is up and on this network, and host/ssh_port in the profile",
+        ) from None
+    except (OSError, asyncssh.Error) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise NodeUnreachable(
+            f"node {node.label}: cannot connect to {where}: {reason}",
+            "check that the machine is up, that sshd runs there, and host/ssh_port in the profile",
+        ) from None
+    return SSHHost(node.label, conn)
+
+
+class SSHSpawned(Spawned):
+    def __init__(self, proc: asyncssh.SSHClientProcess, reader: ChunkReader, merged: bool) -> None:
+        self._proc = proc
+        self._reader = reader
+        self._queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        self._tasks = [asyncio.create_task(self._pump("stdout", proc.stdout))]
+        if not merged:
+            self._tasks.append(asyncio.create_task(self._pump("stderr", proc.stderr)))
+
+    async def _pump(self, name: str, stream: asyncssh.SSHReader) -> None:
+        try:
+            while True:
+                try:
+                    data = await stream.read(READ_SIZE)
+                except (asyncssh.Error, OSError):
+                    break
+                if not data:
+                    break
+                text = data.decode("utf-8", errors="replace")
+                if name == "stdout":
+                    text = self._reader.feed(text)
+                    self.pgid = self._reader.pgid
+                    self.child_pid = self._reader.child_pid
+                if text:
+                    await self._queue.put((name, text))
+        finally:
+            await self._queue.put(None)
+
+    async def chunks(self) -> AsyncIterator[tuple[str, str]]:
+        open_streams = len(self._tasks)
+        while open_streams:
+            item = await self._queue.get()
+            if item is None:
+                open_streams -= 1
+                continue
+            yield item
+
+    async def wait(self) -> int:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(asyncssh.Error, OSError):
+            await self._proc.wait_closed()
+        if self._reader.exit_code is not None:
+            return self._reader.exit_code
+        status = self._proc.exit_status
+        if status is None or status < 0:
+            signal = self._proc.exit_signal
+            return 128 + 9 if signal else 255
+        return status
+
+    async def close_stdin(self) -> None:
+        with contextlib.suppress(asyncssh.Error, OSError):
+            self._proc.stdin.write_eof()
+
+
+class SSHHost(Host):
+    def __init__(self, label: str, conn: asyncssh.SSHClientConnection) -> None:
+        self.label = label
+        self._conn = conn
+
+    async def run(self, argv: Sequence[str], input: bytes | None = None,
+                  timeout: float | None = 30.0) -> Completed:
+        try:
+            result = await asyncio.wait_for(
+                self._conn.run(shlex.join(argv), input=input, encoding=None, check=False),
+                timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return Completed(124, "", f"{argv[0]}: timed out after {timeout} s")
+        except (asyncssh.Error, OSError) as exc:
+            return Completed(255, "", f"connection to {self.label} failed: {exc}")
+        rc = result.exit_status if result.exit_status is not None else 255
+        out = result.stdout or b""
+        err = result.stderr or b""
+        return Completed(rc, bytes(out).decode(errors="replace"), bytes(err).decode(errors="replace"))
+
+    async def spawn(self, argv: Sequence[str], merge_stderr: bool = False) -> Spawned:
+        proc = await self._conn.create_process(
+            shlex.join(argv), encoding=None,
+            stderr=asyncssh.STDOUT if merge_stderr else asyncssh.PIPE,
+        )
+        reader = ChunkReader()
+        spawned = SSHSpawned(proc, reader, merge_stderr)
+        pid = asyncio.create_task(reader.pid_known.wait())
+        closed = asyncio.create_task(proc.wait_closed())
+        await asyncio.wait({pid, closed}, return_when=asyncio.FIRST_COMPLETED)
+        pid.cancel()
+        if not closed.done():
+            closed.cancel()
+        spawned.pgid = reader.pgid
+        return spawned
+
+    async def close(self) -> None:
+        self._conn.close()
+        with contextlib.suppress(asyncssh.Error, OSError):
+            await self._conn.wait_closed()

@@ -1,0 +1,35 @@
+"""Per-user directories (XDG): build cache, run store, config.
+
+Everything rpctui keeps between runs lives under these three roots; nothing is
+written inside a checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def cache_dir() -> Path:
+    """Where llama.cpp builds and generated models are cached (``$XDG_CACHE_HOME/rpctui``)."""
+    return _xdg("XDG_CACHE_HOME", ".cache") / "rpctui"
+
+
+def data_dir() -> Path:
+    """Where run recordings live (``$XDG_DATA_HOME/rpctui``)."""
+    return _xdg("XDG_DATA_HOME", ".local/share") / "rpctui"
+
+
+def config_dir() -> Path:
+    """Where user settings (theme) live (``$XDG_CONFIG_HOME/rpctui``)."""
+    return _xdg("XDG_CONFIG_HOME", ".config") / "rpctui"
+
+
+def runs_dir() -> Path:
+    """One JSONL file per run."""
+    return data_dir() / "runs"
