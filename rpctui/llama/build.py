@@ -78,6 +78,8 @@ FLAVOURS: dict[str, Flavour] = {
             build_number=4411,
             build_commit="55d3c05b",
             description="ik_llama.cpp build 4411 (RPC protocol 3)",
+            # ik keeps its tools under examples/, which the base flags leave out.
+            extra_cmake=("-DLLAMA_BUILD_EXAMPLES=ON", "-DLLAMA_BUILD_SERVER=OFF"),
         ),
     )
 }

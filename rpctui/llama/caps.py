@@ -185,8 +185,9 @@ _AGENT = Path(__file__).resolve().parent.parent / "nodes" / "probe_agent.py"
 def probe_script(node: Node, ports: list[tuple[str, int]], model: str | None,
                  bin_dirs: list[str], is_main: bool, banner: bool = True) -> bytes:
     """The agent's source with its CONFIG filled in, ready to send to ``python3 -``."""
+    # Client tools are probed on every node: their --version names the build.
     names = {role: names for role, names in TOOL_NAMES.items()
-             if (role == "server" and node.servers) or (role != "server" and is_main)}
+             if role != "server" or node.servers}
     config = {
         "bin_dirs": bin_dirs, "use_path": not bin_dirs, "names": names, "ports": ports,
         "model": model, "banner": banner and bool(node.servers), "env": node.env,

@@ -140,6 +140,10 @@ class Host(abc.ABC):
         return await self.run(kill_argv(pgids), timeout=15.0)
 
     @abc.abstractmethod
+    async def port_open(self, host: str, port: int) -> bool:
+        """Whether host:port accepts a TCP connection, as seen from this node."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Drop the connection (nothing started through the launcher survives it)."""
 

@@ -97,6 +97,16 @@ class LocalHost(Host):
         spawned.pgid = reader.pgid
         return spawned
 
+    async def port_open(self, host: str, port: int) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+        except (OSError, asyncio.TimeoutError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
     async def close(self) -> None:
         return None
 

@@ -136,6 +136,7 @@ class SSHHost(Host):
     def __init__(self, label: str, conn: asyncssh.SSHClientConnection) -> None:
         self.label = label
         self._conn = conn
+        self._forwarding = True
 
     async def run(self, argv: Sequence[str], input: bytes | None = None,
                   timeout: float | None = 30.0) -> Completed:
@@ -167,6 +168,29 @@ class SSHHost(Host):
             closed.cancel()
         spawned.pgid = reader.pgid
         return spawned
+
+    async def port_open(self, host: str, port: int) -> bool:
+        """Opened through the node's sshd (a direct-tcpip channel): no process on the node.
+
+        Where the node's sshd forbids forwarding, a one-shot connect by the node's shell does it.
+        """
+        if self._forwarding:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    self._conn.open_connection(host, port), 5.0)
+            except asyncssh.ChannelOpenError as exc:
+                if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+                    self._forwarding = False
+                else:
+                    return False
+            except (OSError, asyncio.TimeoutError, TimeoutError):
+                return False
+            else:
+                writer.close()
+                return True
+        script = 'exec 3<>"/dev/tcp/$0/$1"'
+        result = await self.run(["bash", "-c", script, host, str(port)], timeout=5.0)
+        return result.rc == 0
 
     async def close(self) -> None:
         self._conn.close()

@@ -1,0 +1,126 @@
+"""Command line: rpctui [PROFILE] | run | check | demo | build | validate.
+
+Every error a user can cause ends in one message and a non-zero exit code
+(see :class:`rpctui.errors.ExitCode`); a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+from rpctui.errors import ExitCode, UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rpctui", description="Launch and profile llama.cpp RPC clusters.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the job a profile describes and print its results")
+    run.add_argument("profile")
+    run.add_argument("--format", choices=("md", "json", "csv"), default="md")
+    run.add_argument("--out", metavar="FILE", help="also write the results to FILE")
+    run.add_argument("-v", "--verbose", action="store_true", help="print every log line")
+
+    check = sub.add_parser("check", help="connect, probe and preflight every node; start nothing")
+    check.add_argument("profile")
+    check.add_argument("--format", choices=("md", "json"), default="md")
+
+    demo = sub.add_parser("demo", help="two rpc-servers on this machine, one llama-bench")
+    demo.add_argument("--headless", action="store_true", help="print results instead of the app")
+    demo.add_argument("--flavour", default=None, help="llama.cpp flavour to build and use")
+    demo.add_argument("--format", choices=("md", "json", "csv"), default="md")
+
+    build = sub.add_parser("build", help="build llama.cpp (RPC on) into rpctui's cache")
+    build.add_argument("flavours", nargs="*", default=["mainline"],
+                       help="mainline, b6110, ik, or all")
+
+    val = sub.add_parser("validate", help="validate profiles without connecting")
+    val.add_argument("profiles", nargs="+")
+    return p
+
+
+def example_path(name: str) -> Path:
+    """A profile shipped in examples/ (inside the package when installed)."""
+    local = Path(__file__).resolve().parent.parent / "examples" / name
+    if local.is_file():
+        return local
+    return Path(str(resources.files("rpctui") / "examples" / name))
+
+
+def _demo_profile(flavour: str | None):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from rpctui.profile_load import load_profile
+
+    profile = load_profile(example_path("loopback.toml"))
+    if flavour:
+        nodes = [dataclasses.replace(n, build=flavour) for n in profile.nodes]
+        profile = dataclasses.replace(profile, nodes=nodes)
+    return profile
+
+
+def _build(flavours: list[str]) -> ExitCode:
+    from rpctui.llama.build import FLAVOURS, ensure_build
+
+    names = list(FLAVOURS) if flavours == ["all"] else flavours
+    for name in names:
+        def progress(msg: str, frac: float | None) -> None:
+            pct = f" {frac * 100:3.0f}%" if frac is not None else ""
+            end = "\n" if not sys.stderr.isatty() or frac in (None, 1.0) else ""
+            print(f"\r\x1b[K{msg}{pct}" if sys.stderr.isatty() else f"{msg}{pct}", end=end,
+                  file=sys.stderr, flush=True)
+        b = ensure_build(name, progress=progress)
+        print(f"{b.flavour}: {b.bin_dir}")
+    return ExitCode.OK
+
+
+def _dispatch(args: argparse.Namespace) -> ExitCode:
+    from rpctui.profile_load import load_profile
+
+    if args.command == "validate":
+        for path in args.profiles:
+            load_profile(path)
+            print(f"{path}: ok")
+        return ExitCode.OK
+    if args.command == "build":
+        return _build(args.flavours)
+    from rpctui.headless import run_headless
+
+    if args.command == "run":
+        return run_headless(load_profile(args.profile), args.format, args.out,
+                            verbose=args.verbose)
+    if args.command == "check":
+        return run_headless(load_profile(args.profile), args.format, check_only=True)
+    if args.command == "demo":
+        profile = _demo_profile(args.flavour)
+        if not args.headless:
+            print("rpctui: the app is not built yet; running the demo headless", file=sys.stderr)
+        return run_headless(profile, args.format)
+    return ExitCode.USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return ExitCode.USAGE
+    try:
+        return int(_dispatch(args))
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return int(exc.code)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""The event types: everything that happens in a run is one of these.
+
+Events are small, frozen and timestamped. ``t`` is seconds since the run
+started (monotonic clock); wall-clock time appears only in RunStarted. Every
+event serialises to one JSON object with its class name under ``"type"``, and
+:func:`from_dict` reads it back, so a recorded run replays exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+REGISTRY: dict[str, type[Event]] = {}
+
+
+@dataclass(frozen=True)
+class Event:
+    t: float = 0.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        REGISTRY[cls.__name__] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["type"] = type(self).__name__
+        return data
+
+
+def from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from its JSON form; unknown fields (from newer versions) are dropped."""
+    cls = REGISTRY[data["type"]]
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in data.items() if k in names}
+    for f in dataclasses.fields(cls):
+        if f.name in values and isinstance(values[f.name], list) and f.type.startswith("tuple"):
+            values[f.name] = tuple(tuple(v) if isinstance(v, list) else v for v in values[f.name])
+    return cls(**values)
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    run_id: str = ""
+    profile: str = ""
+    profile_name: str = ""
+    command: str = ""
+    wall_time: str = ""
+    nodes: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()  #: endpoints in --rpc order
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    exit_code: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    """Something the user should read that is not a failure."""
+
+    message: str = ""
+    node: str = ""
+
+
+# -- nodes --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeConnecting(Event):
+    node: str = ""
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class NodeConnected(Event):
+    node: str = ""
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class NodeFailed(Event):
+    node: str = ""
+    message: str = ""
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class NodeProbed(Event):
+    node: str = ""
+    hostname: str = ""
+    flavour: str = ""
+    build: str = ""
+    protocol: str = ""
+    devices: tuple[tuple[str, str, int | None, int | None], ...] = ()  #: name, desc, total, free MiB
+    tools: tuple[tuple[str, str], ...] = ()  #: role, path
+    mem_total_mib: int | None = None
+    mem_available_mib: int | None = None
+
+
+@dataclass(frozen=True)
+class PreflightIssue(Event):
+    node: str = ""
+    check: str = ""
+    message: str = ""
+    fix: str = ""
+    fatal: bool = True
+
+
+@dataclass(frozen=True)
+class PreflightDone(Event):
+    ok: bool = True
+
+
+# -- servers ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServerStarting(Event):
+    node: str = ""
+    endpoint: str = ""
+    argv: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerStarted(Event):
+    node: str = ""
+    endpoint: str = ""
+    pgid: int | None = None
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class ServerReady(Event):
+    node: str = ""
+    endpoint: str = ""
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServerBanner(Event):
+    node: str = ""
+    endpoint: str = ""
+    protocol: str = ""
+    cache_dir: str = ""
+    devices: tuple[str, ...] = ()
+    exposed: bool = False  #: bound to something other than 127.0.0.1 (llama.cpp warns)
+
+
+@dataclass(frozen=True)
+class ServerLog(Event):
+    node: str = ""
+    endpoint: str = ""
+    line: str = ""
+
+
+@dataclass(frozen=True)
+class ServerExited(Event):
+    node: str = ""
+    endpoint: str = ""
+    rc: int = 0
+    expected: bool = False  #: ended by teardown
+    tail: tuple[str, ...] = ()
+
+
+# -- the job ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobStarted(Event):
+    node: str = ""
+    kind: str = ""
+    argv: tuple[str, ...] = ()
+    step: int = 0
+    servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobLog(Event):
+    stream: str = "stderr"
+    line: str = ""
+
+
+@dataclass(frozen=True)
+class BufferAllocated(Event):
+    """A buffer the client reported: kind is model, kv or compute."""
+
+    kind: str = ""
+    device: str = ""
+    endpoint: str = ""
+    mib: float = 0.0
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class BenchResult(Event):
+    step: int = 0
+    n_servers: int = 0
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobOutput(Event):
+    """Generated text (cli/completion) or other stdout that is not a bench row."""
+
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class JobFinished(Event):
+    rc: int = 0
+    elapsed_s: float = 0.0
+    step: int = 0
+    diagnosis: str = ""
+    culprit: str = ""  #: node or endpoint held responsible, when known
+
+
+# -- teardown -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TeardownStarted(Event):
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ProcessGone(Event):
+    node: str = ""
+    pgid: int = 0
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class TeardownFailed(Event):
+    node: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TeardownDone(Event):
+    elapsed_s: float = 0.0

@@ -1,0 +1,214 @@
+"""The headless face: ``rpctui run`` and ``rpctui check``.
+
+stdout carries data only (the results table, JSON, CSV, the preflight table);
+progress and diagnostics go to stderr, one plain line per event worth telling.
+Every event is recorded to the run's JSONL and folded into the same
+ClusterState the app draws.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from rpctui import events as ev
+from rpctui.errors import ExitCode, UserError
+from rpctui.orchestrator import Orchestrator
+from rpctui.profile import Profile
+from rpctui.results import FORMATS, Recorder, new_run_id, result_rows
+from rpctui.state import ClusterState, fold
+
+
+class Printer:
+    """Turns events into short stderr lines."""
+
+    def __init__(self, out: TextIO, verbose: bool = False) -> None:
+        self.out = out
+        self.verbose = verbose
+
+    def __call__(self, e: ev.Event) -> None:
+        line = self.describe(e)
+        if line:
+            print(line, file=self.out, flush=True)
+
+    def describe(self, e: ev.Event) -> str:  # noqa: C901 - one line per event type
+        match e:
+            case ev.RunStarted():
+                return f"rpctui: {e.command} {e.profile} ({len(e.nodes)} nodes, {len(e.servers)} servers)"
+            case ev.NodeFailed():
+                return f"error: {e.message}\n  fix: {e.fix}" if e.fix else f"error: {e.message}"
+            case ev.NodeProbed():
+                devs = ", ".join(f"{d[0]} {d[3]}/{d[2]} MiB free" if d[2] else d[0]
+                                 for d in e.devices) or "no server"
+                proto = f", RPC {e.protocol}" if e.protocol else ""
+                return f"node {e.node}: {e.flavour} build {e.build}{proto}; {devs}"
+            case ev.PreflightIssue():
+                head = "error" if e.fatal else "warning"
+                return f"{head}: {e.message}" + (f"\n  fix: {e.fix}" if e.fix else "")
+            case ev.Notice():
+                return f"note: {e.message}"
+            case ev.ServerReady():
+                return f"server {e.endpoint} on {e.node}: ready after {e.elapsed_s:.2f} s"
+            case ev.ServerExited() if not e.expected:
+                tail = "\n    ".join(line for line in e.tail[-6:] if line.strip())
+                return f"server {e.endpoint} on {e.node} exited with code {e.rc}" + (
+                    f"; last lines:\n    {tail}" if tail else "")
+            case ev.JobStarted():
+                return (f"job on {e.node} with {len(e.servers)} servers: "
+                        f"{' '.join(e.argv)}")
+            case ev.BufferAllocated():
+                return f"  {e.kind} buffer {e.device}: {e.mib:.2f} MiB"
+            case ev.BenchResult():
+                r = e.row
+                from rpctui.llama.bench import test_name
+                return f"  {test_name(r)}: {r.get('avg_ts', 0):.2f} t/s"
+            case ev.JobOutput():
+                return f"  | {e.text}" if self.verbose else ""
+            case ev.JobLog() | ev.ServerLog():
+                return f"  . {e.line}" if self.verbose else ""
+            case ev.JobFinished():
+                if e.rc == 0 and not e.diagnosis:
+                    return f"job finished in {e.elapsed_s:.2f} s"
+                return f"error: job failed (exit {e.rc}): {e.diagnosis}"
+            case ev.TeardownFailed():
+                return f"error: teardown on {e.node}: {e.message}"
+            case ev.TeardownDone():
+                return f"teardown: every process ended ({e.elapsed_s:.2f} s)"
+        return ""
+
+
+class Session:
+    """One headless run: recorder + state + printer behind a single emit()."""
+
+    def __init__(self, profile: Profile, command: str, err: TextIO, verbose: bool = False,
+                 record: bool = True) -> None:
+        self.profile = profile
+        self.state = ClusterState()
+        self.run_id = new_run_id(profile.name or Path(profile.path).stem)
+        self.recorder = Recorder(self.run_id) if record else None
+        self.printer = Printer(err, verbose)
+        self.err = err
+        self.emit(ev.RunStarted(run_id=self.run_id, profile=profile.path,
+                                profile_name=profile.name, command=command,
+                                wall_time=_now_iso(),
+                                nodes=tuple(n.label for n in profile.nodes),
+                                servers=tuple(f"{n.label}:{s.port}"
+                                              for n, s in profile.servers())))
+
+    def emit(self, e: ev.Event) -> None:
+        if self.recorder:
+            self.recorder.write(e)
+        self.state = fold(self.state, e)
+        self.printer(e)
+
+    def build_progress(self, message: str, fraction: float | None) -> None:
+        pct = f" {fraction * 100:3.0f}%" if fraction is not None else ""
+        if self.err.isatty():
+            print(f"\r\x1b[K{message}{pct}", end="", file=self.err, flush=True)
+            if fraction == 1.0:
+                print(file=self.err)
+        elif fraction is None or fraction == 1.0 or int(fraction * 100) % 10 == 0:
+            print(f"{message}{pct}", file=self.err, flush=True)
+
+    def finish(self, code: ExitCode, message: str = "") -> None:
+        self.emit(ev.RunFinished(t=self.state.t, exit_code=int(code), message=message))
+        if self.recorder:
+            self.recorder.close()
+            print(f"run recorded in {self.recorder.path}", file=self.err)
+
+
+def _now_iso() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+async def _with_signals(coro_factory) -> ExitCode:  # type: ignore[no-untyped-def]
+    """Run the orchestrator so that Ctrl-C and SIGTERM cancel it (its teardown still runs)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(coro_factory())
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return ExitCode.INTERRUPTED
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
+                 check_only: bool = False, verbose: bool = False,
+                 stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> ExitCode:
+    """``rpctui run`` / ``rpctui check``: returns the exit code."""
+    session = Session(profile, "check" if check_only else "run", stderr, verbose)
+    orch = Orchestrator(profile, session.emit, build_progress=session.build_progress)
+    message = ""
+    try:
+        code = asyncio.run(_with_signals(lambda: orch.run(check_only=check_only)))
+    except UserError as exc:
+        print(f"error: {exc.message}" + (f"\n  fix: {exc.fix}" if exc.fix else ""), file=stderr)
+        code, message = exc.code, exc.message
+    if code == ExitCode.INTERRUPTED:
+        print("interrupted: every process rpctui started was ended", file=stderr)
+    session.finish(code, message)
+    state = session.state
+    if check_only:
+        text = preflight_table(state) if fmt != "json" else json.dumps(
+            preflight_rows(state), indent=1) + "\n"
+        verdict = "PASS" if code == ExitCode.OK else "FAIL"
+        print(f"preflight: {verdict}", file=stderr)
+    else:
+        rows = result_rows(state)
+        text = FORMATS[fmt](rows) if rows or fmt != "md" else ""
+    if text:
+        stdout.write(text)
+        stdout.flush()
+    if out_file and text:
+        Path(out_file).write_text(text)
+    return code
+
+
+def preflight_rows(state: ClusterState) -> list[dict[str, object]]:
+    rows = []
+    servers_by_node: dict[str, list[str]] = {}
+    for s in state.servers.values():
+        servers_by_node.setdefault(s.node, []).append(s.endpoint)
+    for name, node in state.nodes.items():
+        issues = [i for i in state.issues if i.node == name or (not i.node)]
+        fatal = [i for i in issues if i.fatal]
+        ports = [i for i in issues if i.node == name and i.check == "port"]
+        model = [i for i in issues if i.node == name and i.check == "model"]
+        rows.append({
+            "node": name,
+            "reachable": "no" if node.status == "failed" else "yes",
+            "build": f"{node.flavour} {node.build}".strip() if node.build else "",
+            "rpc": node.protocol,
+            "devices": "; ".join(f"{d[0]} {d[3]}/{d[2]} MiB" if d[2] is not None else d[0]
+                                 for d in node.devices),
+            "ports": "in use" if ports else ("free" if node.status == "probed" else ""),
+            "model": "missing" if model else "",
+            "verdict": "FAIL" if node.status == "failed" or any(i.node == name for i in fatal)
+            else "ok",
+            "problems": [i.message for i in issues if i.node == name] + (
+                [node.message] if node.message else []),
+        })
+    return rows
+
+
+def preflight_table(state: ClusterState) -> str:
+    rows = preflight_rows(state)
+    cols = ["node", "reachable", "build", "rpc", "devices", "ports", "model", "verdict"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in cols}
+    lines = ["| " + " | ".join(c.ljust(widths[c]) for c in cols) + " |",
+             "| " + " | ".join("-" * widths[c] for c in cols) + " |"]
+    lines += ["| " + " | ".join(str(r[c]).ljust(widths[c]) for c in cols) + " |" for r in rows]
+    general = [i for i in state.issues if not i.node]
+    for issue in general:
+        lines.append(("error: " if issue.fatal else "warning: ") + issue.message)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,137 @@
+"""llama.cpp log lines -> facts, for every flavour in the reference (pure functions).
+
+Lines may carry a common-logger prefix (``0.00.402.109 I ``); patterns anchor on
+content, not on the start of the line. Buffer names come in three spellings:
+``RPC[host:port]`` (seed-era), ``RPC0[host:port]`` (current and ik), and local
+devices (``CPU_Mapped``, ``CUDA0``, ``Vulkan0``, ``ROCm0``...).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_MIB = r"=\s*([0-9.]+) MiB"
+_NAME = r"(\S+?)"
+_BUFFER_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("model", re.compile(rf"(?:load_tensors|llm_load_tensors):\s+{_NAME} model buffer size\s*{_MIB}")),
+    ("model", re.compile(rf"llm_load_tensors:\s+{_NAME} buffer size\s*{_MIB}")),
+    ("kv", re.compile(rf"(?:llama_kv_cache\w*|llama_context):\s+{_NAME} KV buffer size\s*{_MIB}")),
+    ("compute", re.compile(rf"(?:sched_reserve|llama_context|llama_init_from_model|graph_reserve):\s+"
+                           rf"{_NAME} compute buffer size\s*{_MIB}")),
+)
+_ENDPOINT = re.compile(r"^RPC(\d*)\[([^\]]+)\]$")
+
+
+@dataclass(frozen=True)
+class Buffer:
+    kind: str  #: model, kv or compute
+    device: str  #: as llama.cpp prints it, e.g. RPC0[127.0.0.1:50052] or CUDA0
+    mib: float
+
+    @property
+    def endpoint(self) -> str:
+        """host:port for an RPC buffer, "" for a local device."""
+        m = _ENDPOINT.match(self.device)
+        return m.group(2) if m else ""
+
+
+def parse_buffer(line: str) -> Buffer | None:
+    """A model/KV/compute buffer line, or None. Zero-size lines (sizing passes) are None."""
+    if "buffer size" not in line:
+        return None
+    for kind, pattern in _BUFFER_PATTERNS:
+        m = pattern.search(line)
+        if m:
+            mib = float(m.group(2))
+            if mib == 0.0:
+                return None
+            return Buffer(kind, m.group(1), mib)
+    return None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a job or server failed, as its output says it."""
+
+    kind: str
+    message: str
+    endpoint: str = ""  #: host:port named by the line, when it names one
+
+
+_FAILURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("alloc", re.compile(r"failed to allocate (RPC\d*\[([^\]]+)\]) buffer of size (\d+)"),
+     "could not allocate {0} bytes on {1}: that server ran out of memory"),
+    ("alloc", re.compile(r"unable to allocate (RPC\d*\[([^\]]+)\]) buffer"),
+     "could not allocate a buffer on {0}: that server ran out of memory"),
+    ("alloc", re.compile(r"cudaMalloc failed: out of memory"), "a CUDA device ran out of memory"),
+    ("alloc", re.compile(r"ggml_vulkan: Device memory allocation of size (\d+) failed"),
+     "a Vulkan device ran out of memory ({0} bytes)"),
+    ("alloc", re.compile(r"ErrorOutOfDeviceMemory"), "a Vulkan device ran out of memory"),
+    ("alloc", re.compile(r"ggml_aligned_malloc: insufficient memory \(attempted to allocate\s+([0-9.]+ MB)\)"),
+     "a CPU backend could not allocate {0}"),
+    ("kv", re.compile(r"failed to allocate buffer for kv cache"), "the KV cache did not fit"),
+    ("compute", re.compile(r"failed to allocate compute (?:pp )?buffers?"),
+     "the compute buffers did not fit"),
+    ("protocol", re.compile(r"RPC server version mismatch: (\S+)"),
+     "a server speaks RPC protocol {0}, another build than the client's"),
+    ("protocol", re.compile(r"HELLO request size mismatch.*"),
+     "the client and server builds speak different RPC protocols"),
+    ("handshake", re.compile(r"RPC handshake failed for (\S+)"), "RPC handshake with {0} failed"),
+    ("crashed", re.compile(r"Remote RPC server crashed or returned malformed response"),
+     "a server crashed or was killed during the job"),
+    ("connect", re.compile(r"Failed to connect to (\S+)"), "could not connect to server {0}"),
+    ("config", re.compile(r"quantized V cache was requested, but this requires Flash Attention"),
+     "a quantized V cache needs flash attention (set flash_attn = true)"),
+    ("model", re.compile(r"failed to load model '([^']*)'"), "llama.cpp could not load the model {0}"),
+    ("hip", re.compile(r"HSA_STATUS_ERROR_EXCEPTION"), "the ROCm runtime aborted (HSA exception)"),
+)
+
+
+def parse_failure(line: str) -> Failure | None:
+    """The failure a line reports, or None."""
+    for kind, pattern, text in _FAILURES:
+        m = pattern.search(line)
+        if m:
+            groups = m.groups()
+            endpoint = ""
+            if kind == "alloc" and len(groups) >= 2 and groups[1] and ":" in groups[1]:
+                endpoint = groups[1]
+                message = text.format(groups[2] if len(groups) > 2 else "", groups[0])
+            else:
+                message = text.format(*groups)
+                if kind in ("connect", "handshake") and groups:
+                    endpoint = groups[0].rstrip(",")
+            return Failure(kind, message, endpoint)
+    return None
+
+
+# Precedence when several lines fail: the root cause beats its consequences.
+_RANK = {"protocol": 0, "alloc": 1, "kv": 2, "compute": 3, "config": 4, "handshake": 5,
+         "connect": 6, "hip": 7, "crashed": 8, "model": 9}
+
+
+def root_cause(failures: list[Failure]) -> Failure | None:
+    if not failures:
+        return None
+    return min(failures, key=lambda f: _RANK.get(f.kind, 50))
+
+
+_BANNER_PROTOCOL = re.compile(r"Starting RPC server v(\d+\.\d+\.\d+)")
+_BANNER_CACHE = re.compile(r"local cache\s*:\s*(\S.*?)\s*$")
+
+
+def banner_protocol(line: str) -> str | None:
+    m = _BANNER_PROTOCOL.search(line)
+    return m.group(1) if m else None
+
+
+def banner_cache(line: str) -> str | None:
+    m = _BANNER_CACHE.search(line)
+    if not m or m.group(1) == "n/a":
+        return None
+    return m.group(1)
+
+
+def is_exposure_warning(line: str) -> bool:
+    return "Never expose the RPC server to an open network" in line

@@ -1,0 +1,263 @@
+"""The run's lifecycle: connect, probe, preflight, start servers, run the job, tear down.
+
+The orchestrator owns the connections and the processes; it reports everything
+it sees as events through ``emit`` and never draws anything. Teardown runs on
+every way out (success, failure, Ctrl-C, SIGTERM): each process group started
+on each node is ended and verified gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rpctui import events as ev
+from rpctui.errors import ExitCode, UserError
+from rpctui.llama import argv as largv
+from rpctui.llama.caps import Capabilities, capabilities_from_probe, probe_argv, probe_script
+from rpctui.nodes.base import Host, Spawned, launcher_argv, with_stdbuf
+from rpctui.nodes.local import LocalHost
+from rpctui.preflight import preflight
+from rpctui.profile import Node, Profile, Server, endpoint
+from rpctui.runtime import Job, LineSplitter, ServerWatch, resolve_bin_dirs, resolve_model
+
+Emit = Callable[[ev.Event], None]
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Started:
+    """A process group rpctui started, to be ended at teardown."""
+
+    node: str
+    what: str
+    spawned: Spawned
+    pgid: int | None
+
+
+@dataclass
+class Orchestrator:
+    profile: Profile
+    emit_event: Emit
+    build_progress: Callable[[str, float | None], None] | None = None
+    hosts: dict[str, Host] = field(default_factory=dict)
+    caps: dict[str, Capabilities] = field(default_factory=dict)
+    started: list[Started] = field(default_factory=list)
+    watches: dict[str, ServerWatch] = field(default_factory=dict)
+    model: str = ""
+    stopping: bool = False
+
+    def __post_init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.nodes = {n.label: n for n in self.profile.nodes}
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.t0, 4)
+
+    def emit(self, event_type: type[ev.Event], **fields: object) -> None:
+        self.emit_event(event_type(t=self.now(), **fields))  # type: ignore[arg-type]
+
+    # -- connect and probe ----------------------------------------------------------------------
+
+    async def _connect(self, node: Node) -> Host:
+        self.emit(ev.NodeConnecting, node=node.label, host=node.host)
+        start = time.monotonic()
+        if node.is_local:
+            host: Host = LocalHost(node.label)
+        else:
+            from rpctui.nodes.ssh import connect
+
+            host = await connect(node)
+        self.emit(ev.NodeConnected, node=node.label, elapsed_s=round(time.monotonic() - start, 4))
+        return host
+
+    async def _probe(self, node: Node, host: Host, bin_dirs: list[str]) -> Capabilities:
+        ports = [(s.bind, s.port) for s in node.servers]
+        model = self.model if node.main else None
+        script = probe_script(node, ports, model, bin_dirs, node.main)
+        result = await host.run(probe_argv(node), input=script, timeout=120)
+        if result.rc != 0:
+            if result.rc == 127 or "not found" in result.stderr:
+                raise UserError(f"node {node.label}: {node.python} not found",
+                                "install python3 on the node, or set python = \"/path/to/python3\" "
+                                "for it in the profile", ExitCode.PREFLIGHT)
+            raise UserError(f"node {node.label}: probing failed (exit {result.rc}): "
+                            f"{result.stderr.strip()[-500:]}", "run with --debug for details",
+                            ExitCode.PREFLIGHT)
+        caps = capabilities_from_probe(node.label, json.loads(result.stdout))
+        self.emit(ev.NodeProbed, node=node.label, hostname=caps.hostname, flavour=caps.flavour,
+                  build=caps.build, protocol=caps.protocol or "",
+                  devices=tuple((d.name, d.description, d.total_mib, d.free_mib)
+                                for d in caps.devices),
+                  tools=tuple((role, t.path) for role, t in caps.tools.items()),
+                  mem_total_mib=caps.mem_total_mib, mem_available_mib=caps.mem_available_mib)
+        return caps
+
+    async def _connect_and_probe(self, node: Node) -> None:
+        bin_dirs = await resolve_bin_dirs(node, self.build_progress)
+        host = await self._connect(node)
+        self.hosts[node.label] = host
+        self.caps[node.label] = await self._probe(node, host, bin_dirs)
+
+    async def prepare(self) -> bool:
+        """Connect to every node in parallel, probe, and run the preflight. True when it passed."""
+        self.model = await resolve_model(self.profile)
+        nodes = self.profile.nodes
+        results = await asyncio.gather(*(self._connect_and_probe(n) for n in nodes),
+                                       return_exceptions=True)
+        failed = False
+        for node, result in zip(nodes, results, strict=True):
+            if isinstance(result, UserError):
+                self.emit(ev.NodeFailed, node=node.label, message=result.message, fix=result.fix)
+                failed = True
+            elif isinstance(result, BaseException):
+                if isinstance(result, (asyncio.CancelledError, KeyboardInterrupt)):
+                    raise result
+                self.emit(ev.NodeFailed, node=node.label, message=f"node {node.label}: {result!r}",
+                          fix="run with --debug and report this")
+                failed = True
+        if failed:
+            self.emit(ev.PreflightDone, ok=False)
+            return False
+        issues = preflight(self.profile, self.caps, self.model)
+        for issue in issues:
+            self.emit_event(issue.__class__(t=self.now(), node=issue.node, check=issue.check,
+                                            message=issue.message, fix=issue.fix,
+                                            fatal=issue.fatal))
+        ok = not any(i.fatal for i in issues)
+        self.emit(ev.PreflightDone, ok=ok)
+        return ok
+
+    # -- servers --------------------------------------------------------------------------------
+
+    async def _start_server(self, node: Node, server: Server) -> None:
+        caps = self.caps[node.label]
+        host = self.hosts[node.label]
+        ep = endpoint(node, server)
+        argv, notes = largv.server_argv(caps, node, server)
+        for note in notes:
+            self.emit(ev.Notice, message=note, node=node.label)
+        env = {"GGML_NO_BACKTRACE": "1", **node.env, **server.env}
+        limit = server.address_space_limit_mib * 1024 if server.address_space_limit_mib else None
+        full = with_stdbuf(launcher_argv(argv, env=env, limit_as_kib=limit), caps.has_stdbuf)
+        self.emit(ev.ServerStarting, node=node.label, endpoint=ep, argv=tuple(argv))
+        spawned = await host.spawn(full, merge_stderr=True)
+        self.started.append(Started(node.label, f"rpc-server {ep}", spawned, spawned.pgid))
+        self.emit(ev.ServerStarted, node=node.label, endpoint=ep, pgid=spawned.pgid,
+                  pid=spawned.child_pid)
+        watch = ServerWatch(node.label, ep, spawned, self)
+        self.watches[ep] = watch
+        watch.start()
+
+    async def _wait_ready(self, node: Node, server: Server, started_at: float) -> None:
+        host = self.hosts[node.label]
+        ep = endpoint(node, server)
+        watch = self.watches[ep]
+        probe_host = "127.0.0.1" if server.bind == "0.0.0.0" else server.bind
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if watch.exited.is_set():
+                raise UserError(f"server {ep} on node {node.label} exited during start-up "
+                                f"(exit {watch.rc})" + watch.tail_text(),
+                                "read the server's last lines above; fix its settings in the "
+                                "profile", ExitCode.FAILED)
+            if await host.port_open(probe_host, server.port):
+                self.emit(ev.ServerReady, node=node.label, endpoint=ep,
+                          elapsed_s=round(time.monotonic() - started_at, 4))
+                return
+            await asyncio.sleep(0.02)
+        raise UserError(f"server {ep} on node {node.label} did not accept connections within "
+                        f"{READY_TIMEOUT_S:g} s" + watch.tail_text(),
+                        "check the server's output above", ExitCode.FAILED)
+
+    async def start_servers(self) -> None:
+        """Start every server in parallel; return when all accept connections."""
+        start = time.monotonic()
+        servers = self.profile.servers()
+        await asyncio.gather(*(self._start_server(n, s) for n, s in servers))
+        await asyncio.gather(*(self._wait_ready(n, s, start) for n, s in servers))
+
+    # -- the job --------------------------------------------------------------------------------
+
+    async def run_job(self, step: int, n_servers: int) -> int:
+        main = self.profile.main_node
+        caps = self.caps[main.label]
+        servers = self.profile.servers()[:n_servers]
+        eps = [endpoint(n, s) for n, s in servers]
+        names = {f"{n.label}:{s.port}": endpoint(n, s) for n, s in self.profile.servers()}
+        argv = largv.job_argv(caps, self.profile.job, self.model, eps, names)
+        env = {"GGML_NO_BACKTRACE": "1", "LLAMA_ARG_FIT": "off", **main.env}
+        full = with_stdbuf(launcher_argv(argv, env=env), caps.has_stdbuf)
+        self.emit(ev.JobStarted, node=main.label, kind=self.profile.job.kind, argv=tuple(argv),
+                  step=step, servers=tuple(eps))
+        spawned = await self.hosts[main.label].spawn(full, merge_stderr=False)
+        self.started.append(Started(main.label, "job", spawned, spawned.pgid))
+        job = Job(self, spawned, step, n_servers)
+        return await job.run(self.profile.job.timeout_s)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, check_only: bool = False) -> ExitCode:
+        """The whole run. Teardown happens whatever way this ends."""
+        try:
+            if not await self.prepare():
+                return ExitCode.PREFLIGHT
+            if check_only:
+                return ExitCode.OK
+            await self.start_servers()
+            steps = self.profile.sweep.servers if self.profile.sweep else [
+                len(self.profile.servers())]
+            code = ExitCode.OK
+            for step, n in enumerate(steps):
+                rc = await self.run_job(step, n)
+                if rc != 0:
+                    code = ExitCode.FAILED
+                    break
+            return code
+        finally:
+            await asyncio.shield(self.teardown())
+
+    async def teardown(self) -> None:
+        """End every process group started, on every node, and verify they are gone."""
+        if self.stopping:
+            return
+        self.stopping = True
+        start = time.monotonic()
+        self.emit(ev.TeardownStarted, reason="run ended")
+        by_node: dict[str, list[Started]] = {}
+        for s in self.started:
+            by_node.setdefault(s.node, []).append(s)
+
+        async def end_node(name: str, items: list[Started]) -> None:
+            host = self.hosts[name]
+            pgids = [s.pgid for s in items if s.pgid]
+            if pgids:
+                result = await host.kill_groups(pgids)
+                if result.rc != 0:
+                    self.emit(ev.TeardownFailed, node=name, message=(result.stdout + result.stderr)
+                              .strip() or f"kill exited {result.rc}")
+                    for s in items:
+                        await s.spawned.close_stdin()
+                    return
+            for s in items:
+                await s.spawned.close_stdin()
+                self.emit(ev.ProcessGone, node=name, pgid=s.pgid or 0, what=s.what)
+
+        await asyncio.gather(*(end_node(n, items) for n, items in by_node.items()),
+                             return_exceptions=True)
+        for watch in self.watches.values():
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(watch.done(), 5)
+        for host in self.hosts.values():
+            with contextlib.suppress(Exception):
+                await host.close()
+        self.emit(ev.TeardownDone, elapsed_s=round(time.monotonic() - start, 4))
+
+
+__all__ = ["Orchestrator", "LineSplitter"]

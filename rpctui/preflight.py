@@ -1,0 +1,132 @@
+"""Preflight: everything that can be known wrong before anything starts (pure).
+
+Input: the profile and each node's probed Capabilities. Output: PreflightIssue
+events, fatal or not, each naming the node and the fix. The orchestrator
+refuses to launch while any fatal issue stands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rpctui import events as ev
+from rpctui.errors import UserError
+from rpctui.llama import argv as largv
+from rpctui.llama.caps import Capabilities
+from rpctui.profile import Profile, endpoint
+
+
+def _issue(node: str, check: str, message: str, fix: str = "", fatal: bool = True) -> ev.PreflightIssue:
+    return ev.PreflightIssue(node=node, check=check, message=message, fix=fix, fatal=fatal)
+
+
+def check_builds(profile: Profile, caps: dict[str, Capabilities]) -> list[ev.PreflightIssue]:
+    """Every node must run the same build and RPC protocol (seed 000: use the same build)."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    for node in profile.nodes:
+        c = caps.get(node.label)
+        if c is None:
+            continue
+        seen[node.label] = (c.flavour, c.build if c.build != "unknown" else "",
+                            c.protocol or "")
+    flavours = {v[0] for v in seen.values() if v[0] != "unknown"}
+    builds = {v[1] for v in seen.values() if v[1]}
+    protocols = {v[2] for v in seen.values() if v[2]}
+    if len(flavours) <= 1 and len(builds) <= 1 and len(protocols) <= 1:
+        return []
+    detail = "; ".join(f"{name}: {fl} build {b or '?'}, RPC protocol {p or '?'}"
+                       for name, (fl, b, p) in seen.items())
+    allowed = profile.allow_mixed_builds
+    return [_issue("", "builds", f"nodes run different llama.cpp builds ({detail})",
+                   "use the same llama.cpp build on every node; mixed builds crash each other "
+                   "(or set allow_mixed_builds = true to try anyway)", fatal=not allowed)]
+
+
+def check_node(profile: Profile, c: Capabilities) -> list[ev.PreflightIssue]:
+    node = next(n for n in profile.nodes if n.label == c.node)
+    issues: list[ev.PreflightIssue] = []
+    where = f"in {node.bin_dir}" if node.bin_dir else "on PATH"
+    if node.servers and c.server is None:
+        issues.append(_issue(node.label, "binary", f"no rpc-server or ggml-rpc-server {where} "
+                             f"on node {node.label}",
+                             "set bin_dir for this node to a llama.cpp build with GGML_RPC=ON"))
+    port_info = {(p["bind"], p["port"]): p for p in c.raw.get("ports", [])}
+    names = {d.name for d in c.devices}
+    for server in node.servers:
+        p = port_info.get((server.bind, server.port))
+        if p and not p["free"]:
+            if "assign" in (p.get("error") or "").lower():
+                issues.append(_issue(node.label, "port", f"{server.bind} is not an address of node "
+                                     f"{node.label}", "set bind to one of the node's addresses, "
+                                     "or 127.0.0.1"))
+            else:
+                issues.append(_issue(node.label, "port", f"port {server.port} on node {node.label} "
+                                     f"is already in use ({p.get('error') or 'taken'})",
+                                     "stop what listens there (an orphaned rpc-server?) or choose "
+                                     "another port"))
+        if server.bind == "127.0.0.1" and not node.main:
+            issues.append(_issue(node.label, "bind", f"server {endpoint(node, server)} on node "
+                                 f"{node.label} binds 127.0.0.1, which the main node "
+                                 f"{profile.main_node.label} cannot reach",
+                                 "set bind to this node's address on the network the main node "
+                                 "uses (the RPC protocol has no authentication: use a private "
+                                 "network)"))
+        elif server.bind != "127.0.0.1":
+            issues.append(_issue(node.label, "exposed", f"server {endpoint(node, server)} accepts "
+                                 f"unauthenticated connections from any host that reaches "
+                                 f"{server.bind}", "keep this network private or firewalled",
+                                 fatal=False))
+        for dev in server.devices:
+            if names and dev not in names and c.server is not None:
+                issues.append(_issue(node.label, "device", f"node {node.label} has no device "
+                                     f"{dev!r}; it has: {', '.join(sorted(names))}",
+                                     "fix devices for this server"))
+        if c.server is not None:
+            try:
+                _, notes = largv.server_argv(c, node, server)
+            except UserError as exc:
+                issues.append(_issue(node.label, "flags", exc.message, exc.fix))
+            else:
+                issues += [_issue(node.label, "flags", n, fatal=False) for n in notes]
+    return issues
+
+
+def check_main(profile: Profile, c: Capabilities, model: str) -> list[ev.PreflightIssue]:
+    node = profile.main_node
+    job = profile.job
+    issues: list[ev.PreflightIssue] = []
+    info: dict[str, Any] = c.raw.get("model") or {}
+    if not info.get("exists"):
+        issues.append(_issue(node.label, "model", f"model {model} not found on main node "
+                             f"{node.label}", "fix job.model (a path on the main node), or copy "
+                             "the model there"))
+    elif info.get("magic") != "GGUF":
+        issues.append(_issue(node.label, "model", f"{model} on {node.label} is not a GGUF file",
+                             "point job.model at a .gguf file (the first shard of a split model)"))
+    servers = profile.servers()
+    eps = [endpoint(n, s) for n, s in servers]
+    names = {f"{n.label}:{s.port}": endpoint(n, s) for n, s in servers}
+    try:
+        largv.job_argv(c, job, model, eps, names)
+    except UserError as exc:
+        issues.append(_issue(node.label, "flags", exc.message, exc.fix))
+    if job.tensor_split and not profile.sweep:
+        rpc = sum(max(len(s.devices), 1) for _, s in servers)
+        local = len(c.client_devices)
+        if len(job.tensor_split) not in (rpc, rpc + local):
+            issues.append(_issue(node.label, "split", f"tensor_split has "
+                                 f"{len(job.tensor_split)} entries; the job sees {rpc} server "
+                                 f"devices and {local} local GPUs on {node.label}",
+                                 f"give {rpc + local} fractions: servers in profile order, then "
+                                 f"the main node's GPUs"))
+    return issues
+
+
+def preflight(profile: Profile, caps: dict[str, Capabilities], model: str) -> list[ev.PreflightIssue]:
+    issues = check_builds(profile, caps)
+    for c in caps.values():
+        issues += check_node(profile, c)
+    main = caps.get(profile.main_node.label)
+    if main is not None:
+        issues += check_main(profile, main, model)
+    return issues

@@ -1,0 +1,117 @@
+"""The run store: every run's events as JSONL, and its results as md, json or csv.
+
+A run is a recording: :class:`Recorder` appends each event as it happens (one
+JSON object a line, flushed), so a crash loses nothing that was seen. Reports
+read the recording, or the state folded from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from rpctui import events as ev
+from rpctui.llama.bench import backends, params_b, size_gib, test_name
+from rpctui.paths import runs_dir
+from rpctui.state import ClusterState
+
+
+def new_run_id(profile_name: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", profile_name or "run").strip("-")[:40] or "run"
+    return f"{stamp}-{slug}-{time.monotonic_ns() % 100000:05d}"
+
+
+class Recorder:
+    """Appends events to ``<runs_dir>/<run_id>.jsonl`` as they happen."""
+
+    def __init__(self, run_id: str, folder: Path | None = None) -> None:
+        folder = folder or runs_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{run_id}.jsonl"
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def write(self, event: ev.Event) -> None:
+        self._fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_run(path: str | Path) -> list[ev.Event]:
+    """The events of a recorded run (a torn last line, from a crash, is skipped)."""
+    events = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(ev.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return events
+
+
+COLUMNS = ("model", "size", "params", "backend", "ngl", "servers", "nodes", "test", "t/s")
+
+
+def result_rows(state: ClusterState) -> list[dict[str, Any]]:
+    """One row per bench result, in llama-bench's columns plus the servers that ran it."""
+    rows = []
+    for result in state.results:
+        r = result.row
+        servers = next((j.servers for j in state.jobs + (state.job,) if j.step == result.step), ())
+        nodes = sorted({state.servers[s].node for s in servers if s in state.servers})
+        avg = r.get("avg_ts")
+        std = r.get("stddev_ts")
+        rows.append({
+            "model": r.get("model_type", ""),
+            "size": size_gib(r),
+            "params": params_b(r),
+            "backend": backends(r),
+            "ngl": r.get("n_gpu_layers", ""),
+            "servers": result.n_servers,
+            "nodes": ",".join(nodes),
+            "test": test_name(r),
+            "t/s": f"{avg:.2f} ± {std:.2f}" if isinstance(avg, (int, float)) else "",
+            "avg_ts": avg,
+            "stddev_ts": std,
+            "build": f"{str(r.get('build_commit', ''))[:8]} ({r.get('build_number', '')})",
+            "step": result.step,
+            "raw": r,
+        })
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no results)\n"
+    right = {"size", "params", "ngl", "servers", "test", "t/s"}
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS}
+    head = "| " + " | ".join(c.ljust(widths[c]) for c in COLUMNS) + " |"
+    rule = "| " + " | ".join(("-" * (widths[c] - 1) + ":") if c in right else "-" * widths[c]
+                             for c in COLUMNS) + " |"
+    body = ["| " + " | ".join(str(r[c]).rjust(widths[c]) if c in right else
+                              str(r[c]).ljust(widths[c]) for c in COLUMNS) + " |" for r in rows]
+    builds = sorted({r["build"] for r in rows})
+    return "\n".join([head, rule, *body, "", f"build: {', '.join(builds)}", ""])
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    fields = [c for c in COLUMNS if c != "t/s"] + ["avg_ts", "stddev_ts", "build"]
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r)
+    return out.getvalue()
+
+
+FORMATS = {"md": to_markdown, "json": to_json, "csv": to_csv}

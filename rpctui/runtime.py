@@ -1,0 +1,216 @@
+"""What runs while a run runs: server watchers, the job reader, and resolving local paths.
+
+A ServerWatch reads one rpc-server's output into events until it exits; a Job
+reads the job's stdout (results) and stderr (the loading log) into events and
+works out why it failed, naming the server or node responsible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from rpctui import events as ev
+from rpctui.errors import ExitCode, UserError
+from rpctui.llama import logs
+from rpctui.llama.bench import BenchStream
+from rpctui.nodes.base import Spawned
+from rpctui.profile import Node, Profile
+
+if TYPE_CHECKING:
+    from rpctui.orchestrator import Orchestrator
+
+
+class LineSplitter:
+    """Chunks in, complete lines out; a partial line waits for the rest."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def feed(self, text: str) -> list[str]:
+        text = self._partial + text
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        return [line.rstrip("\r") for line in lines]
+
+    def flush(self) -> list[str]:
+        rest, self._partial = self._partial, ""
+        return [rest] if rest else []
+
+
+class ServerWatch:
+    """Reads one server's merged output into ServerLog/ServerBanner events until it exits."""
+
+    def __init__(self, node: str, endpoint: str, spawned: Spawned, orch: Orchestrator) -> None:
+        self.node = node
+        self.endpoint = endpoint
+        self.spawned = spawned
+        self.orch = orch
+        self.tail: deque[str] = deque(maxlen=20)
+        self.exited = asyncio.Event()
+        self.rc: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._read())
+
+    async def done(self) -> None:
+        if self._task:
+            await self._task
+
+    def tail_text(self, n: int = 8) -> str:
+        lines = [line for line in self.tail if line.strip()][-n:]
+        return ("; last lines:\n    " + "\n    ".join(lines)) if lines else ""
+
+    async def _read(self) -> None:
+        split = LineSplitter()
+        try:
+            async for _stream, text in self.spawned.chunks():
+                for line in split.feed(text):
+                    self._line(line)
+            for line in split.flush():
+                self._line(line)
+            self.rc = await self.spawned.wait()
+        finally:
+            self.exited.set()
+            self.orch.emit(ev.ServerExited, node=self.node, endpoint=self.endpoint,
+                           rc=self.rc if self.rc is not None else -1,
+                           expected=self.orch.stopping, tail=tuple(self.tail))
+
+    def _line(self, line: str) -> None:
+        self.tail.append(line)
+        self.orch.emit(ev.ServerLog, node=self.node, endpoint=self.endpoint, line=line)
+        protocol = logs.banner_protocol(line)
+        cache = logs.banner_cache(line)
+        if protocol or cache or logs.is_exposure_warning(line):
+            self.orch.emit(ev.ServerBanner, node=self.node, endpoint=self.endpoint,
+                           protocol=protocol or "", cache_dir=cache or "",
+                           exposed=logs.is_exposure_warning(line))
+
+
+class Job:
+    """The job's process: results from stdout, the loading log from stderr, then a verdict."""
+
+    def __init__(self, orch: Orchestrator, spawned: Spawned, step: int, n_servers: int) -> None:
+        self.orch = orch
+        self.spawned = spawned
+        self.step = step
+        self.n_servers = n_servers
+        self.failures: list[logs.Failure] = []
+        self.tail: deque[str] = deque(maxlen=30)
+        self.rows = 0
+
+    async def run(self, timeout_s: float | None) -> int:
+        start = time.monotonic()
+        reader = asyncio.create_task(self._read())
+        timed_out = False
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            timed_out = True
+            host = self.orch.hosts[self.orch.profile.main_node.label]
+            if self.spawned.pgid:
+                await host.kill_groups([self.spawned.pgid])
+            await reader
+        rc = await self.spawned.wait()
+        diagnosis, culprit = self._diagnose(rc, timed_out, timeout_s)
+        self.orch.emit(ev.JobFinished, rc=rc, elapsed_s=round(time.monotonic() - start, 4),
+                       step=self.step, diagnosis=diagnosis, culprit=culprit)
+        return rc if rc != 0 or self.rows or self.orch.profile.job.kind != "bench" else 1
+
+    async def _read(self) -> None:
+        out_lines = LineSplitter()
+        err_lines = LineSplitter()
+        bench = BenchStream()
+        is_bench = self.orch.profile.job.kind == "bench"
+        async for stream, text in self.spawned.chunks():
+            if stream == "stdout":
+                if is_bench:
+                    for row in bench.feed(text):
+                        self.rows += 1
+                        self.orch.emit(ev.BenchResult, step=self.step, n_servers=self.n_servers,
+                                       row=row)
+                else:
+                    for line in out_lines.feed(text):
+                        self.orch.emit(ev.JobOutput, text=line)
+            else:
+                for line in err_lines.feed(text):
+                    self._log(line)
+        for line in err_lines.flush():
+            self._log(line)
+        for line in out_lines.flush():
+            self.orch.emit(ev.JobOutput, text=line)
+
+    def _log(self, line: str) -> None:
+        self.tail.append(line)
+        self.orch.emit(ev.JobLog, stream="stderr", line=line)
+        buf = logs.parse_buffer(line)
+        if buf:
+            self.orch.emit(ev.BufferAllocated, kind=buf.kind, device=buf.device,
+                           endpoint=buf.endpoint, mib=buf.mib, step=self.step)
+            return
+        failure = logs.parse_failure(line)
+        if failure:
+            self.failures.append(failure)
+
+    def _diagnose(self, rc: int, timed_out: bool, timeout_s: float | None) -> tuple[str, str]:
+        if timed_out:
+            return f"the job ran past its {timeout_s:g} s timeout and was stopped", ""
+        dead = [w for w in self.orch.watches.values() if w.exited.is_set() and not self.orch.stopping]
+        if rc == 0 and not dead:
+            if self.orch.profile.job.kind == "bench" and not self.rows:
+                return "llama-bench exited 0 but printed no result", ""
+            return "", ""
+        cause = logs.root_cause(self.failures)
+        culprit = ""
+        if cause and cause.endpoint:
+            culprit = self._node_of(cause.endpoint) or cause.endpoint
+        if dead and (cause is None or cause.kind in ("crashed", "connect", "handshake")):
+            w = dead[0]
+            how = "was killed (SIGKILL: the kernel's OOM killer or a person)" if w.rc == 137 else (
+                f"exited with code {w.rc}")
+            return (f"server {w.endpoint} on node {w.node} {how} during the job"
+                    + w.tail_text(4), w.node)
+        if cause:
+            where = f" (node {culprit})" if culprit and culprit != cause.endpoint else ""
+            return cause.message + where, culprit
+        last = [line for line in self.tail if line.strip()][-3:]
+        return f"the job exited with code {rc}: " + " | ".join(last), ""
+
+    def _node_of(self, ep: str) -> str:
+        watch = self.orch.watches.get(ep)
+        return watch.node if watch else ""
+
+
+async def resolve_bin_dirs(node: Node, progress: Callable[[str, float | None], None] | None
+                           ) -> list[str]:
+    """The directories to search for binaries on a node; builds rpctui's own when asked."""
+    if node.bin_dir:
+        return [node.bin_dir]
+    if node.build:
+        from rpctui.llama.build import ensure_build
+
+        build = await asyncio.to_thread(ensure_build, node.build, (), progress)
+        return [str(build.bin_dir)]
+    return []
+
+
+async def resolve_model(profile: Profile) -> str:
+    """The model path on the main node; a builtin model is generated here first."""
+    job = profile.job
+    name = job.builtin_model
+    if name is None:
+        return job.model
+    from rpctui.llama.tinymodel import BUILTIN, ensure_model
+
+    if name not in BUILTIN:
+        raise UserError(f"{profile.path}: job.model: no builtin model {name!r}",
+                        f"use one of: {', '.join('builtin:' + n for n in BUILTIN)}")
+    if not profile.main_node.is_local:
+        raise UserError(f"{profile.path}: job.model: builtin models exist on this machine only, "
+                        f"but the main node is {profile.main_node.label}",
+                        "copy the model to the main node and give its path", ExitCode.USAGE)
+    return str(await asyncio.to_thread(ensure_model, name))

@@ -1,0 +1,243 @@
+"""ClusterState and the pure fold(state, event) -> state.
+
+Renderers (the headless printer, the TUI) draw a ClusterState; they never ask a
+node anything. Replaying a recorded run folds the same events into the same
+state. ``fold`` never mutates its input: it returns a new state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import singledispatch
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from rpctui import events as ev
+
+TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class NodeState:
+    name: str
+    status: str = "pending"  #: pending, connecting, connected, probed, failed
+    message: str = ""
+    fix: str = ""
+    hostname: str = ""
+    flavour: str = ""
+    build: str = ""
+    protocol: str = ""
+    devices: tuple[tuple[str, str, int | None, int | None], ...] = ()
+    mem_total_mib: int | None = None
+    mem_available_mib: int | None = None
+
+
+@dataclass(frozen=True)
+class ServerState:
+    node: str
+    endpoint: str
+    status: str = "planned"  #: planned, starting, ready, stopped, failed
+    pgid: int | None = None
+    protocol: str = ""
+    devices: tuple[str, ...] = ()
+    cache_dir: str = ""
+    exposed: bool = False
+    rc: int | None = None
+    tail: tuple[str, ...] = ()
+    ready_s: float | None = None
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: str = "idle"  #: idle, running, done, failed
+    kind: str = ""
+    argv: tuple[str, ...] = ()
+    step: int = 0
+    servers: tuple[str, ...] = ()
+    rc: int | None = None
+    elapsed_s: float | None = None
+    diagnosis: str = ""
+    culprit: str = ""
+
+
+def _frozen(d: dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(d)
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    run_id: str = ""
+    profile: str = ""
+    t: float = 0.0
+    nodes: Mapping[str, NodeState] = field(default_factory=lambda: _frozen({}))
+    servers: Mapping[str, ServerState] = field(default_factory=lambda: _frozen({}))
+    job: JobState = field(default_factory=JobState)
+    jobs: tuple[JobState, ...] = ()  #: finished jobs, one per sweep step
+    results: tuple[ev.BenchResult, ...] = ()
+    buffers: tuple[ev.BufferAllocated, ...] = ()
+    issues: tuple[ev.PreflightIssue, ...] = ()
+    notices: tuple[str, ...] = ()
+    preflight_ok: bool | None = None
+    teardown: str = ""  #: "", running, done, failed
+    teardown_failures: tuple[str, ...] = ()
+    finished: bool = False
+    exit_code: int | None = None
+    message: str = ""
+
+    def with_node(self, name: str, **changes: Any) -> ClusterState:
+        nodes = dict(self.nodes)
+        nodes[name] = replace(nodes.get(name) or NodeState(name), **changes)
+        return replace(self, nodes=_frozen(nodes))
+
+    def with_server(self, node: str, endpoint: str, **changes: Any) -> ClusterState:
+        servers = dict(self.servers)
+        servers[endpoint] = replace(servers.get(endpoint) or ServerState(node, endpoint), **changes)
+        return replace(self, servers=_frozen(servers))
+
+
+def fold(state: ClusterState, event: ev.Event) -> ClusterState:
+    """The state after ``event``."""
+    return _apply(event, replace(state, t=max(state.t, event.t)))
+
+
+def fold_all(events: list[ev.Event], state: ClusterState | None = None) -> ClusterState:
+    state = state or ClusterState()
+    for event in events:
+        state = fold(state, event)
+    return state
+
+
+@singledispatch
+def _apply(event: ev.Event, s: ClusterState) -> ClusterState:
+    return s
+
+
+@_apply.register
+def _(e: ev.RunStarted, s: ClusterState) -> ClusterState:
+    s = replace(s, run_id=e.run_id, profile=e.profile_name or e.profile)
+    for name in e.nodes:
+        s = s.with_node(name)
+    return s
+
+
+@_apply.register
+def _(e: ev.NodeConnecting, s: ClusterState) -> ClusterState:
+    return s.with_node(e.node, status="connecting")
+
+
+@_apply.register
+def _(e: ev.NodeConnected, s: ClusterState) -> ClusterState:
+    return s.with_node(e.node, status="connected")
+
+
+@_apply.register
+def _(e: ev.NodeFailed, s: ClusterState) -> ClusterState:
+    return s.with_node(e.node, status="failed", message=e.message, fix=e.fix)
+
+
+@_apply.register
+def _(e: ev.NodeProbed, s: ClusterState) -> ClusterState:
+    return s.with_node(e.node, status="probed", hostname=e.hostname, flavour=e.flavour,
+                       build=e.build, protocol=e.protocol, devices=e.devices,
+                       mem_total_mib=e.mem_total_mib, mem_available_mib=e.mem_available_mib)
+
+
+@_apply.register
+def _(e: ev.PreflightIssue, s: ClusterState) -> ClusterState:
+    return replace(s, issues=s.issues + (e,))
+
+
+@_apply.register
+def _(e: ev.PreflightDone, s: ClusterState) -> ClusterState:
+    return replace(s, preflight_ok=e.ok)
+
+
+@_apply.register
+def _(e: ev.Notice, s: ClusterState) -> ClusterState:
+    return replace(s, notices=s.notices + (e.message,))
+
+
+@_apply.register
+def _(e: ev.ServerStarting, s: ClusterState) -> ClusterState:
+    return s.with_server(e.node, e.endpoint, status="starting", rc=None, tail=())
+
+
+@_apply.register
+def _(e: ev.ServerStarted, s: ClusterState) -> ClusterState:
+    return s.with_server(e.node, e.endpoint, pgid=e.pgid)
+
+
+@_apply.register
+def _(e: ev.ServerReady, s: ClusterState) -> ClusterState:
+    return s.with_server(e.node, e.endpoint, status="ready", ready_s=e.elapsed_s)
+
+
+@_apply.register
+def _(e: ev.ServerBanner, s: ClusterState) -> ClusterState:
+    changes: dict[str, Any] = {}
+    if e.protocol:
+        changes["protocol"] = e.protocol
+    if e.cache_dir:
+        changes["cache_dir"] = e.cache_dir
+    if e.devices:
+        changes["devices"] = e.devices
+    if e.exposed:
+        changes["exposed"] = True
+    return s.with_server(e.node, e.endpoint, **changes)
+
+
+@_apply.register
+def _(e: ev.ServerLog, s: ClusterState) -> ClusterState:
+    current = s.servers.get(e.endpoint)
+    tail = (current.tail if current else ()) + (e.line,)
+    return s.with_server(e.node, e.endpoint, tail=tail[-TAIL_LINES:])
+
+
+@_apply.register
+def _(e: ev.ServerExited, s: ClusterState) -> ClusterState:
+    return s.with_server(e.node, e.endpoint, status="stopped" if e.expected else "failed",
+                         rc=e.rc, tail=e.tail or (s.servers[e.endpoint].tail
+                                                  if e.endpoint in s.servers else ()))
+
+
+@_apply.register
+def _(e: ev.JobStarted, s: ClusterState) -> ClusterState:
+    return replace(s, job=JobState(status="running", kind=e.kind, argv=e.argv, step=e.step,
+                                   servers=e.servers))
+
+
+@_apply.register
+def _(e: ev.BufferAllocated, s: ClusterState) -> ClusterState:
+    return replace(s, buffers=s.buffers + (e,))
+
+
+@_apply.register
+def _(e: ev.BenchResult, s: ClusterState) -> ClusterState:
+    return replace(s, results=s.results + (e,))
+
+
+@_apply.register
+def _(e: ev.JobFinished, s: ClusterState) -> ClusterState:
+    job = replace(s.job, status="done" if e.rc == 0 else "failed", rc=e.rc,
+                  elapsed_s=e.elapsed_s, diagnosis=e.diagnosis, culprit=e.culprit)
+    return replace(s, job=job, jobs=s.jobs + (job,))
+
+
+@_apply.register
+def _(e: ev.TeardownStarted, s: ClusterState) -> ClusterState:
+    return replace(s, teardown="running")
+
+
+@_apply.register
+def _(e: ev.TeardownFailed, s: ClusterState) -> ClusterState:
+    return replace(s, teardown_failures=s.teardown_failures + (f"{e.node}: {e.message}",))
+
+
+@_apply.register
+def _(e: ev.TeardownDone, s: ClusterState) -> ClusterState:
+    return replace(s, teardown="failed" if s.teardown_failures else "done")
+
+
+@_apply.register
+def _(e: ev.RunFinished, s: ClusterState) -> ClusterState:
+    return replace(s, finished=True, exit_code=e.exit_code, message=e.message)
