@@ -10,6 +10,7 @@ anything without it is an interrupted build and is redone.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -155,6 +156,23 @@ def ensure_build(
     flavour = _flavour(name)
     key = build_key(flavour, cmake_args)
     report = progress or (lambda _msg, _frac: None)
+    lock_path = cache_dir() / "build" / f"{key}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        # Another rpctui (or a test run) may be building the same thing: wait for it.
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report(f"waiting for another build of {flavour.name} to finish", None)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        found = find_build(name, cmake_args)
+        if found:
+            return found
+        return _build_locked(flavour, key, cmake_args, report, jobs)
+
+
+def _build_locked(flavour: Flavour, key: str, cmake_args: tuple[str, ...], report: Progress,
+                  jobs: int | None) -> Build:
     for tool in ("cmake", "ninja"):
         if shutil.which(tool) is None:
             raise UserError(

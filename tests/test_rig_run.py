@@ -1,0 +1,257 @@
+"""End to end on real sshd nodes (network namespaces) with real llama.cpp: check and run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (ROOT, recorded_events, rig_profile, rpctui, rpctui_env,
+                            wait_for_line)
+from tests.rig import Rig
+
+pytestmark = pytest.mark.rig
+
+
+def test_check_four_nodes_prints_preflight_table(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model)
+    result = rpctui(tmp_path, "check", str(profile))
+    assert result.returncode == 0, result.stderr
+    table = result.stdout
+    for i in range(1, 5):
+        assert f"| n{i} " in table
+    assert table.count("mainline 0c1e570 (11312)") == 4
+    assert table.count("| 7.0.0") == 4
+    assert "preflight: PASS" in result.stderr
+    events = [e["type"] for e in recorded_events(tmp_path)]
+    assert "ServerStarting" not in events and "JobStarted" not in events
+
+
+@pytest.mark.parametrize("servers", [1, 2, 4])
+def test_run_bench_over_n_servers(clean_rig: Rig, bins, model, tmp_path: Path, servers: int) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=servers)
+    result = rpctui(tmp_path, "run", str(profile), "--format", "json", "--out",
+                    str(tmp_path / "out.json"))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["test"] for r in rows] == ["pp32", "tg8"]
+    assert all(r["servers"] == servers and r["avg_ts"] > 0 for r in rows)
+    assert json.loads((tmp_path / "out.json").read_text()) == rows
+    assert rows[0]["raw"]["gpu_info"].count(":50052") == servers
+    events = recorded_events(tmp_path)
+    model_buffers = [e for e in events if e["type"] == "BufferAllocated" and e["kind"] == "model"
+                     and e["endpoint"]]
+    assert len({e["endpoint"] for e in model_buffers}) == servers
+    assert "run recorded in" in result.stderr
+
+
+def test_two_servers_on_one_node_and_markdown(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, per_node=2)
+    result = rpctui(tmp_path, "run", str(profile))
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0]
+    assert "servers" in header and "nodes" in header and "t/s" in header
+    assert "| pp32 |" in result.stdout.replace("  ", " ") or "pp32" in result.stdout
+    assert f"{clean_rig.nodes[0].address}:50053" in result.stderr
+
+
+def test_sweep_runs_each_server_count(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          extra="[sweep]\nservers = [1, 2, 4]\n")
+    result = rpctui(tmp_path, "run", str(profile), "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("model,size,params,backend,ngl,servers,nodes,test")
+    servers = [line.split(",")[5] for line in lines[1:]]
+    assert servers == ["1", "1", "2", "2", "4", "4"]
+    jobs = [e for e in recorded_events(tmp_path) if e["type"] == "JobStarted"]
+    assert [len(j["servers"]) for j in jobs] == [1, 2, 4]
+
+
+def test_seed_era_build_runs(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["b6110"], model=model,
+                          servers=2)
+    result = rpctui(tmp_path, "run", str(profile), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert rows and rows[0]["raw"]["build_number"] == 6110
+    assert "seed-era build 9a963895 (6110), RPC 2.0.0" in result.stderr
+    # The seed-era client names buffers RPC[host:port].
+    assert f"RPC[{clean_rig.nodes[1].address}:50052]" in result.stderr
+
+
+def test_ik_build_check_and_bench(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["ik"], model=model,
+                          servers=2)
+    check = rpctui(tmp_path, "check", str(profile))
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.count("ik 55d3c05b (4411)") == 2
+    result = rpctui(tmp_path, "run", str(profile), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {r["test"] for r in rows} == {"pp32", "tg8"}
+    # ik's llama-bench needs host:port|device in --rpc, and only has -o json.
+    assert "|0," in result.stderr and "-o json " in result.stderr
+
+
+def test_mixed_builds_are_refused_before_anything_starts(clean_rig: Rig, bins, model,
+                                                         tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", model=model, servers=2,
+                          bin_dir={0: bins["mainline"], 1: bins["b6110"]})
+    result = rpctui(tmp_path, "run", str(profile))
+    assert result.returncode == 3, result.stderr
+    assert "nodes run different llama.cpp builds" in result.stderr
+    assert "n1: mainline build 0c1e570 (11312), RPC protocol 7.0.0" in result.stderr
+    assert "n2: seed-era build 9a963895 (6110), RPC protocol 2.0.0" in result.stderr
+    types = [e["type"] for e in recorded_events(tmp_path)]
+    assert "ServerStarting" not in types and "JobStarted" not in types
+
+
+def test_unreachable_node(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2)
+    text = profile.read_text().replace(f'host = "{clean_rig.nodes[1].address}"',
+                                       f'host = "10.{clean_rig.net}.0.77"\nconnect_timeout_s = 2')
+    profile.write_text(text)
+    result = rpctui(tmp_path, "run", str(profile))
+    assert result.returncode == 3
+    assert "error: node n2:" in result.stderr and "10.201.0.77" in result.stderr
+    assert "fix:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_wrong_host_key(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    wrong = tmp_path / "known_hosts"
+    lines = clean_rig.known_hosts.read_text().splitlines()
+    # node 2's line gets node 1's key: a changed host key.
+    lines[1] = lines[1].split()[0] + " " + " ".join(lines[0].split()[1:])
+    wrong.write_text("\n".join(lines) + "\n")
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2)
+    profile.write_text(profile.read_text().replace(str(clean_rig.known_hosts), str(wrong)))
+    result = rpctui(tmp_path, "check", str(profile))
+    assert result.returncode == 3
+    assert "node n2: the host key of root@" in result.stderr
+    assert "ssh-keyscan" in result.stderr and "not trusted" in result.stderr
+
+
+def test_missing_binary(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", model=model, servers=2,
+                          bin_dir={0: bins["mainline"], 1: "/opt/no-llama-here"})
+    result = rpctui(tmp_path, "run", str(profile))
+    assert result.returncode == 3
+    assert "no rpc-server or ggml-rpc-server in /opt/no-llama-here on node n2" in result.stderr
+    assert "fix: set bin_dir" in result.stderr
+
+
+def test_missing_model(clean_rig: Rig, bins, tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"],
+                          model="/models/not here/x.gguf", servers=2)
+    result = rpctui(tmp_path, "run", str(profile))
+    assert result.returncode == 3
+    assert "model /models/not here/x.gguf not found on main node n1" in result.stderr
+
+
+def test_port_already_taken(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    node = clean_rig.nodes[1]
+    listener = subprocess.Popen(node.exec_argv([
+        sys.executable, "-c",
+        f"import socket,time;s=socket.socket();s.bind(('{node.address}',50052));s.listen();"
+        f"print('up',flush=True);time.sleep(60)"]), stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "up"
+        profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"],
+                              model=model, servers=2)
+        result = rpctui(tmp_path, "run", str(profile))
+    finally:
+        listener.kill()
+        listener.wait()
+    assert result.returncode == 3
+    assert "port 50052 on node n2 is already in use" in result.stderr
+
+
+def test_server_out_of_memory_is_attributed(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2)
+    # Only n2's server is capped (ulimit -v 24 MiB): its weights do not fit.
+    text = profile.read_text()
+    n2 = text.index('name = "n2"')
+    text = text[:n2] + text[n2:].replace("threads = 1", "threads = 1\naddress_space_limit_mib = 24", 1)
+    profile.write_text(text)
+    result = rpctui(tmp_path, "run", str(profile))
+    assert result.returncode == 1, result.stderr
+    assert f"that server ran out of memory (node n2)" in result.stderr
+    finished = [e for e in recorded_events(tmp_path) if e["type"] == "JobFinished"][-1]
+    assert finished["culprit"] == "n2"
+
+
+def test_server_killed_during_job(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [512]\ngen_tokens = [128]\n'
+           f'repetitions = 20\n')
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, job=job)
+    proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli", "run", str(profile)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=rpctui_env(tmp_path), cwd=ROOT)
+    try:
+        wait_for_line(proc, "job on n1")
+        time.sleep(1.0)
+        victims = [p for p in clean_rig.node_pids(clean_rig.nodes[1])
+                   if "ggml-rpc-server" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        assert victims, "the server on n2 was not running"
+        for pid in victims:
+            import os
+            os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert f"server {clean_rig.nodes[1].address}:50052 on node n2 was killed" in err
+
+
+def test_sigterm_tears_everything_down(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [512]\ngen_tokens = [128]\n'
+           f'repetitions = 50\n')
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=4, job=job)
+    proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli", "run", str(profile)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=rpctui_env(tmp_path), cwd=ROOT)
+    try:
+        wait_for_line(proc, "job on n1")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: every process rpctui started was ended" in err
+    gone = [e for e in recorded_events(tmp_path) if e["type"] == "ProcessGone"]
+    assert len(gone) == 5  # four servers and the job
+
+
+def test_killed_rpctui_leaves_nothing(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    """Even SIGKILL of rpctui ends everything: the launcher watches the connection."""
+    job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [512]\ngen_tokens = [128]\n'
+           f'repetitions = 50\n')
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, job=job)
+    proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli", "run", str(profile)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=rpctui_env(tmp_path), cwd=ROOT)
+    try:
+        wait_for_line(proc, "job on n1")
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # clean_rig asserts, after the test, that nothing is left on any node.
