@@ -64,8 +64,8 @@ class Printer:
                 return f"  {e.kind} buffer {e.device}: {e.mib:.2f} MiB"
             case ev.BenchResult():
                 r = e.row
-                from rpctui.llama.bench import test_name
-                return f"  {test_name(r)}: {r.get('avg_ts', 0):.2f} t/s"
+                from rpctui.llama.bench import bench_label
+                return f"  {bench_label(r)}: {r.get('avg_ts', 0):.2f} t/s"
             case ev.JobOutput():
                 return f"  | {e.text}" if self.verbose else ""
             case ev.JobLog() | ev.ServerLog():

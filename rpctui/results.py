@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rpctui import events as ev
-from rpctui.llama.bench import backends, params_b, size_gib, test_name
+from rpctui.llama.bench import backends, params_b, size_gib, bench_label
 from rpctui.paths import runs_dir
 from rpctui.state import ClusterState
 
@@ -75,7 +75,7 @@ def result_rows(state: ClusterState) -> list[dict[str, Any]]:
             "ngl": r.get("n_gpu_layers", ""),
             "servers": result.n_servers,
             "nodes": ",".join(nodes),
-            "test": test_name(r),
+            "test": bench_label(r),
             "t/s": f"{avg:.2f} ± {std:.2f}" if isinstance(avg, (int, float)) else "",
             "avg_ts": avg,
             "stddev_ts": std,

@@ -39,7 +39,7 @@ class BenchStream:
                 rows.append(obj)
 
 
-def test_name(row: dict[str, Any]) -> str:
+def bench_label(row: dict[str, Any]) -> str:
     """The test as llama-bench's table names it: pp512, tg128, pp512+tg128, with @ dN."""
     n_prompt = int(row.get("n_prompt") or 0)
     n_gen = int(row.get("n_gen") or 0)
