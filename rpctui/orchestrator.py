@@ -19,7 +19,7 @@ from rpctui import events as ev
 from rpctui.errors import ExitCode, UserError
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities, capabilities_from_probe, probe_argv, probe_script
-from rpctui.nodes.base import Host, Spawned, launcher_argv, with_stdbuf
+from rpctui.nodes.base import Host, Spawned, launcher_argv
 from rpctui.nodes.local import LocalHost
 from rpctui.preflight import preflight
 from rpctui.profile import Node, Profile, Server, endpoint
@@ -145,7 +145,7 @@ class Orchestrator:
             self.emit(ev.Notice, message=note, node=node.label)
         env = {"GGML_NO_BACKTRACE": "1", **node.env, **server.env}
         limit = server.address_space_limit_mib * 1024 if server.address_space_limit_mib else None
-        full = with_stdbuf(launcher_argv(argv, env=env, limit_as_kib=limit), caps.has_stdbuf)
+        full = launcher_argv(argv, env=env, limit_as_kib=limit, stdbuf=caps.has_stdbuf)
         self.emit(ev.ServerStarting, node=node.label, endpoint=ep, argv=tuple(argv))
         spawned = await host.spawn(full, merge_stderr=True)
         self.started.append(Started(node.label, f"rpc-server {ep}", spawned, spawned.pgid))
@@ -193,7 +193,7 @@ class Orchestrator:
         names = {f"{n.label}:{s.port}": endpoint(n, s) for n, s in self.profile.servers()}
         argv = largv.job_argv(caps, self.profile.job, self.model, eps, names)
         env = {"GGML_NO_BACKTRACE": "1", "LLAMA_ARG_FIT": "off", **main.env}
-        full = with_stdbuf(launcher_argv(argv, env=env), caps.has_stdbuf)
+        full = launcher_argv(argv, env=env, stdbuf=caps.has_stdbuf)
         self.emit(ev.JobStarted, node=main.label, kind=self.profile.job.kind, argv=tuple(argv),
                   step=step, servers=tuple(eps))
         spawned = await self.hosts[main.label].spawn(full, merge_stderr=False)

@@ -34,7 +34,7 @@ _PROTOCOL = re.compile(r"Starting RPC server v(\d+\.\d+\.\d+)")
 # "  CPU: AMD EPYC (24105 MiB, 24105 MiB free)"  (mainline, seed-era)
 _DEVICE = re.compile(r"^\s+([\w.-]+):\s+(.*?)\s+\((\d+) MiB, (\d+) MiB free\)\s*$")
 # "  CPU:  24105 MiB total, 24105 MiB free"        (ik_llama.cpp)
-_DEVICE_IK = re.compile(r"^\s+([\w.-]+):\s+(?:(.*?)\s+)?(\d+) MiB total, (\d+) MiB free\s*$")
+_DEVICE_IK = re.compile(r"^\s+([\w.-]+):\s+(?:(.*?)\s+)?(\d+) MiB total,\s+(\d+) MiB free\s*$")
 _BACKEND_MEMORY = re.compile(r"backend memory\s*:\s*(\d+) MB")
 _CREATE_BACKEND = re.compile(r"create_backend: using (\S+) backend")
 

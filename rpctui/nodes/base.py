@@ -22,8 +22,15 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
-PID_MARK = "@@rpctui-pid "
-EXIT_MARK = "@@rpctui-exit "
+MARK = "@@rpctui-"
+
+
+def _marker_prefix_len(text: str) -> int:
+    """Length of the longest tail of ``text`` that is a start of MARK."""
+    for n in range(min(len(MARK) - 1, len(text)), 0, -1):
+        if MARK.startswith(text[-n:]):
+            return n
+    return 0
 
 _LAUNCHER = r"""
 echo "@@rpctui-pid $$"
@@ -59,7 +66,7 @@ done
 
 
 def launcher_argv(argv: Sequence[str], env: Mapping[str, str] | None = None,
-                  limit_as_kib: int | None = None, line_buffered: bool = True) -> list[str]:
+                  limit_as_kib: int | None = None, stdbuf: bool = False) -> list[str]:
     """The argv that starts ``argv`` under the launcher (see the module docstring)."""
     script = _LAUNCHER
     if limit_as_kib:
@@ -67,24 +74,12 @@ def launcher_argv(argv: Sequence[str], env: Mapping[str, str] | None = None,
     inner: list[str] = []
     if env:
         inner += ["env", *(f"{k}={v}" for k, v in env.items())]
-    if line_buffered:
-        # Only when the node has stdbuf (coreutils); the rpc-server banner otherwise sits in a
+    if stdbuf:
+        # Where the node has stdbuf (coreutils): the rpc-server banner otherwise sits in a
         # pipe buffer until the first client connects.
-        inner += ["rpctui-stdbuf"]
+        inner += ["stdbuf", "-oL", "-eL"]
     inner += list(argv)
     return ["setsid", "-w", "sh", "-c", script, "rpctui", *inner]
-
-
-def with_stdbuf(argv: list[str], has_stdbuf: bool) -> list[str]:
-    """Resolve the ``rpctui-stdbuf`` placeholder for a node that has (or lacks) stdbuf."""
-    out: list[str] = []
-    for a in argv:
-        if a == "rpctui-stdbuf":
-            if has_stdbuf:
-                out += ["stdbuf", "-oL", "-eL"]
-        else:
-            out.append(a)
-    return out
 
 
 def kill_argv(pgids: Sequence[int]) -> list[str]:
@@ -159,22 +154,28 @@ class ChunkReader:
         self.pid_known = asyncio.Event()
 
     def feed(self, text: str) -> str:
-        """Strip launcher marker lines from a stdout chunk; return what remains."""
+        """Strip launcher marker lines from a stdout chunk; return what remains.
+
+        A marker may arrive split across chunks: a line tail that could still become one
+        is held back until the next chunk decides.
+        """
         text = self._pending + text
         self._pending = ""
-        if "@@rpctui-" not in text:
-            return text
         out: list[str] = []
         for line in text.splitlines(keepends=True):
-            head, mark, tail = line.partition("@@rpctui-")
-            if not mark:
+            head, mark, tail = line.partition(MARK)
+            if mark:
+                out.append(head)
+                if line.endswith("\n"):
+                    self._marker((mark + tail).strip())
+                else:
+                    self._pending = mark + tail
+            elif line.endswith("\n"):
                 out.append(line)
-            elif not line.endswith("\n"):
-                out.append(head)
-                self._pending = mark + tail
             else:
-                out.append(head)
-                self._marker((mark + tail).strip())
+                keep = _marker_prefix_len(line)
+                out.append(line[:len(line) - keep])
+                self._pending = line[len(line) - keep:]
         return "".join(out)
 
     def _marker(self, line: str) -> None:

@@ -1,0 +1,146 @@
+"""The core: no Textual in it, the launcher on real processes, events and state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rpctui import events as ev
+from rpctui.nodes.base import ChunkReader, launcher_argv
+from rpctui.nodes.local import LocalHost
+from rpctui.results import read_run, result_rows
+from rpctui.runtime import LineSplitter
+from rpctui.state import fold_all
+from tests.conftest import ROOT, rpctui
+
+CORE = ["rpctui.cli", "rpctui.headless", "rpctui.orchestrator", "rpctui.runtime",
+        "rpctui.preflight", "rpctui.profile_load", "rpctui.results", "rpctui.state",
+        "rpctui.llama.argv", "rpctui.llama.caps", "rpctui.llama.logs", "rpctui.llama.bench",
+        "rpctui.llama.build", "rpctui.llama.tinymodel", "rpctui.nodes.ssh", "rpctui.nodes.local"]
+
+
+def test_core_never_imports_textual_or_rich() -> None:
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in CORE) +
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
+            "print(','.join(bad))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def _spawn_and_collect(argv: list[str], merge: bool = True) -> tuple[int, str, int | None]:
+    async def go() -> tuple[int, str, int | None]:
+        host = LocalHost()
+        spawned = await host.spawn(launcher_argv(argv, stdbuf=True), merge_stderr=merge)
+        text = "".join([t async for _, t in spawned.chunks()])
+        return await spawned.wait(), text, spawned.pgid
+    return asyncio.run(go())
+
+
+def test_launcher_passes_argv_untouched_and_reports_exit_code() -> None:
+    weird = "a path with spaces, 'quotes' and $(touch /tmp/rpctui-pwned)"
+    rc, text, pgid = _spawn_and_collect([sys.executable, "-c",
+                                         "import sys; print(sys.argv[1]); sys.exit(7)", weird])
+    assert rc == 7 and text == weird + "\n" and pgid
+    assert not Path("/tmp/rpctui-pwned").exists()
+
+
+def test_launcher_env_and_address_space_limit() -> None:
+    async def go() -> tuple[int, str]:
+        argv = launcher_argv(["sh", "-c", 'echo "$X"; ulimit -v'], env={"X": "a b"},
+                             limit_as_kib=123456)
+        spawned = await LocalHost().spawn(argv, merge_stderr=True)
+        text = "".join([t async for _, t in spawned.chunks()])
+        return await spawned.wait(), text
+    rc, text = asyncio.run(go())
+    assert (rc, text) == (0, "a b\n123456\n")
+
+
+def _alive(pgid: int) -> bool:
+    out = subprocess.run(["ps", "-o", "stat=", "-s", str(pgid)], capture_output=True, text=True)
+    return any(s.strip() and not s.strip().startswith("Z") for s in out.stdout.splitlines())
+
+
+def test_kill_groups_ends_the_whole_tree() -> None:
+    async def go() -> tuple[int, int, float]:
+        host = LocalHost()
+        tree = "sleep 60 & sleep 60 & wait"
+        spawned = await host.spawn(launcher_argv(["sh", "-c", tree]), merge_stderr=True)
+        await asyncio.sleep(0.2)
+        assert spawned.pgid and _alive(spawned.pgid)
+        start = time.monotonic()
+        result = await host.kill_groups([spawned.pgid])
+        return result.rc, spawned.pgid, time.monotonic() - start
+    rc, pgid, took = asyncio.run(go())
+    assert rc == 0 and not _alive(pgid) and took < 3
+
+
+def test_closing_stdin_ends_the_group() -> None:
+    """The watchdog: if rpctui goes away (or the SSH channel drops), the process group ends."""
+    async def go() -> tuple[int, int]:
+        spawned = await LocalHost().spawn(launcher_argv(["sleep", "60"]))
+        await spawned.close_stdin()
+        return await asyncio.wait_for(spawned.wait(), 5), spawned.pgid or 0
+    rc, pgid = asyncio.run(go())
+    assert rc == 143 and not _alive(pgid)
+
+
+def test_chunk_reader_strips_markers_split_anywhere() -> None:
+    text = "@@rpctui-pid 42\nhello\n@@rpctui-child 43\npartial line@@rpctui-exit 3\n"
+    for size in (1, 3, 100):
+        reader = ChunkReader()
+        out = "".join(reader.feed(text[i:i + size]) for i in range(0, len(text), size))
+        assert out == "hello\npartial line"
+        assert (reader.pgid, reader.child_pid, reader.exit_code) == (42, 43, 3)
+
+
+def test_line_splitter() -> None:
+    s = LineSplitter()
+    assert s.feed("a\nb") == ["a"]
+    assert s.feed("c\r\n\nd") == ["bc", ""]
+    assert s.flush() == ["d"]
+
+
+def test_every_event_type_round_trips_through_json() -> None:
+    for cls in ev.REGISTRY.values():
+        event = cls(t=1.5)
+        again = ev.from_dict(json.loads(json.dumps(event.to_dict())))
+        assert again == event
+    probed = ev.NodeProbed(t=2, node="a", devices=(("CPU", "EPYC", 100, 90),))
+    assert ev.from_dict(json.loads(json.dumps(probed.to_dict()))) == probed
+
+
+def test_demo_runs_headless_on_loopback(tmp_path: Path) -> None:
+    result = rpctui(tmp_path, "demo", "--headless", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["test"] for r in rows] == ["pp64", "tg16"] and all(r["servers"] == 2 for r in rows)
+    # The recording replays into the same results.
+    runs = sorted((tmp_path / "data" / "rpctui" / "runs").glob("*.jsonl"))
+    state = fold_all(read_run(runs[-1]))
+    assert [r["avg_ts"] for r in result_rows(state)] == [r["avg_ts"] for r in rows]
+    assert state.exit_code == 0 and state.teardown == "done"
+    assert {s.status for s in state.servers.values()} == {"stopped"}
+    assert subprocess.run(["pgrep", "-f", "ggml-rpc-server -H 127.0.0.1 -p 5005[23]"],
+                          capture_output=True).returncode == 1
+
+
+@pytest.mark.skipif(os.environ.get("RPCTUI_SKIP_SETUP_TEST") == "1", reason="asked to skip")
+def test_readme_run_command_works(tmp_path: Path) -> None:
+    """The README's first command, as written: scripts/run (set-up included) runs the demo."""
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    readme = (ROOT / "README.md").read_text().split("```")[1]
+    assert "./scripts/run" in readme and "./scripts/test" in readme
+    result = subprocess.run(["./scripts/run"], cwd=ROOT, capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| servers |" in result.stdout.replace("  ", " ") or "servers" in result.stdout
+    assert "tg16" in result.stdout
