@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from rpctui import events as ev
 from rpctui.errors import ExitCode, UserError
 from rpctui.llama import argv as largv
-from rpctui.llama.caps import Capabilities, capabilities_from_probe, probe_argv, probe_script
+from rpctui.llama.caps import (Capabilities, capabilities_from_probe, load_probe_cache,
+                               merge_probe_cache, probe_argv, probe_script, save_probe_cache)
 from rpctui.nodes.base import Host, Spawned, launcher_argv
 from rpctui.nodes.local import LocalHost
 from rpctui.preflight import preflight
@@ -80,7 +81,8 @@ class Orchestrator:
     async def _probe(self, node: Node, host: Host, bin_dirs: list[str]) -> Capabilities:
         ports = [(s.bind, s.port) for s in node.servers]
         model = self.model if node.main else None
-        script = probe_script(node, ports, model, bin_dirs, node.main)
+        cache = load_probe_cache(node)
+        script = probe_script(node, ports, model, bin_dirs, node.main, cache=cache)
         result = await host.run(probe_argv(node), input=script, timeout=120)
         if result.rc != 0:
             if result.rc == 127 or "not found" in result.stderr:
@@ -90,7 +92,9 @@ class Orchestrator:
             raise UserError(f"node {node.label}: probing failed (exit {result.rc}): "
                             f"{result.stderr.strip()[-500:]}", "run with --debug for details",
                             ExitCode.PREFLIGHT)
-        caps = capabilities_from_probe(node.label, json.loads(result.stdout))
+        raw = merge_probe_cache(json.loads(result.stdout), cache)
+        save_probe_cache(node, raw)
+        caps = capabilities_from_probe(node.label, raw)
         self.emit(ev.NodeProbed, node=node.label, hostname=caps.hostname, flavour=caps.flavour,
                   build=caps.build, protocol=caps.protocol or "",
                   devices=tuple((d.name, d.description, d.total_mib, d.free_mib)

@@ -106,22 +106,49 @@ def banner(path):
     return {"rc": proc.returncode, "output": text.decode("utf-8", "replace")}
 
 
-mem = meminfo()
-out["mem_total_kib"] = mem.get("MemTotal")
-out["mem_available_kib"] = mem.get("MemAvailable")
-for role, names in cfg["names"].items():
-    path = find(names)
-    if not path:
-        continue
-    info = {"path": path, "help": run([path, "--help"])}
+def fingerprint(path):
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def probe_tool(role, path):
+    """Run what tells about one binary; skip what rpctui already knows for this exact file."""
+    info = {"path": path, "fingerprint": fingerprint(path)}
+    known = cfg.get("known", {}).get(path) == info["fingerprint"]
+    info["cached"] = known
+    if not known:
+        info["help"] = run([path, "--help"])
     if role != "server":
-        info["version"] = run([path, "--version"])
-        if role == cfg.get("list_devices_role") and "--list-devices" in info["help"]["output"]:
-            info["list_devices"] = run([path, "--list-devices"])
-    else:
+        if not known:
+            info["version"] = run([path, "--version"])
+        if role == cfg.get("list_devices_role"):
+            supports = cfg.get("list_devices", {}).get(path)
+            if supports is None:
+                supports = "--list-devices" in info.get("help", {}).get("output", "")
+            if supports:
+                info["list_devices"] = run([path, "--list-devices"])
+    elif not known:
+        # Devices and their memory as the build sees them; live memory comes from the sampler.
         info["devices"] = run([path, "-d", "rpctui-no-such-device"])
         if cfg.get("banner"):
             info["banner"] = banner(path)
+    return role, info
+
+
+mem = meminfo()
+out["mem_total_kib"] = mem.get("MemTotal")
+out["mem_available_kib"] = mem.get("MemAvailable")
+found = [(role, find(names)) for role, names in cfg["names"].items()]
+found = [(role, path) for role, path in found if path]
+slow = [rp for rp in found if cfg.get("known", {}).get(rp[1]) != fingerprint(rp[1])]
+if len(slow) > 1:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(slow)) as pool:
+        results = list(pool.map(lambda rp: probe_tool(*rp), found))
+else:
+    results = [probe_tool(*rp) for rp in found]
+for role, info in results:
     out["binaries"][role] = info
 
 for bind, port in cfg["ports"]:
