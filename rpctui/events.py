@@ -50,7 +50,8 @@ class RunStarted(Event):
     command: str = ""
     wall_time: str = ""
     nodes: tuple[str, ...] = ()
-    servers: tuple[str, ...] = ()  #: endpoints in --rpc order
+    servers: tuple[str, ...] = ()  #: node:port of each server, in --rpc order
+    main: str = ""  #: the node that runs the job
 
 
 @dataclass(frozen=True)

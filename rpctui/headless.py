@@ -97,7 +97,8 @@ class Session:
                                 wall_time=_now_iso(),
                                 nodes=tuple(n.label for n in profile.nodes),
                                 servers=tuple(f"{n.label}:{s.port}"
-                                              for n, s in profile.servers())))
+                                              for n, s in profile.servers()),
+                                main=profile.main_node.label))
 
     def emit(self, e: ev.Event) -> None:
         if self.recorder:
@@ -192,7 +193,8 @@ def preflight_rows(state: ClusterState) -> list[dict[str, object]]:
             "devices": "; ".join(f"{d[0]} {d[3]}/{d[2]} MiB" if d[2] is not None else d[0]
                                  for d in node.devices),
             "ports": "in use" if ports else ("free" if node.status == "probed" else ""),
-            "model": "missing" if model else "",
+            "model": "missing" if model else ("ok" if name == state.main and
+                                              node.status == "probed" else ""),
             "verdict": "FAIL" if node.status == "failed" or any(i.node == name for i in fatal)
             else "ok",
             "problems": [i.message for i in issues if i.node == name] + (

@@ -68,6 +68,7 @@ def _frozen(d: dict[str, Any]) -> Mapping[str, Any]:
 class ClusterState:
     run_id: str = ""
     profile: str = ""
+    main: str = ""
     t: float = 0.0
     nodes: Mapping[str, NodeState] = field(default_factory=lambda: _frozen({}))
     servers: Mapping[str, ServerState] = field(default_factory=lambda: _frozen({}))
@@ -114,7 +115,7 @@ def _apply(event: ev.Event, s: ClusterState) -> ClusterState:
 
 @_apply.register
 def _(e: ev.RunStarted, s: ClusterState) -> ClusterState:
-    s = replace(s, run_id=e.run_id, profile=e.profile_name or e.profile)
+    s = replace(s, run_id=e.run_id, profile=e.profile_name or e.profile, main=e.main)
     for name in e.nodes:
         s = s.with_node(name)
     return s

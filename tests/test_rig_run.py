@@ -255,3 +255,70 @@ def test_killed_rpctui_leaves_nothing(clean_rig: Rig, bins, model, tmp_path: Pat
         if proc.poll() is None:
             proc.kill()
     # clean_rig asserts, after the test, that nothing is left on any node.
+
+
+def test_flag_the_build_lacks_is_refused_before_launch(clean_rig: Rig, bins, model,
+                                                       tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, server_extra={"extra_args": ["--bogus"]})
+    result = rpctui(tmp_path, "run", str(profile))
+    assert result.returncode == 3
+    assert ("node n1: llama.cpp mainline build 0c1e570 (11312) ggml-rpc-server has no flag "
+            "--bogus") in result.stderr
+    types = [e["type"] for e in recorded_events(tmp_path)]
+    assert "ServerStarting" not in types
+
+
+def test_server_that_dies_at_start_is_reported_with_its_last_lines(clean_rig: Rig, bins, model,
+                                                                    tmp_path: Path) -> None:
+    # 4 MiB of address space is too little to even load the binary.
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, server_extra={"address_space_limit_mib": 4})
+    result = rpctui(tmp_path, "run", str(profile))
+    assert result.returncode == 1
+    assert "exited during start-up" in result.stderr
+    assert "last lines:" in result.stderr
+    exited = [e for e in recorded_events(tmp_path) if e["type"] == "ServerExited"]
+    assert exited and all(e["rc"] != 0 for e in exited)
+
+
+def test_ssh_config_alias_is_honoured(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    """host = an alias; user, port, key and known_hosts come from ~/.ssh/config."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    node = clean_rig.nodes[1]
+    (home / ".ssh" / "config").write_text(
+        f"Host second-box\n  HostName {node.address}\n  Port {node.ssh_port}\n  User root\n"
+        f"  IdentityFile {clean_rig.client_key}\n  UserKnownHostsFile {clean_rig.known_hosts}\n")
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2)
+    text = profile.read_text()
+    block = text[text.index('name = "n2"'):]
+    block_new = block.replace(f'host = "{node.address}"', 'host = "second-box"', 1)
+    for line in ('user = "root"\n', f"ssh_port = {node.ssh_port}\n",
+                 f'key = "{clean_rig.client_key}"\n', f'known_hosts = "{clean_rig.known_hosts}"\n'):
+        block_new = block_new.replace(line, "", 1)
+    profile.write_text(text.replace(block, block_new))
+    env = rpctui_env(tmp_path)
+    env["HOME"] = str(home)
+    env["XDG_CACHE_HOME"] = str(Path.home() / ".cache")
+    result = subprocess.run([sys.executable, "-m", "rpctui.cli", "check", str(profile)],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "| n2 " in result.stdout and "FAIL" not in result.stdout
+
+
+def test_loopback_fallback_rig_without_namespaces(bins, model, tmp_path: Path) -> None:
+    """What a non-root user gets: one sshd per loopback address, same rpctui."""
+    rig = Rig(2, prefix="rl", net=202, namespaces=False).up()
+    try:
+        profile = rig_profile(rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                              servers=2)
+        result = rpctui(tmp_path, "run", str(profile), "--format", "json")
+        assert result.returncode == 0, result.stderr
+        rows = json.loads(result.stdout)
+        assert rows and all(r["servers"] == 2 for r in rows)
+        assert "127.0.202.2:50052" in result.stderr
+        assert rig.leftovers() == {}
+    finally:
+        rig.down()

@@ -8,6 +8,8 @@ and what to do instead: never a silently dropped flag.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rpctui.errors import ExitCode, UserError
 from rpctui.llama.caps import Capabilities, Tool
 from rpctui.profile import Job, Node, Server, TensorOverride, endpoint
@@ -17,6 +19,17 @@ class Unsupported(UserError):
     def __init__(self, caps: Capabilities, what: str, fix: str) -> None:
         super().__init__(f"node {caps.node}: llama.cpp {caps.flavour} build {caps.build} {what}",
                          fix, ExitCode.PREFLIGHT)
+
+
+def _check_extra(caps: Capabilities, tool: Tool, args: list[str], where: str) -> list[str]:
+    """extra_args pass through as written, but a flag the build does not list is an error:
+    llama.cpp tools print usage and exit 0 on an unknown flag, which looks like success."""
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("-") and not flag[1:2].isdigit() and flag not in tool.flags:
+            raise Unsupported(caps, f"{Path(tool.path).name} has no flag {flag}",
+                              f"remove {flag} from {where}, or use a build that has it")
+    return list(args)
 
 
 def _need(caps: Capabilities, role: str) -> Tool:
@@ -52,7 +65,7 @@ def server_argv(caps: Capabilities, node: Node, server: Server) -> tuple[list[st
         else:
             notes.append(f"{endpoint(node, server)}: this build has no -m; the memory budget "
                          f"is not passed to rpc-server (rpctui plan applies budgets as a split)")
-    argv += server.extra_args
+    argv += _check_extra(caps, tool, server.extra_args, "this server's extra_args")
     return argv, notes
 
 
@@ -176,5 +189,5 @@ def job_argv(caps: Capabilities, job: Job, model: str, endpoints: list[str],
             argv.append("-no-cnv")
         elif tool.has("-st", "--single-turn"):
             argv.append("-st")
-    argv += job.extra_args
+    argv += _check_extra(caps, tool, job.extra_args, "job.extra_args")
     return argv
