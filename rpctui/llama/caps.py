@@ -10,6 +10,7 @@ is available when the tool's own help lists it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -103,6 +104,7 @@ class Capabilities:
         return self.tools.get("server")
 
 
+@functools.lru_cache(maxsize=64)
 def help_flags(text: str) -> frozenset[str]:
     """Every option token a --help text mentions (``-ngl``, ``--rpc``, ``-lm`` ...)."""
     return frozenset(m.group(1) for m in _FLAG.finditer(text))
@@ -220,6 +222,9 @@ def merge_probe_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, A
 
 
 def save_probe_cache(node: Node, raw: dict[str, Any]) -> None:
+    """Remember what the agent ran; nothing is written when every binary came from the cache."""
+    if all(info.get("cached") for info in raw.get("binaries", {}).values()):
+        return
     entries = {info["path"]: {"fingerprint": info["fingerprint"], "role": role,
                               **{k: info[k] for k in _CACHED_KEYS if k in info}}
                for role, info in raw.get("binaries", {}).items() if "fingerprint" in info}
