@@ -240,3 +240,70 @@ class TeardownFailed(Event):
 @dataclass(frozen=True)
 class TeardownDone(Event):
     elapsed_s: float = 0.0
+
+
+# -- telemetry ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeSample(Event):
+    """One sampler reading of a node. Absent readings are None or left out of the tuples."""
+
+    node: str = ""
+    mem_total_mib: float | None = None
+    mem_available_mib: float | None = None
+    #: name, kind (nvidia/amd), vram used, vram total, gtt used, gtt total (MiB), util %
+    gpus: tuple[tuple[str, str, float | None, float | None, float | None, float | None,
+                      int | None], ...] = ()
+    net: tuple[tuple[str, int, int], ...] = ()  #: interface, rx bytes, tx bytes (counters)
+    procs: tuple[tuple[str, float, float], ...] = ()  #: endpoint, rss MiB, cpu seconds
+    received: tuple[tuple[str, int], ...] = ()  #: endpoint, bytes received on its port
+    cache: tuple[tuple[str, int], ...] = ()  #: endpoint, bytes in its tensor cache
+    gpu_procs: tuple[tuple[str, float], ...] = ()  #: endpoint, GPU memory MiB (NVML)
+
+
+@dataclass(frozen=True)
+class LoadProgress(Event):
+    """How far a server's share of the weights has arrived; endpoint "" is the client's dots."""
+
+    node: str = ""
+    endpoint: str = ""
+    done_bytes: int = 0
+    expected_bytes: int = 0
+    percent: float = 0.0
+    rate_bytes_per_s: float = 0.0
+    eta_s: float | None = None
+    source: str = ""  #: network (kernel counters), memory (server growth), dots (client)
+
+
+@dataclass(frozen=True)
+class LoadFinished(Event):
+    node: str = ""
+    endpoint: str = ""
+    step: int = 0
+    seconds: float = 0.0
+    moved_bytes: int = 0
+    expected_bytes: int = 0
+    rate_bytes_per_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class OomRisk(Event):
+    """A node about to run out of memory: before loading (predicted) or while running."""
+
+    node: str = ""
+    kind: str = ""  #: predicted, threshold, trend
+    memory: str = ""  #: RAM, VRAM, GTT+RAM
+    used_mib: float = 0.0
+    total_mib: float = 0.0
+    need_mib: float = 0.0
+    holder: str = ""  #: the process (server endpoint) holding the most memory there
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class MemoryDistribution(Event):
+    """After loading: where the memory went, per server (seed 000's "cluster1: 10577 M")."""
+
+    step: int = 0
+    #: node, endpoint or device, model MiB, KV MiB, compute MiB
+    rows: tuple[tuple[str, str, float, float, float], ...] = ()

@@ -19,6 +19,7 @@ from rpctui import events as ev
 from rpctui.errors import ExitCode, UserError
 from rpctui.orchestrator import Orchestrator
 from rpctui.profile import Profile
+from rpctui.report import final_report, human_bytes, status_lines
 from rpctui.results import FORMATS, Recorder, new_run_id, result_rows
 from rpctui.state import ClusterState, fold
 
@@ -29,6 +30,7 @@ class Printer:
     def __init__(self, out: TextIO, verbose: bool = False) -> None:
         self.out = out
         self.verbose = verbose
+        self.seen_buffers: set[tuple[int, str, str]] = set()
 
     def __call__(self, e: ev.Event) -> None:
         line = self.describe(e)
@@ -61,6 +63,10 @@ class Printer:
                 return (f"job on {e.node} with {len(e.servers)} servers: "
                         f"{' '.join(e.argv)}")
             case ev.BufferAllocated():
+                key = (e.step, e.kind, e.device)
+                if key in self.seen_buffers and not self.verbose:
+                    return ""  # llama-bench allocates KV and compute again for every test
+                self.seen_buffers.add(key)
                 return f"  {e.kind} buffer {e.device}: {e.mib:.2f} MiB"
             case ev.BenchResult():
                 r = e.row
@@ -74,11 +80,45 @@ class Printer:
                 if e.rc == 0 and not e.diagnosis:
                     return f"job finished in {e.elapsed_s:.2f} s"
                 return f"error: job failed (exit {e.rc}): {e.diagnosis}"
+            case ev.OomRisk():
+                return f"warning: {e.message}"
+            case ev.LoadFinished():
+                return (f"server {e.endpoint} on {e.node}: {e.expected_bytes / 2**20:.2f} MiB "
+                        f"loaded in {e.seconds:.2f} s ({human_bytes(e.moved_bytes)} over the "
+                        f"network)")
             case ev.TeardownFailed():
                 return f"error: teardown on {e.node}: {e.message}"
             case ev.TeardownDone():
                 return f"teardown: every process ended ({e.elapsed_s:.2f} s)"
         return ""
+
+
+class LiveStatus:
+    """A status block at the bottom of a terminal, redrawn at most 4 times a second; event
+    lines scroll above it. Not used when stderr is not a terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.shown = 0
+        self.last = 0.0
+
+    def clear(self) -> None:
+        if self.shown:
+            self.out.write(f"\x1b[{self.shown}F\x1b[J")
+            self.shown = 0
+
+    def draw(self, state: ClusterState, force: bool = False) -> None:
+        import time
+
+        now = time.monotonic()
+        if not force and now - self.last < 0.25:
+            return
+        self.last = now
+        self.clear()
+        lines = status_lines(state)
+        self.out.write("".join(line + "\n" for line in lines))
+        self.out.flush()
+        self.shown = len(lines)
 
 
 class Session:
@@ -92,6 +132,7 @@ class Session:
         self.recorder = Recorder(self.run_id) if record else None
         self.printer = Printer(err, verbose)
         self.err = err
+        self.live = LiveStatus(err) if err.isatty() else None
         self.emit(ev.RunStarted(run_id=self.run_id, profile=profile.path,
                                 profile_name=profile.name, command=command,
                                 wall_time=_now_iso(),
@@ -104,7 +145,16 @@ class Session:
         if self.recorder:
             self.recorder.write(e)
         self.state = fold(self.state, e)
-        self.printer(e)
+        if self.live is not None:
+            line = self.printer.describe(e)
+            if line:
+                self.live.clear()
+                print(line, file=self.err)
+                self.live.draw(self.state, force=True)
+            elif isinstance(e, (ev.NodeSample, ev.LoadProgress)):
+                self.live.draw(self.state)
+        else:
+            self.printer(e)
 
     def build_progress(self, message: str, fraction: float | None) -> None:
         pct = f" {fraction * 100:3.0f}%" if fraction is not None else ""
@@ -117,6 +167,10 @@ class Session:
 
     def finish(self, code: ExitCode, message: str = "") -> None:
         self.emit(ev.RunFinished(t=self.state.t, exit_code=int(code), message=message))
+        if self.live is not None:
+            self.live.clear()
+        for line in final_report(self.state):
+            print(line, file=self.err)
         if self.recorder:
             self.recorder.close()
             print(f"run recorded in {self.recorder.path}", file=self.err)

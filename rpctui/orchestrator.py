@@ -24,7 +24,9 @@ from rpctui.nodes.base import Host, Spawned, launcher_argv
 from rpctui.nodes.local import LocalHost
 from rpctui.preflight import preflight
 from rpctui.profile import Node, Profile, Server, endpoint
+from rpctui.monitor import Monitor
 from rpctui.runtime import Job, LineSplitter, ServerWatch, resolve_bin_dirs, resolve_model
+from rpctui.sampling import Sampler
 
 Emit = Callable[[ev.Event], None]
 READY_TIMEOUT_S = 60.0
@@ -51,8 +53,11 @@ class Orchestrator:
     watches: dict[str, ServerWatch] = field(default_factory=dict)
     model: str = ""
     stopping: bool = False
+    samplers: dict[str, Sampler] = field(default_factory=dict)
+    monitor: Monitor | None = None
 
     def __post_init__(self) -> None:
+        self.caps_events: list[ev.Event] = []
         self.t0 = time.monotonic()
         self.nodes = {n.label: n for n in self.profile.nodes}
 
@@ -62,7 +67,14 @@ class Orchestrator:
         return round(time.monotonic() - self.t0, 4)
 
     def emit(self, event_type: type[ev.Event], **fields: object) -> None:
-        self.emit_event(event_type(t=self.now(), **fields))  # type: ignore[arg-type]
+        self.publish(event_type(t=self.now(), **fields))  # type: ignore[arg-type]
+
+    def publish(self, event: ev.Event) -> None:
+        """Emit an event, then what the monitor derives from it (progress, OOM risk)."""
+        self.emit_event(event)
+        if self.monitor is not None:
+            for derived in self.monitor.observe(event):
+                self.emit_event(derived)
 
     # -- connect and probe ----------------------------------------------------------------------
 
@@ -95,6 +107,8 @@ class Orchestrator:
         raw = merge_probe_cache(json.loads(result.stdout), cache)
         save_probe_cache(node, raw)
         caps = capabilities_from_probe(node.label, raw)
+        self.caps_events.append(ev.NodeProbed(node=node.label, mem_total_mib=caps.mem_total_mib,
+                                              mem_available_mib=caps.mem_available_mib))
         self.emit(ev.NodeProbed, node=node.label, hostname=caps.hostname, flavour=caps.flavour,
                   build=caps.build, protocol=caps.protocol or "",
                   devices=tuple((d.name, d.description, d.total_mib, d.free_mib)
@@ -129,14 +143,45 @@ class Orchestrator:
         if failed:
             self.emit(ev.PreflightDone, ok=False)
             return False
+        self.monitor = self._make_monitor()
+        for event in self.caps_events:
+            self.monitor.observe(event)
         issues = preflight(self.profile, self.caps, self.model)
         for issue in issues:
-            self.emit_event(issue.__class__(t=self.now(), node=issue.node, check=issue.check,
-                                            message=issue.message, fix=issue.fix,
-                                            fatal=issue.fatal))
+            self.publish(issue.__class__(t=self.now(), node=issue.node, check=issue.check,
+                                         message=issue.message, fix=issue.fix, fatal=issue.fatal))
         ok = not any(i.fatal for i in issues)
         self.emit(ev.PreflightDone, ok=ok)
         return ok
+
+    def _make_monitor(self) -> Monitor:
+        endpoints: dict[str, str] = {}
+        devices: dict[str, list[str]] = {}
+        for node, server in self.profile.servers():
+            ep = endpoint(node, server)
+            endpoints[ep] = node.label
+            caps = self.caps.get(node.label)
+            default = [caps.devices[0].name] if caps and caps.devices else []
+            devices[ep] = list(server.devices) or default
+        return Monitor(endpoints, devices, main=self.profile.main_node.label,
+                       warn_pct=self.profile.warn_memory_pct,
+                       headroom_mib=self.profile.headroom_mib)
+
+    async def start_sampling(self) -> None:
+        """One sampler per node, started in parallel; a node without one still runs."""
+        async def one(node: Node) -> None:
+            sampler = Sampler(node.label, self.hosts[node.label], node.python,
+                              self.profile.sample_interval_s, self.publish, self.now)
+            await sampler.start()
+            self.samplers[node.label] = sampler
+            if sampler.spawned is not None:
+                self.started.append(Started(node.label, "sampler", sampler.spawned, sampler.pid))
+            if sampler.pid is None:
+                why = sampler.errors.strip().splitlines()[-1:] or ["no answer"]
+                self.emit(ev.Notice, node=node.label, message=f"node {node.label}: the sampler "
+                          f"did not start ({why[0]}); no live memory or network readings there")
+
+        await asyncio.gather(*(one(n) for n in self.profile.nodes))
 
     # -- servers --------------------------------------------------------------------------------
 
@@ -158,6 +203,9 @@ class Orchestrator:
         watch = ServerWatch(node.label, ep, spawned, self)
         self.watches[ep] = watch
         watch.start()
+        sampler = self.samplers.get(node.label)
+        if sampler and spawned.pgid:
+            await sampler.watch(spawned.pgid, ep, server.port)
 
     async def _wait_ready(self, node: Node, server: Server, started_at: float) -> None:
         host = self.hosts[node.label]
@@ -214,6 +262,7 @@ class Orchestrator:
                 return ExitCode.PREFLIGHT
             if check_only:
                 return ExitCode.OK
+            await self.start_sampling()
             await self.start_servers()
             steps = self.profile.sweep.servers if self.profile.sweep else [
                 len(self.profile.servers())]
@@ -252,6 +301,8 @@ class Orchestrator:
             for s in items:
                 await s.spawned.close_stdin()
                 self.emit(ev.ProcessGone, node=name, pgid=s.pgid or 0, what=s.what)
+            if name in self.samplers:
+                await self.samplers[name].stop()
 
         await asyncio.gather(*(end_node(n, items) for n, items in by_node.items()),
                              return_exceptions=True)

@@ -182,6 +182,10 @@ class Profile:
     allow_mixed_builds: bool = setting(False, "start even when nodes run different llama.cpp "
                                        "builds (they usually crash each other)")
     sample_interval_s: float = setting(0.5, "seconds between telemetry samples", check=_positive)
+    warn_memory_pct: float = setting(90.0, "warn when a node's memory use passes this percent",
+                                     check=_positive)
+    headroom_mib: float = setting(512.0, "memory to keep free on each node when predicting "
+                                  "whether a load fits", check=_not_negative)
     sweep: Sweep | None = setting(None, "optional sweep over server counts")
     path: str = field(default="", compare=False, metadata={"internal": True})
 

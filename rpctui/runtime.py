@@ -41,6 +41,26 @@ class LineSplitter:
         return [rest] if rest else []
 
 
+class DotCounter:
+    """The client's load dots: llama.cpp prints '.' at the start of a line as the weights go
+    out (each dot is at least one percent more), so the count is a floor on overall progress."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._at_start = True
+
+    def feed(self, text: str) -> bool:
+        before = self.count
+        for ch in text:
+            if ch == "\n":
+                self._at_start = True
+            elif ch == "." and self._at_start:
+                self.count += 1
+            else:
+                self._at_start = False
+        return self.count != before
+
+
 class ServerWatch:
     """Reads one server's merged output into ServerLog/ServerBanner events until it exits."""
 
@@ -85,6 +105,12 @@ class ServerWatch:
         self.orch.emit(ev.ServerLog, node=self.node, endpoint=self.endpoint, line=line)
         protocol = logs.banner_protocol(line)
         cache = logs.banner_cache(line)
+        if cache:
+            sampler = self.orch.samplers.get(self.node)
+            pgid = self.spawned.pgid
+            if sampler and pgid:
+                port = int(self.endpoint.rsplit(":", 1)[1])
+                asyncio.ensure_future(sampler.watch(pgid, self.endpoint, port, cache))
         if protocol or cache or logs.is_exposure_warning(line):
             self.orch.emit(ev.ServerBanner, node=self.node, endpoint=self.endpoint,
                            protocol=protocol or "", cache_dir=cache or "",
@@ -102,6 +128,8 @@ class Job:
         self.failures: list[logs.Failure] = []
         self.tail: deque[str] = deque(maxlen=30)
         self.rows = 0
+        self.loaded = False
+        self.dots = DotCounter()
 
     async def run(self, timeout_s: float | None) -> int:
         start = time.monotonic()
@@ -117,6 +145,7 @@ class Job:
             await reader
         rc = await self.spawned.wait()
         diagnosis, culprit = self._diagnose(rc, timed_out, timeout_s)
+        diagnosis += await self._kernel_oom()
         self.orch.emit(ev.JobFinished, rc=rc, elapsed_s=round(time.monotonic() - start, 4),
                        step=self.step, diagnosis=diagnosis, culprit=culprit)
         return rc if rc != 0 or self.rows or self.orch.profile.job.kind != "bench" else 1
@@ -137,6 +166,9 @@ class Job:
                     for line in out_lines.feed(text):
                         self.orch.emit(ev.JobOutput, text=line)
             else:
+                if not self.loaded and self.dots.feed(text):
+                    self.orch.emit(ev.LoadProgress, endpoint="", done_bytes=self.dots.count,
+                                   percent=float(min(self.dots.count, 99)), source="dots")
                 for line in err_lines.feed(text):
                     self._log(line)
         for line in err_lines.flush():
@@ -149,6 +181,12 @@ class Job:
         self.orch.emit(ev.JobLog, stream="stderr", line=line)
         buf = logs.parse_buffer(line)
         if buf:
+            if buf.kind == "kv" and not self.loaded:
+                # The KV cache comes once every weight has been sent: the load is over, so
+                # ask each sampler for a reading now, whose counters cover the whole load.
+                self.loaded = True
+                for sampler in self.orch.samplers.values():
+                    asyncio.ensure_future(sampler.sample_now())
             self.orch.emit(ev.BufferAllocated, kind=buf.kind, device=buf.device,
                            endpoint=buf.endpoint, mib=buf.mib, step=self.step)
             return
@@ -179,6 +217,22 @@ class Job:
             return cause.message + where, culprit
         last = [line for line in self.tail if line.strip()][-3:]
         return f"the job exited with code {rc}: " + " | ".join(last), ""
+
+    async def _kernel_oom(self) -> str:
+        """For a server ended by SIGKILL, what its node's kernel log says about it."""
+        for w in self.orch.watches.values():
+            if w.rc != 137 or not w.spawned.child_pid:
+                continue
+            sampler = self.orch.samplers.get(w.node)
+            if sampler is None:
+                continue
+            found = await sampler.kernel_oom([w.spawned.child_pid])
+            if found["lines"]:
+                return (f"; the kernel's OOM killer ended it on {w.node}: "
+                        f"{found['lines'][-1].strip()}")
+            if found["readable"]:
+                return f"; {w.node}'s kernel log does not show the OOM killer (killed by a signal)"
+        return ""
 
     def _node_of(self, ep: str) -> str:
         watch = self.orch.watches.get(ep)

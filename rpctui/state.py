@@ -60,6 +60,57 @@ class JobState:
     culprit: str = ""
 
 
+HISTORY = 240  #: samples kept per node for sparklines and plots (2 minutes at 2 Hz)
+
+
+@dataclass(frozen=True)
+class NodeTelemetry:
+    """What the sampler says about a node, with rates and peaks derived from the readings."""
+
+    node: str
+    sample: ev.NodeSample | None = None
+    rx_bytes_per_s: float = 0.0
+    tx_bytes_per_s: float = 0.0
+    used_mib: float | None = None  #: RAM in use (total - available)
+    peak_used_mib: float = 0.0
+    peak_gpu_mib: float = 0.0
+    procs_mib: float = 0.0  #: resident memory of the servers rpctui started there
+    peak_procs_mib: float = 0.0
+    history: tuple[tuple[float, float, float, float], ...] = ()  #: t, used MiB, rx/s, tx/s
+
+
+def _counters(sample: ev.NodeSample, loopback: bool) -> tuple[int, int]:
+    rows = [(rx, tx) for name, rx, tx in sample.net if (name == "lo") == loopback]
+    return sum(r for r, _ in rows), sum(t for _, t in rows)
+
+
+def _rates(old: ev.NodeSample, new: ev.NodeSample) -> tuple[float, float]:
+    """rx, tx bytes/s over the node's real interfaces; loopback when nothing else moved
+    (servers and client on one machine talk over lo)."""
+    dt = new.t - old.t
+    if dt <= 0:
+        return 0.0, 0.0
+    for loopback in (False, True):
+        (rx0, tx0), (rx1, tx1) = _counters(old, loopback), _counters(new, loopback)
+        if rx1 != rx0 or tx1 != tx0:
+            return max(0, rx1 - rx0) / dt, max(0, tx1 - tx0) / dt
+    return 0.0, 0.0
+
+
+def telemetry_after(old: NodeTelemetry, e: ev.NodeSample) -> NodeTelemetry:
+    rx_rate, tx_rate = _rates(old.sample, e) if old.sample is not None else (0.0, 0.0)
+    used = (e.mem_total_mib - e.mem_available_mib
+            if e.mem_total_mib is not None and e.mem_available_mib is not None else None)
+    gpu = sum(g[2] or 0 for g in e.gpus)
+    procs = sum(rss for _, rss, _ in e.procs)
+    point = (e.t, used or 0.0, rx_rate, tx_rate)
+    return replace(old, sample=e, rx_bytes_per_s=rx_rate, tx_bytes_per_s=tx_rate, used_mib=used,
+                   peak_used_mib=max(old.peak_used_mib, used or 0.0),
+                   peak_gpu_mib=max(old.peak_gpu_mib, gpu), procs_mib=procs,
+                   peak_procs_mib=max(old.peak_procs_mib, procs),
+                   history=(old.history + (point,))[-HISTORY:])
+
+
 def _frozen(d: dict[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(d)
 
@@ -79,6 +130,11 @@ class ClusterState:
     issues: tuple[ev.PreflightIssue, ...] = ()
     notices: tuple[str, ...] = ()
     preflight_ok: bool | None = None
+    telemetry: Mapping[str, NodeTelemetry] = field(default_factory=lambda: _frozen({}))
+    loads: Mapping[str, ev.LoadProgress] = field(default_factory=lambda: _frozen({}))
+    loads_finished: tuple[ev.LoadFinished, ...] = ()
+    warnings: tuple[ev.OomRisk, ...] = ()
+    distributions: tuple[ev.MemoryDistribution, ...] = ()
     teardown: str = ""  #: "", running, done, failed
     teardown_failures: tuple[str, ...] = ()
     finished: bool = False
@@ -204,7 +260,7 @@ def _(e: ev.ServerExited, s: ClusterState) -> ClusterState:
 @_apply.register
 def _(e: ev.JobStarted, s: ClusterState) -> ClusterState:
     return replace(s, job=JobState(status="running", kind=e.kind, argv=e.argv, step=e.step,
-                                   servers=e.servers))
+                                   servers=e.servers), loads=_frozen({}))
 
 
 @_apply.register
@@ -222,6 +278,35 @@ def _(e: ev.JobFinished, s: ClusterState) -> ClusterState:
     job = replace(s.job, status="done" if e.rc == 0 else "failed", rc=e.rc,
                   elapsed_s=e.elapsed_s, diagnosis=e.diagnosis, culprit=e.culprit)
     return replace(s, job=job, jobs=s.jobs + (job,))
+
+
+@_apply.register
+def _(e: ev.NodeSample, s: ClusterState) -> ClusterState:
+    telemetry = dict(s.telemetry)
+    telemetry[e.node] = telemetry_after(telemetry.get(e.node) or NodeTelemetry(e.node), e)
+    return replace(s, telemetry=_frozen(telemetry))
+
+
+@_apply.register
+def _(e: ev.LoadProgress, s: ClusterState) -> ClusterState:
+    loads = dict(s.loads)
+    loads[e.endpoint] = e
+    return replace(s, loads=_frozen(loads))
+
+
+@_apply.register
+def _(e: ev.LoadFinished, s: ClusterState) -> ClusterState:
+    return replace(s, loads_finished=s.loads_finished + (e,))
+
+
+@_apply.register
+def _(e: ev.OomRisk, s: ClusterState) -> ClusterState:
+    return replace(s, warnings=s.warnings + (e,))
+
+
+@_apply.register
+def _(e: ev.MemoryDistribution, s: ClusterState) -> ClusterState:
+    return replace(s, distributions=s.distributions + (e,))
 
 
 @_apply.register

@@ -82,6 +82,13 @@ def launcher_argv(argv: Sequence[str], env: Mapping[str, str] | None = None,
     return ["setsid", "-w", "sh", "-c", script, "rpctui", *inner]
 
 
+def agent_argv(python: str, source: bytes, name: str) -> list[str]:
+    """Run a Python agent whose source arrives first on stdin; stdin stays open after it."""
+    loader = (f"import sys;exec(compile(sys.stdin.buffer.read({len(source)}),"
+              f"{name!r},'exec'))")
+    return [python, "-S", "-u", "-c", loader]
+
+
 def kill_argv(pgids: Sequence[int]) -> list[str]:
     """End whole process groups: TERM, then KILL after 3 s; exit 0 only when all are gone."""
     return ["sh", "-c", _KILL, "rpctui-kill", *(str(p) for p in pgids)]
@@ -114,6 +121,10 @@ class Spawned(abc.ABC):
     async def close_stdin(self) -> None:
         """Close our end of stdin: the launcher then ends the process group."""
 
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Send bytes to the process's stdin (agents read their source and commands there)."""
+
 
 class Host(abc.ABC):
     """One machine: run short commands, spawn long ones, end process groups."""
@@ -127,8 +138,10 @@ class Host(abc.ABC):
         """Run a short command to completion."""
 
     @abc.abstractmethod
-    async def spawn(self, argv: Sequence[str], merge_stderr: bool = False) -> Spawned:
-        """Start a launcher argv (see :func:`launcher_argv`) and return once its PID is known."""
+    async def spawn(self, argv: Sequence[str], merge_stderr: bool = False,
+                    launched: bool = True) -> Spawned:
+        """Start argv; for a launcher argv (see :func:`launcher_argv`), return once its PID is
+        known. ``launched=False`` starts a plain process (an agent) and returns at once."""
 
     async def kill_groups(self, pgids: Sequence[int]) -> Completed:
         """End process groups and wait until they are gone."""

@@ -56,6 +56,13 @@ class LocalSpawned(Spawned):
         if self._proc.stdin is not None and not self._proc.stdin.is_closing():
             self._proc.stdin.close()
 
+    async def write(self, data: bytes) -> None:
+        if self._proc.stdin is None or self._proc.stdin.is_closing():
+            return
+        self._proc.stdin.write(data)
+        with contextlib.suppress(ConnectionError):
+            await self._proc.stdin.drain()
+
 
 class LocalHost(Host):
     """This machine."""
@@ -85,7 +92,8 @@ class LocalHost(Host):
         return Completed(proc.returncode if proc.returncode is not None else -1,
                          out.decode(errors="replace"), err.decode(errors="replace"))
 
-    async def spawn(self, argv: Sequence[str], merge_stderr: bool = False) -> Spawned:
+    async def spawn(self, argv: Sequence[str], merge_stderr: bool = False,
+                    launched: bool = True) -> Spawned:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
@@ -93,6 +101,9 @@ class LocalHost(Host):
         )
         reader = ChunkReader()
         spawned = LocalSpawned(proc, reader)
+        if not launched:
+            spawned.pgid = proc.pid
+            return spawned
         await _pid_or_exit(reader, proc.wait())
         spawned.pgid = reader.pgid
         return spawned

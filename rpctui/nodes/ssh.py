@@ -131,6 +131,11 @@ class SSHSpawned(Spawned):
         with contextlib.suppress(asyncssh.Error, OSError):
             self._proc.stdin.write_eof()
 
+    async def write(self, data: bytes) -> None:
+        with contextlib.suppress(asyncssh.Error, OSError, BrokenPipeError):
+            self._proc.stdin.write(data)
+            await self._proc.stdin.drain()
+
 
 class SSHHost(Host):
     def __init__(self, label: str, conn: asyncssh.SSHClientConnection) -> None:
@@ -153,13 +158,16 @@ class SSHHost(Host):
         err = result.stderr or b""
         return Completed(rc, bytes(out).decode(errors="replace"), bytes(err).decode(errors="replace"))
 
-    async def spawn(self, argv: Sequence[str], merge_stderr: bool = False) -> Spawned:
+    async def spawn(self, argv: Sequence[str], merge_stderr: bool = False,
+                    launched: bool = True) -> Spawned:
         proc = await self._conn.create_process(
             shlex.join(argv), encoding=None,
             stderr=asyncssh.STDOUT if merge_stderr else asyncssh.PIPE,
         )
         reader = ChunkReader()
         spawned = SSHSpawned(proc, reader, merge_stderr)
+        if not launched:
+            return spawned
         pid = asyncio.create_task(reader.pid_known.wait())
         closed = asyncio.create_task(proc.wait_closed())
         await asyncio.wait({pid, closed}, return_when=asyncio.FIRST_COMPLETED)

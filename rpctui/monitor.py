@@ -1,0 +1,261 @@
+"""Derived facts: load progress, OOM risk and the memory distribution (pure, no I/O).
+
+The Monitor watches the event stream and answers with new events: LoadProgress per server
+while weights arrive, LoadFinished with time, bytes and rate, OomRisk before loading (the
+client's buffer sizes against the node's free memory of the right kind) and while running
+(a node past the threshold, or heading there within a few seconds), and the
+MemoryDistribution once a job step is done. Rates and peaks are derived here, never in the
+sampler. Memory kinds: VRAM for NVIDIA and discrete AMD GPUs; RAM (which holds GTT) for
+AMD APUs, where the model lives in unified memory; RAM for CPU servers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from rpctui import events as ev
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class _Load:
+    node: str
+    start_t: float
+    base_received: int
+    base_rss_mib: float
+    expected_bytes: int = 0
+    done_bytes: int = 0
+    last_t: float = 0.0
+    rate: float = 0.0
+    finished: bool = False
+    finish_t: float | None = None
+    reported: bool = False
+
+
+@dataclass
+class Monitor:
+    endpoints: dict[str, str]  #: endpoint -> node
+    devices: dict[str, list[str]] = field(default_factory=dict)  #: endpoint -> device names
+    main: str = ""
+    warn_pct: float = 90.0
+    headroom_mib: float = 512.0
+    horizon_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        self.samples: dict[str, ev.NodeSample] = {}
+        self.history: dict[str, deque[tuple[float, float, float]]] = {}
+        self.available: dict[str, tuple[float, float]] = {}  # node -> (available, total) MiB
+        self.loads: dict[str, _Load] = {}
+        self.buffers: dict[tuple[str, str], list[float]] = {}
+        self.step = 0
+        self.armed: set[tuple[str, str]] = set()
+        self.predicted: set[str] = set()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _received(self, endpoint: str) -> int:
+        sample = self.samples.get(self.endpoints.get(endpoint, ""))
+        return dict(sample.received).get(endpoint, 0) if sample else 0
+
+    def _rss(self, endpoint: str) -> float:
+        sample = self.samples.get(self.endpoints.get(endpoint, ""))
+        if not sample:
+            return 0.0
+        return next((rss for ep, rss, _ in sample.procs if ep == endpoint), 0.0)
+
+    def memory_kind(self, node: str) -> str:
+        """Which memory the node's servers fill: VRAM, GTT+RAM (AMD APU) or RAM."""
+        names = [d for ep, n in self.endpoints.items() if n == node for d in self.devices.get(ep, [])]
+        gpu = [d for d in names if not d.upper().startswith("CPU")]
+        if not gpu:
+            return "RAM"
+        sample = self.samples.get(node)
+        if sample:
+            amd = [g for g in sample.gpus if g[1] == "amd"]
+            if amd and all(g[4] is not None and g[5] and g[3] and g[5] > g[3] for g in amd):
+                return "GTT+RAM"
+            if sample.gpus:
+                return "VRAM"
+        return "RAM"
+
+    def free_mib(self, node: str, kind: str) -> tuple[float, float] | None:
+        """(free, total) MiB of that memory on the node, from the latest sample or the probe."""
+        sample = self.samples.get(node)
+        if kind == "VRAM" and sample and sample.gpus:
+            used = sum(g[2] or 0 for g in sample.gpus)
+            total = sum(g[3] or 0 for g in sample.gpus)
+            return total - used, total
+        if sample and sample.mem_available_mib is not None and sample.mem_total_mib:
+            return sample.mem_available_mib, sample.mem_total_mib
+        return self.available.get(node)
+
+    def _holder(self, node: str) -> str:
+        sample = self.samples.get(node)
+        if not sample or not sample.procs:
+            return ""
+        return max(sample.procs, key=lambda p: p[1])[0]
+
+    # -- the stream ---------------------------------------------------------------------------
+
+    def observe(self, e: ev.Event) -> list[ev.Event]:
+        if isinstance(e, ev.NodeProbed) and e.mem_available_mib is not None and e.mem_total_mib:
+            self.available[e.node] = (float(e.mem_available_mib), float(e.mem_total_mib))
+        elif isinstance(e, ev.JobStarted):
+            return self._job_started(e)
+        elif isinstance(e, ev.BufferAllocated):
+            return self._buffer(e)
+        elif isinstance(e, ev.NodeSample):
+            return self._sample(e)
+        elif isinstance(e, ev.JobFinished):
+            return self._job_finished(e)
+        return []
+
+    def _job_started(self, e: ev.JobStarted) -> list[ev.Event]:
+        self.step = e.step
+        self.buffers = {}
+        self.predicted = set()
+        self.loads = {ep: _Load(self.endpoints.get(ep, ""), e.t, self._received(ep), self._rss(ep),
+                                last_t=e.t) for ep in e.servers}
+        return []
+
+    def _buffer(self, e: ev.BufferAllocated) -> list[ev.Event]:
+        key = (e.endpoint or e.device, e.device)
+        sizes = self.buffers.setdefault(key, [0.0, 0.0, 0.0])
+        # A bench re-allocates KV and compute buffers per test: keep the largest of each.
+        i = ("model", "kv", "compute").index(e.kind)
+        sizes[i] = max(sizes[i], e.mib)
+        out: list[ev.Event] = []
+        load = self.loads.get(e.endpoint)
+        if e.kind == "model" and load is not None:
+            load.expected_bytes += int(e.mib * MIB)
+            out += self._predict(load.node, e.t)
+        elif e.kind == "kv":
+            # The KV cache is allocated once every weight has been sent: loading is over.
+            out += self._finish_all(e.t)
+        return out
+
+    def _predict(self, node: str, t: float) -> list[ev.Event]:
+        if node in self.predicted:
+            return []
+        need = sum(ld.expected_bytes for ld in self.loads.values() if ld.node == node) / MIB
+        kind = self.memory_kind(node)
+        free = self.free_mib(node, kind)
+        if free is None or need <= free[0] - self.headroom_mib:
+            return []
+        self.predicted.add(node)
+        return [ev.OomRisk(t=t, node=node, kind="predicted", memory=kind,
+                           used_mib=round(free[1] - free[0], 1), total_mib=round(free[1], 1),
+                           need_mib=round(need, 1),
+                           message=f"node {node} is about to receive {need:.0f} MiB but has "
+                                   f"{free[0]:.0f} MiB of {kind} free ({self.headroom_mib:.0f} "
+                                   f"MiB headroom): it will likely run out of memory")]
+
+    def _sample(self, e: ev.NodeSample) -> list[ev.Event]:
+        self.samples[e.node] = e
+        out: list[ev.Event] = []
+        for ep, load in self.loads.items():
+            if load.node == e.node and not load.finished and load.expected_bytes:
+                out += self._progress(ep, load, e.t)
+            elif load.node == e.node and load.finished and not load.reported:
+                out.append(self._finished(ep, load))
+        out += self._threshold(e)
+        return out
+
+    def _progress(self, ep: str, load: _Load, t: float) -> list[ev.Event]:
+        net = max(0, self._received(ep) - load.base_received)
+        mem = max(0.0, self._rss(ep) - load.base_rss_mib) * MIB
+        done = int(max(net, mem))
+        source = "network" if net >= mem else "memory"
+        if done <= load.done_bytes:
+            return []
+        dt = t - load.last_t
+        if dt > 0:
+            instant = (done - load.done_bytes) / dt
+            load.rate = instant if load.rate == 0 else 0.5 * load.rate + 0.5 * instant
+        load.done_bytes, load.last_t = done, t
+        remaining = max(0, load.expected_bytes - done)
+        eta = remaining / load.rate if load.rate > 0 else None
+        pct = min(99.0, 100.0 * done / load.expected_bytes)
+        return [ev.LoadProgress(t=t, node=load.node, endpoint=ep, done_bytes=done,
+                                expected_bytes=load.expected_bytes, percent=round(pct, 1),
+                                rate_bytes_per_s=round(load.rate), eta_s=round(eta, 1)
+                                if eta is not None else None, source=source)]
+
+    def _finish_all(self, t: float) -> list[ev.Event]:
+        """Every server's weights have arrived: 100 % now; LoadFinished follows with the node's
+        next sample, whose counters cover the whole load."""
+        out: list[ev.Event] = []
+        for ep, load in self.loads.items():
+            if load.finished or not load.expected_bytes:
+                continue
+            load.finished, load.finish_t = True, t
+            out.append(ev.LoadProgress(t=t, node=load.node, endpoint=ep,
+                                       done_bytes=load.expected_bytes,
+                                       expected_bytes=load.expected_bytes, percent=100.0,
+                                       rate_bytes_per_s=round(load.rate), eta_s=0.0,
+                                       source="client"))
+        return out
+
+    def _finished(self, ep: str, load: _Load) -> ev.LoadFinished:
+        load.reported = True
+        moved = max(0, self._received(ep) - load.base_received)
+        finish = load.finish_t if load.finish_t is not None else load.last_t
+        seconds = max(finish - load.start_t, 1e-6)
+        return ev.LoadFinished(t=finish, node=load.node, endpoint=ep, step=self.step,
+                               seconds=round(seconds, 3), moved_bytes=moved,
+                               expected_bytes=load.expected_bytes,
+                               rate_bytes_per_s=round(max(moved, load.expected_bytes) / seconds))
+
+    def _threshold(self, e: ev.NodeSample) -> list[ev.Event]:
+        checks: list[tuple[str, float, float]] = []
+        if e.mem_total_mib and e.mem_available_mib is not None:
+            checks.append(("RAM", e.mem_total_mib - e.mem_available_mib, e.mem_total_mib))
+        for name, _kind, used, total, *_ in e.gpus:
+            if used is not None and total:
+                checks.append((f"VRAM {name}", used, total))
+        out: list[ev.Event] = []
+        for memory, used, total in checks:
+            key = (e.node, memory)
+            hist = self.history.setdefault(f"{e.node}/{memory}", deque(maxlen=6))
+            hist.append((e.t, used, total))
+            limit = total * self.warn_pct / 100
+            if used < limit * 0.95:
+                self.armed.discard(key)
+            if key in self.armed:
+                continue
+            kind = ""
+            if used >= limit:
+                kind = "threshold"
+            elif len(hist) >= 3 and hist[-1][0] - hist[0][0] >= 1.0:
+                slope = (hist[-1][1] - hist[0][1]) / (hist[-1][0] - hist[0][0])
+                if slope > 0 and used + slope * self.horizon_s >= limit:
+                    kind = "trend"
+            if not kind:
+                continue
+            self.armed.add(key)
+            holder = self._holder(e.node)
+            held = f"; {holder} holds the most" if holder else ""
+            when = (f"is at {100 * used / total:.0f}% of its {memory}" if kind == "threshold" else
+                    f"will pass {self.warn_pct:.0f}% of its {memory} within "
+                    f"{self.horizon_s:.0f} s at this rate")
+            out.append(ev.OomRisk(t=e.t, node=e.node, kind=kind, memory=memory,
+                                  used_mib=round(used, 1), total_mib=round(total, 1),
+                                  holder=holder, message=f"node {e.node} {when} "
+                                  f"({used:.0f}/{total:.0f} MiB){held}"))
+        return out
+
+    def _job_finished(self, e: ev.JobFinished) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        if e.rc == 0:
+            out += self._finish_all(e.t)
+        out += [self._finished(ep, ld) for ep, ld in self.loads.items()
+                if ld.finished and not ld.reported]
+        rows = []
+        for (where, device), (model, kv, compute) in sorted(self.buffers.items()):
+            node = self.endpoints.get(where, self.main)
+            rows.append((node, device, round(model, 2), round(kv, 2), round(compute, 2)))
+        if rows:
+            out.append(ev.MemoryDistribution(t=e.t, step=e.step, rows=tuple(rows)))
+        return out

@@ -1,0 +1,315 @@
+# rpctui sampler agent: sent to a node over SSH, run by its python3 for the life of a run.
+# Standard library only; uses pynvml (NVIDIA), pyamdgpuinfo (AMD) and the amdgpu sysfs files
+# where the node has them. Prints one JSON sample per interval on stdout. Reads commands on
+# stdin ("watch PGID NAME PORT CACHE_DIR", "unwatch PGID", "oom PID..."); exits when stdin
+# closes, which is when rpctui ends the run or the connection drops.
+# A reading that is not available is left out (or null), never an exception.
+# CONFIG is prepended by the sender.
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+cfg = CONFIG  # noqa: F821
+INTERVAL = float(cfg.get("interval_s", 0.5))
+SYSFS = cfg.get("sysfs", "/sys")
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+watched = {}  # pgid -> {"name", "port", "cache"}
+received = {}  # name -> bytes received on its port since watched
+conn_last = {}  # (port, peer) -> last bytes_received
+lock = threading.Lock()
+out_lock = threading.Lock()
+wake = threading.Event()
+
+
+def emit(obj):
+    with out_lock:
+        sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+
+def read_commands():
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts:
+            continue
+        with lock:
+            if parts[0] == "watch" and len(parts) >= 4:
+                cache = parts[4] if len(parts) > 4 and parts[4] != "-" else None
+                watched[int(parts[1])] = {"name": parts[2], "port": int(parts[3]), "cache": cache}
+                received.setdefault(parts[2], 0)
+            elif parts[0] == "unwatch" and len(parts) == 2:
+                watched.pop(int(parts[1]), None)
+        if parts[0] == "oom":
+            emit({"oom": kernel_oom([int(p) for p in parts[1:]])})
+        elif parts[0] == "now":
+            wake.set()
+    os._exit(0)
+
+
+def meminfo():
+    vals = {}
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                vals[key] = int(rest.split()[0])
+    except OSError:
+        return None
+    return {"total_kib": vals.get("MemTotal"), "available_kib": vals.get("MemAvailable")}
+
+
+def netdev():
+    out = {}
+    try:
+        with open("/proc/net/dev") as fh:
+            for line in list(fh)[2:]:
+                name, _, rest = line.partition(":")
+                fields = rest.split()
+                out[name.strip()] = [int(fields[0]), int(fields[8])]
+    except (OSError, IndexError, ValueError):
+        return None
+    return out
+
+
+def groups(pgids):
+    """rss (KiB) and cpu seconds of every process in each watched process group."""
+    found = {pg: {"rss_kib": 0, "cpu_s": 0.0, "n": 0} for pg in pgids}
+    if not pgids:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+            with open(f"/proc/{entry}/statm") as fh:
+                rss_pages = int(fh.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        pgrp = int(fields[2])
+        if pgrp in found and fields[0] != "Z":
+            g = found[pgrp]
+            g["rss_kib"] += rss_pages * PAGE_KIB
+            g["cpu_s"] += (int(fields[11]) + int(fields[12])) / TICK
+            g["n"] += 1
+    return found
+
+
+_SS_LOCAL = re.compile(r"^\S+\s+\d+\s+\d+\s+(\S+):(\d+)\s+(\S+)\s*$")
+_SS_BYTES = re.compile(r"bytes_received:(\d+)")
+
+
+def connections(ports):
+    """Bytes received on each watched port, from the kernel's per-connection counters."""
+    if not ports:
+        return True
+    try:
+        text = subprocess.run(["ss", "-tinH", "state", "established"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=2).stdout.decode()
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    current = None
+    for line in text.splitlines():
+        if not line.startswith((" ", "\t")):
+            parts = line.split()
+            current = None
+            if len(parts) >= 4:
+                local, peer = parts[-2], parts[-1]
+                port = local.rsplit(":", 1)[-1]
+                if port.isdigit() and int(port) in ports:
+                    current = (int(port), peer)
+            continue
+        m = _SS_BYTES.search(line)
+        if current and m:
+            value = int(m.group(1))
+            last = conn_last.get(current, 0)
+            delta = value - last if value >= last else value
+            conn_last[current] = value
+            received[ports[current[0]]] = received.get(ports[current[0]], 0) + delta
+    return True
+
+
+def dir_bytes(path):
+    total = 0
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    pass
+    except OSError:
+        return None
+    return total
+
+
+def _read(path):
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _int(path):
+    value = _read(path)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def amd_sysfs():
+    gpus = []
+    root = os.path.join(SYSFS, "class", "drm")
+    try:
+        cards = sorted(c for c in os.listdir(root) if re.fullmatch(r"card\d+", c))
+    except OSError:
+        return gpus
+    for card in cards:
+        dev = os.path.join(root, card, "device")
+        vram_total = _int(os.path.join(dev, "mem_info_vram_total"))
+        if vram_total is None:
+            continue
+        name = _read(os.path.join(dev, "product_name")) or f"AMD {card}"
+        gpus.append({
+            "kind": "amd", "name": name, "index": int(card[4:]),
+            "vram_used": _int(os.path.join(dev, "mem_info_vram_used")), "vram_total": vram_total,
+            "gtt_used": _int(os.path.join(dev, "mem_info_gtt_used")),
+            "gtt_total": _int(os.path.join(dev, "mem_info_gtt_total")),
+            "util": _int(os.path.join(dev, "gpu_busy_percent")),
+        })
+    return gpus
+
+
+def amd_lib():
+    try:
+        import pyamdgpuinfo  # noqa: PLC0415
+    except ImportError:
+        return None
+    gpus = []
+    for i in range(pyamdgpuinfo.detect_gpus()):
+        try:
+            g = pyamdgpuinfo.get_gpu(i)
+            gpus.append({"kind": "amd", "name": g.name or f"AMD GPU {i}", "index": i,
+                         "vram_used": g.query_vram_usage(), "vram_total": g.memory_info["vram_size"],
+                         "gtt_used": g.query_gtt_usage(), "gtt_total": g.memory_info["gtt_size"],
+                         "util": round(g.query_load() * 100)})
+        except Exception:  # noqa: BLE001 - a reading that fails is absent
+            continue
+    return gpus
+
+
+class Nvidia:
+    def __init__(self):
+        self.ok = False
+        try:
+            import pynvml  # noqa: PLC0415
+            pynvml.nvmlInit()
+            self.nv = pynvml
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i)
+                            for i in range(pynvml.nvmlDeviceGetCount())]
+            self.ok = True
+        except Exception:  # noqa: BLE001 - no NVML, no NVIDIA readings
+            pass
+
+    def memory(self, h):
+        nv = self.nv
+        try:  # the v2 call reports driver-reserved memory apart, as nvidia-smi does
+            m = nv.nvmlDeviceGetMemoryInfo(h, version=nv.nvmlMemory_v2)
+        except Exception:  # noqa: BLE001
+            m = nv.nvmlDeviceGetMemoryInfo(h)
+        return m.used, m.total
+
+    def sample(self, pgid_of):
+        gpus = []
+        for i, h in enumerate(self.handles):
+            try:
+                used, total = self.memory(h)
+                name = self.nv.nvmlDeviceGetName(h)
+                name = name.decode() if isinstance(name, bytes) else name
+                try:
+                    util = self.nv.nvmlDeviceGetUtilizationRates(h).gpu
+                except Exception:  # noqa: BLE001
+                    util = None
+                procs = {}
+                try:
+                    for p in self.nv.nvmlDeviceGetComputeRunningProcesses(h):
+                        pg = pgid_of(p.pid)
+                        if pg is not None and p.usedGpuMemory:
+                            procs[str(pg)] = procs.get(str(pg), 0) + p.usedGpuMemory
+                except Exception:  # noqa: BLE001
+                    pass
+                gpus.append({"kind": "nvidia", "name": name, "index": i, "vram_used": used,
+                             "vram_total": total, "util": util, "procs": procs})
+            except Exception:  # noqa: BLE001
+                continue
+        return gpus
+
+
+def pgid_of(pid):
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def kernel_oom(pids):
+    """Kernel log lines that say the OOM killer killed one of ``pids`` (when readable)."""
+    for argv in (["dmesg", "--ctime"], ["journalctl", "-k", "--no-pager", "-n", "400"]):
+        try:
+            text = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  timeout=5).stdout.decode(errors="replace")
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        lines = [ln for ln in text.splitlines() if "Killed process" in ln and
+                 any(f"Killed process {p} " in ln for p in pids)]
+        if text:
+            return {"readable": True, "lines": lines[-5:]}
+    return {"readable": False, "lines": []}
+
+
+def main():
+    try:
+        os.setsid()  # its own process group, so rpctui can end it like everything else
+    except OSError:
+        pass  # already a session leader (sshd ran it directly): same effect
+    emit({"pid": os.getpid()})
+    threading.Thread(target=read_commands, daemon=True).start()
+    nvidia = Nvidia()
+    next_tick = time.monotonic()
+    while True:
+        with lock:
+            snapshot = dict(watched)
+        ports = {w["port"]: w["name"] for w in snapshot.values()}
+        sample = {"t": round(time.monotonic(), 4), "mem": meminfo(), "net": netdev()}
+        procs = groups(list(snapshot))
+        sample["procs"] = {w["name"]: procs[pg] for pg, w in snapshot.items()}
+        if connections(ports):
+            sample["received"] = {w["name"]: received.get(w["name"], 0) for w in snapshot.values()}
+        sample["cache"] = {w["name"]: dir_bytes(w["cache"]) for w in snapshot.values()
+                           if w["cache"]}
+        gpus = nvidia.sample(pgid_of) if nvidia.ok else []
+        amd = amd_lib()
+        gpus += amd if amd is not None else amd_sysfs()
+        sample["gpus"] = gpus
+        if gpus and snapshot:
+            names = {str(pg): w["name"] for pg, w in snapshot.items()}
+            for g in gpus:
+                g["procs"] = {names[k]: v for k, v in g.get("procs", {}).items() if k in names}
+        emit(sample)
+        next_tick += INTERVAL
+        if wake.wait(max(0.0, next_tick - time.monotonic())):
+            wake.clear()  # "now": an extra sample at once (rpctui asks at the end of a load)
+        if next_tick < time.monotonic() - INTERVAL:
+            next_tick = time.monotonic()
+
+
+main()

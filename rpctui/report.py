@@ -1,0 +1,81 @@
+"""Plain-text views of a ClusterState for the headless face: the live status block and the
+final report (memory distribution, load time per server, peak memory per node)."""
+
+from __future__ import annotations
+
+from rpctui.state import ClusterState
+
+BAR = 20
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def bar(fraction: float, width: int = BAR) -> str:
+    fraction = min(max(fraction, 0.0), 1.0)
+    full = round(fraction * width)
+    return "#" * full + "." * (width - full)
+
+
+def status_lines(state: ClusterState) -> list[str]:
+    """One line per node: memory bar, rx/tx rate, load percent of its servers, warnings."""
+    lines = []
+    warned = {w.node for w in state.warnings}
+    for name in state.nodes:
+        tel = state.telemetry.get(name)
+        sample = tel.sample if tel else None
+        if sample and sample.mem_total_mib and tel and tel.used_mib is not None:
+            frac = tel.used_mib / sample.mem_total_mib
+            mem = f"RAM [{bar(frac)}] {100 * frac:3.0f}%"
+        else:
+            mem = "RAM [" + "?" * BAR + "]  n/a"
+        gpu = ""
+        if sample:
+            for g in sample.gpus:
+                if g[2] is not None and g[3]:
+                    gpu += f" {g[0][:12]} {100 * g[2] / g[3]:3.0f}%"
+        net = (f"rx {human_bytes(tel.rx_bytes_per_s)}/s tx {human_bytes(tel.tx_bytes_per_s)}/s"
+               if tel else "rx -/s tx -/s")
+        loads = [lp for lp in state.loads.values() if lp.node == name and lp.endpoint]
+        load = ""
+        if loads:
+            done = sum(lp.done_bytes for lp in loads)
+            want = sum(lp.expected_bytes for lp in loads) or 1
+            eta = max((lp.eta_s or 0) for lp in loads)
+            load = f" load {100 * done / want:5.1f}%" + (f" eta {eta:.0f}s" if eta else "")
+        flag = "  WARNING" if name in warned else ""
+        lines.append(f"{name[:12]:12s} {mem}{gpu}  {net}{load}{flag}")
+    return lines
+
+
+def final_report(state: ClusterState) -> list[str]:
+    out: list[str] = []
+    if state.distributions:
+        dist = state.distributions[-1]
+        out.append("memory distribution (MiB, model + KV + compute, as the client allocated):")
+        per_node: dict[str, float] = {}
+        for node, device, model, kv, compute in dist.rows:
+            total = model + kv + compute
+            per_node[node] = per_node.get(node, 0.0) + total
+            out.append(f"  {node:12s} {device:28s} {model:10.2f} + {kv:8.2f} + {compute:8.2f}"
+                       f" = {total:10.2f}")
+        out.append("  " + ", ".join(f"{n}: {v:.0f} M" for n, v in per_node.items()))
+    if state.loads_finished:
+        out.append("load time per server:")
+        for lf in state.loads_finished:
+            out.append(f"  {lf.endpoint:24s} {lf.seconds:7.2f} s  {lf.expected_bytes / 2**20:9.2f} MiB"
+                       f"  moved {human_bytes(lf.moved_bytes)}  {human_bytes(lf.rate_bytes_per_s)}/s")
+    if state.telemetry:
+        out.append("peak memory per node:")
+        for name, tel in state.telemetry.items():
+            gpu = f", GPU {tel.peak_gpu_mib:.0f} MiB" if tel.peak_gpu_mib else ""
+            out.append(f"  {name:12s} servers {tel.peak_procs_mib:8.1f} MiB resident, "
+                       f"node RAM in use {tel.peak_used_mib:8.0f} MiB{gpu}")
+    for w in state.warnings:
+        out.append(f"warning: {w.message}")
+    return out

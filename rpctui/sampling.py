@@ -1,0 +1,134 @@
+"""The sampler on each node, seen from rpctui: start it, tell it what to watch, read samples.
+
+The agent (:mod:`rpctui.nodes.sampler_agent`) is sent over the node's existing connection
+and run by its python3; it exits when its stdin closes, so it dies with the run or the
+connection. Each JSON line it prints becomes a NodeSample event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rpctui import events as ev
+from rpctui.nodes.base import Host, Spawned, agent_argv
+from rpctui.runtime import LineSplitter
+
+_AGENT = Path(__file__).resolve().parent / "nodes" / "sampler_agent.py"
+MIB = 1024 * 1024
+
+
+def sampler_source(interval_s: float, sysfs: str = "/sys") -> bytes:
+    config = {"interval_s": interval_s, "sysfs": sysfs}
+    head = f"import json\nCONFIG = json.loads({json.dumps(config)!r})\n"
+    return head.encode() + _AGENT.read_bytes()
+
+
+def _mib(value: Any) -> float | None:
+    return round(value / MIB, 2) if isinstance(value, (int, float)) else None
+
+
+def sample_event(node: str, t: float, data: dict[str, Any]) -> ev.NodeSample:
+    """A sampler JSON line -> NodeSample (sizes in MiB, counters as they are)."""
+    mem = data.get("mem") or {}
+    gpus = tuple((g.get("name", ""), g.get("kind", ""), _mib(g.get("vram_used")),
+                  _mib(g.get("vram_total")), _mib(g.get("gtt_used")), _mib(g.get("gtt_total")),
+                  g.get("util")) for g in data.get("gpus") or [])
+    gpu_procs: dict[str, float] = {}
+    for g in data.get("gpus") or []:
+        for name, used in (g.get("procs") or {}).items():
+            gpu_procs[name] = gpu_procs.get(name, 0.0) + used / MIB
+    total = mem.get("total_kib")
+    avail = mem.get("available_kib")
+    return ev.NodeSample(
+        t=t, node=node,
+        mem_total_mib=round(total / 1024, 1) if total else None,
+        mem_available_mib=round(avail / 1024, 1) if avail is not None else None,
+        gpus=gpus,
+        net=tuple((name, rx, tx) for name, (rx, tx) in sorted((data.get("net") or {}).items())),
+        procs=tuple((name, round(p["rss_kib"] / 1024, 2), round(p["cpu_s"], 2))
+                    for name, p in sorted((data.get("procs") or {}).items())),
+        received=tuple(sorted((data.get("received") or {}).items())),
+        cache=tuple(sorted((k, v) for k, v in (data.get("cache") or {}).items() if v is not None)),
+        gpu_procs=tuple(sorted((k, round(v, 1)) for k, v in gpu_procs.items())),
+    )
+
+
+class Sampler:
+    """One node's sampler process and the task that reads it."""
+
+    def __init__(self, node: str, host: Host, python: str, interval_s: float,
+                 emit: Callable[[ev.Event], None], now: Callable[[], float]) -> None:
+        self.node = node
+        self.host = host
+        self.python = python
+        self.interval_s = interval_s
+        self.emit = emit
+        self.now = now
+        self.spawned: Spawned | None = None
+        self.pid: int | None = None
+        self.pid_known = asyncio.Event()
+        self.oom_reply: asyncio.Future[dict[str, Any]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.errors = ""
+
+    async def start(self) -> None:
+        source = sampler_source(self.interval_s)
+        self.spawned = await self.host.spawn(agent_argv(self.python, source, "rpctui-sampler"),
+                                             launched=False)
+        await self.spawned.write(source)
+        self._task = asyncio.create_task(self._read())
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            await asyncio.wait_for(self.pid_known.wait(), 10)
+
+    async def watch(self, pgid: int, name: str, port: int, cache_dir: str | None = None) -> None:
+        if self.spawned:
+            await self.spawned.write(f"watch {pgid} {name} {port} {cache_dir or '-'}\n".encode())
+
+    async def sample_now(self) -> None:
+        if self.spawned:
+            await self.spawned.write(b"now\n")
+
+    async def kernel_oom(self, pids: list[int]) -> dict[str, Any]:
+        """Ask the node's kernel log whether the OOM killer took one of these PIDs."""
+        if not self.spawned or not pids:
+            return {"readable": False, "lines": []}
+        self.oom_reply = asyncio.get_running_loop().create_future()
+        await self.spawned.write(("oom " + " ".join(map(str, pids)) + "\n").encode())
+        try:
+            return await asyncio.wait_for(self.oom_reply, 6)
+        except (asyncio.TimeoutError, TimeoutError):
+            return {"readable": False, "lines": []}
+
+    async def _read(self) -> None:
+        assert self.spawned is not None
+        lines = LineSplitter()
+        async for stream, text in self.spawned.chunks():
+            if stream != "stdout":
+                self.errors += text
+                continue
+            for line in lines.feed(text):
+                try:
+                    data = json.loads(line)
+                except ValueError:
+                    continue
+                if "pid" in data:
+                    self.pid = int(data["pid"])
+                    self.pid_known.set()
+                elif "oom" in data:
+                    if self.oom_reply and not self.oom_reply.done():
+                        self.oom_reply.set_result(data["oom"])
+                else:
+                    self.emit(sample_event(self.node, self.now(), data))
+
+    async def stop(self) -> None:
+        """Close its stdin (it exits on EOF) and wait for the reader."""
+        if self.spawned:
+            await self.spawned.close_stdin()
+        if self._task:
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 5)
