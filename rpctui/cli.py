@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("flavours", nargs="*", default=["mainline"],
                        help="mainline, b6110, ik, or all")
 
+    explain = sub.add_parser("explain", help="read llama.cpp logs: buffers, devices, results, "
+                             "and what went wrong")
+    explain.add_argument("logs", nargs="+", help="log files (- for standard input)")
+    explain.add_argument("--json", action="store_true", help="print the same as JSON")
+
     val = sub.add_parser("validate", help="validate profiles without connecting")
     val.add_argument("profiles", nargs="+")
     return p
@@ -78,6 +83,25 @@ def _build(flavours: list[str]) -> ExitCode:
     return ExitCode.OK
 
 
+def _explain(paths: list[str], as_json: bool) -> ExitCode:
+    import json
+
+    from rpctui.explain import Explanation, explain_text, render
+
+    x = Explanation()
+    for path in paths:
+        if path == "-":
+            explain_text(sys.stdin.read(), "<stdin>", x)
+            continue
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError as exc:
+            raise UserError(f"cannot read log {path}: {exc.strerror}", "check the path") from None
+        explain_text(text, path, x)
+    sys.stdout.write(json.dumps(x.to_dict(), indent=1) + "\n" if as_json else render(x))
+    return ExitCode.OK
+
+
 def _dispatch(args: argparse.Namespace) -> ExitCode:
     from rpctui.profile_load import load_profile
 
@@ -88,6 +112,8 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
         return ExitCode.OK
     if args.command == "build":
         return _build(args.flavours)
+    if args.command == "explain":
+        return _explain(args.logs, args.json)
     from rpctui.headless import run_headless
 
     if args.command == "run":

@@ -62,7 +62,9 @@ class Sampler:
     """One node's sampler process and the task that reads it."""
 
     def __init__(self, node: str, host: Host, python: str, interval_s: float,
-                 emit: Callable[[ev.Event], None], now: Callable[[], float]) -> None:
+                 emit: Callable[[ev.Event], None], now: Callable[[], float],
+                 sysfs: str = "/sys") -> None:
+        self.sysfs = sysfs
         self.node = node
         self.host = host
         self.python = python
@@ -77,7 +79,7 @@ class Sampler:
         self.errors = ""
 
     async def start(self) -> None:
-        source = sampler_source(self.interval_s)
+        source = sampler_source(self.interval_s, self.sysfs)
         self.spawned = await self.host.spawn(agent_argv(self.python, source, "rpctui-sampler"),
                                              launched=False)
         await self.spawned.write(source)

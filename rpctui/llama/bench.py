@@ -39,6 +39,24 @@ class BenchStream:
                 rows.append(obj)
 
 
+def json_rows(text: str) -> list[dict[str, Any]]:
+    """Every llama-bench result object anywhere in a text (json, jsonl, or mixed into a log)."""
+    rows: list[dict[str, Any]] = []
+    pos = text.find("{")
+    while pos >= 0:
+        try:
+            obj, end = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            pos = text.find("{", pos + 1)
+            continue
+        if isinstance(obj, dict) and "avg_ts" in obj:
+            rows.append(obj)
+            pos = text.find("{", end)
+        else:
+            pos = text.find("{", pos + 1)
+    return rows
+
+
 def bench_label(row: dict[str, Any]) -> str:
     """The test as llama-bench's table names it: pp512, tg128, pp512+tg128, with @ dN."""
     n_prompt = int(row.get("n_prompt") or 0)

@@ -63,7 +63,7 @@ _FAILURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("alloc", re.compile(r"failed to allocate (RPC\d*\[([^\]]+)\]) buffer of size (\d+)"),
      "could not allocate {0} bytes on {1}: that server ran out of memory"),
     ("alloc", re.compile(r"unable to allocate (RPC\d*\[([^\]]+)\]) buffer"),
-     "could not allocate a buffer on {0}: that server ran out of memory"),
+     "could not allocate a buffer on {1}: that server ran out of memory"),
     ("alloc", re.compile(r"cudaMalloc failed: out of memory"), "a CUDA device ran out of memory"),
     ("alloc", re.compile(r"ggml_vulkan: Device memory allocation of size (\d+) failed"),
      "a Vulkan device ran out of memory ({0} bytes)"),
@@ -85,6 +85,8 @@ _FAILURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
      "a quantized V cache needs flash attention (set flash_attn = true)"),
     ("model", re.compile(r"failed to load model '([^']*)'"), "llama.cpp could not load the model {0}"),
     ("hip", re.compile(r"HSA_STATUS_ERROR_EXCEPTION"), "the ROCm runtime aborted (HSA exception)"),
+    ("oom-killer", re.compile(r"Out of memory: Killed process (\d+) \(([^)]+)\)"),
+     "the kernel's OOM killer killed {1} (pid {0})"),
 )
 
 
@@ -107,8 +109,8 @@ def parse_failure(line: str) -> Failure | None:
 
 
 # Precedence when several lines fail: the root cause beats its consequences.
-_RANK = {"protocol": 0, "alloc": 1, "kv": 2, "compute": 3, "config": 4, "handshake": 5,
-         "connect": 6, "hip": 7, "crashed": 8, "model": 9}
+_RANK = {"protocol": 0, "oom-killer": 1, "alloc": 1, "kv": 2, "compute": 3, "config": 4,
+         "handshake": 5, "connect": 6, "hip": 7, "crashed": 8, "model": 9, "abort": 10}
 
 
 def root_cause(failures: list[Failure]) -> Failure | None:
