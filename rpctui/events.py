@@ -256,7 +256,8 @@ class NodeSample(Event):
                       int | None], ...] = ()
     net: tuple[tuple[str, int, int], ...] = ()  #: interface, rx bytes, tx bytes (counters)
     procs: tuple[tuple[str, float, float], ...] = ()  #: endpoint, rss MiB, cpu seconds
-    received: tuple[tuple[str, int], ...] = ()  #: endpoint, bytes received on its port
+    #: endpoint, bytes received on its port (kernel per-connection counters, summed)
+    received: tuple[tuple[str, int], ...] = ()
     cache: tuple[tuple[str, int], ...] = ()  #: endpoint, bytes in its tensor cache
     gpu_procs: tuple[tuple[str, float], ...] = ()  #: endpoint, GPU memory MiB (NVML)
 
@@ -272,7 +273,7 @@ class LoadProgress(Event):
     percent: float = 0.0
     rate_bytes_per_s: float = 0.0
     eta_s: float | None = None
-    source: str = ""  #: network (kernel counters), memory (server growth), dots (client)
+    source: str = ""  #: network (its port's counters), memory (its growth), client, dots
 
 
 @dataclass(frozen=True)

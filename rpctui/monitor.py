@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from rpctui import events as ev
 
 MIB = 1024 * 1024
+SETTLE_S = 0.25  #: a load's byte count is taken from a sample at least this long after it ends
 
 
 @dataclass
@@ -25,6 +26,7 @@ class _Load:
     start_t: float
     base_received: int
     base_rss_mib: float
+    base_node_rx: int
     expected_bytes: int = 0
     done_bytes: int = 0
     last_t: float = 0.0
@@ -58,6 +60,12 @@ class Monitor:
     def _received(self, endpoint: str) -> int:
         sample = self.samples.get(self.endpoints.get(endpoint, ""))
         return dict(sample.received).get(endpoint, 0) if sample else 0
+
+    def _node_rx(self, node: str) -> int:
+        """Bytes received by every interface of the node, loopback included (a server on the
+        main node gets its weights over lo)."""
+        sample = self.samples.get(node)
+        return sum(rx for _, rx, _ in sample.net) if sample else 0
 
     def _rss(self, endpoint: str) -> float:
         sample = self.samples.get(self.endpoints.get(endpoint, ""))
@@ -99,6 +107,10 @@ class Monitor:
 
     # -- the stream ---------------------------------------------------------------------------
 
+    def pending(self) -> bool:
+        """Loads that ended but wait for a later sample to count their bytes."""
+        return any(ld.finished and not ld.reported for ld in self.loads.values())
+
     def observe(self, e: ev.Event) -> list[ev.Event]:
         if isinstance(e, ev.NodeProbed) and e.mem_available_mib is not None and e.mem_total_mib:
             self.available[e.node] = (float(e.mem_available_mib), float(e.mem_total_mib))
@@ -110,6 +122,10 @@ class Monitor:
             return self._sample(e)
         elif isinstance(e, ev.JobFinished):
             return self._job_finished(e)
+        elif isinstance(e, ev.TeardownStarted):
+            # No sample will come any more: report what is pending with what is known.
+            return [self._finished(ep, ld) for ep, ld in self.loads.items()
+                    if ld.finished and not ld.reported]
         return []
 
     def _job_started(self, e: ev.JobStarted) -> list[ev.Event]:
@@ -117,7 +133,8 @@ class Monitor:
         self.buffers = {}
         self.predicted = set()
         self.loads = {ep: _Load(self.endpoints.get(ep, ""), e.t, self._received(ep), self._rss(ep),
-                                last_t=e.t) for ep in e.servers}
+                                self._node_rx(self.endpoints.get(ep, "")), last_t=e.t)
+                      for ep in e.servers}
         return []
 
     def _buffer(self, e: ev.BufferAllocated) -> list[ev.Event]:
@@ -158,7 +175,8 @@ class Monitor:
         for ep, load in self.loads.items():
             if load.node == e.node and not load.finished and load.expected_bytes:
                 out += self._progress(ep, load, e.t)
-            elif load.node == e.node and load.finished and not load.reported:
+            elif (load.node == e.node and load.finished and not load.reported
+                  and load.finish_t is not None and e.t >= load.finish_t + SETTLE_S):
                 out.append(self._finished(ep, load))
         out += self._threshold(e)
         return out
@@ -199,8 +217,14 @@ class Monitor:
         return out
 
     def _finished(self, ep: str, load: _Load) -> ev.LoadFinished:
+        """Bytes moved over the network: the node's received bytes during the load (exact,
+        never misses a connection), shared among its loading servers by what the kernel's
+        per-connection counters saw arrive on each one's port."""
         load.reported = True
-        moved = max(0, self._received(ep) - load.base_received)
+        mates = [(e, ld) for e, ld in self.loads.items() if ld.node == load.node]
+        reads = {e: max(0, self._received(e) - ld.base_received) for e, ld in mates}
+        share = reads[ep] / sum(reads.values()) if sum(reads.values()) else 1 / len(mates)
+        moved = int(max(0, self._node_rx(load.node) - load.base_node_rx) * share)
         finish = load.finish_t if load.finish_t is not None else load.last_t
         seconds = max(finish - load.start_t, 1e-6)
         return ev.LoadFinished(t=finish, node=load.node, endpoint=ep, step=self.step,
@@ -250,8 +274,6 @@ class Monitor:
         out: list[ev.Event] = []
         if e.rc == 0:
             out += self._finish_all(e.t)
-        out += [self._finished(ep, ld) for ep, ld in self.loads.items()
-                if ld.finished and not ld.reported]
         rows = []
         for (where, device), (model, kv, compute) in sorted(self.buffers.items()):
             node = self.endpoints.get(where, self.main)

@@ -24,7 +24,7 @@ from rpctui.nodes.base import Host, Spawned, launcher_argv
 from rpctui.nodes.local import LocalHost
 from rpctui.preflight import preflight
 from rpctui.profile import Node, Profile, Server, endpoint
-from rpctui.monitor import Monitor
+from rpctui.monitor import SETTLE_S, Monitor
 from rpctui.runtime import Job, LineSplitter, ServerWatch, resolve_bin_dirs, resolve_model
 from rpctui.sampling import Sampler
 
@@ -269,12 +269,24 @@ class Orchestrator:
             code = ExitCode.OK
             for step, n in enumerate(steps):
                 rc = await self.run_job(step, n)
+                await self.settle()
                 if rc != 0:
                     code = ExitCode.FAILED
                     break
             return code
         finally:
             await asyncio.shield(self.teardown())
+
+    async def settle(self, timeout_s: float = 1.0) -> None:
+        """Let the samplers count the bytes of a load that ended just before the job did."""
+        if self.monitor is None or not self.monitor.pending() or not self.samplers:
+            return
+        await asyncio.sleep(SETTLE_S)
+        for sampler in self.samplers.values():
+            await sampler.sample_now()
+        deadline = time.monotonic() + timeout_s
+        while self.monitor.pending() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     async def teardown(self) -> None:
         """End every process group started, on every node, and verify they are gone."""

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from rpctui.orchestrator import Orchestrator
 
 
+LOAD_SETTLE_S = 0.3
+
+
 class LineSplitter:
     """Chunks in, complete lines out; a partial line waits for the rest."""
 
@@ -185,8 +188,7 @@ class Job:
                 # The KV cache comes once every weight has been sent: the load is over, so
                 # ask each sampler for a reading now, whose counters cover the whole load.
                 self.loaded = True
-                for sampler in self.orch.samplers.values():
-                    asyncio.ensure_future(sampler.sample_now())
+                asyncio.ensure_future(self._sample_after_load())
             self.orch.emit(ev.BufferAllocated, kind=buf.kind, device=buf.device,
                            endpoint=buf.endpoint, mib=buf.mib, step=self.step)
             return
@@ -217,6 +219,13 @@ class Job:
             return cause.message + where, culprit
         last = [line for line in self.tail if line.strip()][-3:]
         return f"the job exited with code {rc}: " + " | ".join(last), ""
+
+    async def _sample_after_load(self) -> None:
+        # RPC set_tensor is not acknowledged: the last bytes may still be in flight when the
+        # client moves on. A short wait lets the servers' counters catch up.
+        await asyncio.sleep(LOAD_SETTLE_S)
+        for sampler in self.orch.samplers.values():
+            await sampler.sample_now()
 
     async def _kernel_oom(self) -> str:
         """For a server ended by SIGKILL, what its node's kernel log says about it."""

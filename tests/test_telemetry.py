@@ -1,0 +1,185 @@
+"""Live telemetry on real nodes: samples, network counters, load progress, OOM warnings."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rpctui import events as ev
+from rpctui.nodes.local import LocalHost
+from rpctui.nodes.ssh import connect
+from rpctui.profile import Node
+from rpctui.sampling import Sampler
+from tests.conftest import recorded_events, rig_profile, rpctui
+from tests.rig import Rig
+
+MIB = 1024 * 1024
+
+
+def _rig_node(rig: Rig, i: int) -> Node:
+    n = rig.nodes[i]
+    return Node(host=n.address, name=f"n{i + 1}", user="root", ssh_port=n.ssh_port,
+                key=str(rig.client_key), known_hosts=str(rig.known_hosts),
+                python="/usr/bin/python3")
+
+
+def test_network_counters_see_traffic_sent_to_one_node(clean_rig: Rig) -> None:
+    """20 MB sent to node 2: its sampler counts them, node 3's does not."""
+    target = clean_rig.nodes[1]
+    sink = subprocess.Popen(target.exec_argv([
+        sys.executable, "-c",
+        f"import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+        f"s.bind(('{target.address}',50999));s.listen();print('up',flush=True);c,_=s.accept();"
+        f"n=0\nwhile (d:=c.recv(1<<16)):n+=len(d)\nprint(n,flush=True)"]),
+        stdout=subprocess.PIPE, text=True)
+    payload = 20 * 1000 * 1000
+
+    async def go() -> dict[str, list[ev.NodeSample]]:
+        samples: dict[str, list[ev.NodeSample]] = {"n2": [], "n3": []}
+        samplers = []
+        for i in (1, 2):
+            node = _rig_node(clean_rig, i)
+            host = await connect(node)
+            s = Sampler(node.label, host, node.python, 0.2,
+                        lambda e: samples[e.node].append(e), time.monotonic)
+            await s.start()
+            samplers.append((s, host))
+        await asyncio.sleep(0.5)
+        with socket.create_connection((target.address, 50999)) as conn:
+            conn.sendall(b"x" * payload)
+        await asyncio.sleep(0.6)
+        for s, host in samplers:
+            await s.stop()
+            await host.close()
+        return samples
+
+    try:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "up"
+        samples = asyncio.run(go())
+        assert int(sink.stdout.readline()) == payload
+    finally:
+        sink.kill()
+        sink.wait()
+
+    def rx_delta(node: str) -> int:
+        first = dict((n, rx) for n, rx, _ in samples[node][0].net)
+        last = dict((n, rx) for n, rx, _ in samples[node][-1].net)
+        return last["eth0"] - first["eth0"]
+
+    assert payload <= rx_delta("n2") <= payload * 1.05
+    assert rx_delta("n3") < 100_000
+    # Every sample carries the node's memory; none of these nodes has a GPU.
+    assert all(s.mem_total_mib and s.mem_available_mib for s in samples["n2"])
+
+
+def test_amd_sysfs_reader_on_the_kernel_layout(tmp_path: Path) -> None:
+    """No AMD hardware here: a directory laid out as the amdgpu driver lays out sysfs."""
+    files = {
+        "card0/device/mem_info_vram_total": 536870912, "card0/device/mem_info_vram_used": 268435456,
+        "card0/device/mem_info_gtt_total": 120259084288, "card0/device/mem_info_gtt_used": 64424509440,
+        "card0/device/gpu_busy_percent": 37, "card0/device/product_name": "AMD Radeon 8060S",
+        "card1/device/vendor": "0x10de",  # a non-amdgpu card: no mem_info files, skipped
+    }
+    for rel, value in files.items():
+        path = tmp_path / "class" / "drm" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{value}\n")
+    (tmp_path / "class" / "drm" / "card0-DP-1").mkdir()  # connectors are not cards
+
+    async def go() -> ev.NodeSample:
+        got: list[ev.NodeSample] = []
+        s = Sampler("here", LocalHost(), sys.executable, 0.1, got.append, time.monotonic,
+                    sysfs=str(tmp_path))
+        await s.start()
+        while not got:
+            await asyncio.sleep(0.05)
+        await s.stop()
+        return got[0]
+
+    sample = asyncio.run(go())
+    assert sample.gpus == (("AMD Radeon 8060S", "amd", 256.0, 512.0, 61440.0, 114688.0, 37),)
+
+
+@pytest.mark.parametrize("servers", [2, 4])
+def test_load_progress_reaches_100_and_memory_is_sampled(clean_rig: Rig, bins, model,
+                                                         tmp_path: Path, servers: int) -> None:
+    job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [256]\ngen_tokens = [32]\n'
+           f'repetitions = 3\n')  # long enough (about 1 s) for a few samples with weights loaded
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=servers, extra="sample_interval_s = 0.2", job=job)
+    result = rpctui(tmp_path, "run", str(profile))
+    assert result.returncode == 0, result.stderr
+    events = recorded_events(tmp_path)
+    expected = {e["endpoint"]: e["mib"] for e in events
+                if e["type"] == "BufferAllocated" and e["kind"] == "model" and e["endpoint"]}
+    assert len(expected) == servers
+    finals = {e["endpoint"]: e for e in events if e["type"] == "LoadProgress" and e["endpoint"]
+              and e["percent"] == 100.0}
+    assert set(finals) == set(expected)
+    finished = {e["endpoint"]: e for e in events if e["type"] == "LoadFinished"}
+    assert set(finished) == set(expected)
+    for ep, mib in expected.items():
+        # The kernel's per-connection counters saw at least the weights cross the network.
+        assert finished[ep]["moved_bytes"] >= mib * MIB * 0.97, (ep, finished[ep])
+        assert finished[ep]["seconds"] > 0
+    # Each server's resident memory was sampled and holds at least its weights.
+    rss = {}
+    for e in events:
+        if e["type"] == "NodeSample":
+            for ep, mib, _cpu in e["procs"]:
+                rss[ep] = max(rss.get(ep, 0), mib)
+    for ep, mib in expected.items():
+        assert rss[ep] >= mib, (ep, rss)
+    dist = [e for e in events if e["type"] == "MemoryDistribution"]
+    assert dist and {row[1] for row in dist[0]["rows"]} >= {f"RPC0[{ep}]" for ep in expected}
+    assert "memory distribution" in result.stderr and "peak memory per node" in result.stderr
+    assert "load time per server" in result.stderr
+
+
+def test_warm_tensor_cache_moves_less_and_still_finishes(clean_rig: Rig, bins, model,
+                                                         tmp_path: Path) -> None:
+    cache = tmp_path / "rpc-cache"
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, extra="sample_interval_s = 0.2",
+                          server_extra={"cache": True, "env": {"LLAMA_CACHE": str(cache)}})
+    runs = []
+    for _ in range(2):
+        result = rpctui(tmp_path, "run", str(profile))
+        assert result.returncode == 0, result.stderr
+        runs.append(recorded_events(tmp_path))
+    last = f"{clean_rig.nodes[1].address}:50052"
+    moved = [next(e["moved_bytes"] for e in events if e["type"] == "LoadFinished"
+                  and e["endpoint"] == last) for events in runs]
+    # The output tensor (16 MB, over the 10 MiB cache limit) lives on the last server:
+    # the warm run sends its hash instead of its bytes.
+    assert moved[1] < moved[0] - 10 * MIB, moved
+    for events in runs:
+        done = [e for e in events if e["type"] == "LoadProgress" and e["endpoint"] == last]
+        assert done[-1]["percent"] == 100.0
+    cached = [dict(e["cache"]).get(last) for e in runs[1] if e["type"] == "NodeSample"]
+    assert any(c and c > 10 * MIB for c in cached), "the cache directory was not sampled"
+    assert any(f.stat().st_size > 10 * MIB for f in cache.rglob("*") if f.is_file())
+
+
+def test_live_and_predicted_oom_warnings_name_the_node(clean_rig: Rig, bins, model,
+                                                       tmp_path: Path) -> None:
+    # A threshold of 1 % of RAM is passed at once; a headroom of 10^9 MiB never fits.
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, extra="sample_interval_s = 0.2\nwarn_memory_pct = 1\n"
+                                           "headroom_mib = 1000000000")
+    result = rpctui(tmp_path, "run", str(profile))
+    assert result.returncode == 0, result.stderr
+    risks = [e for e in recorded_events(tmp_path) if e["type"] == "OomRisk"]
+    kinds = {(e["node"], e["kind"]) for e in risks}
+    assert {("n1", "threshold"), ("n2", "threshold"), ("n1", "predicted"),
+            ("n2", "predicted")} <= kinds
+    assert "warning: node n2 is about to receive" in result.stderr
+    assert "warning: node n1 is at" in result.stderr
+    # One warning per node and kind, not one per sample.
+    assert len(risks) == len(kinds)
