@@ -147,8 +147,7 @@ class Job:
                 await host.kill_groups([self.spawned.pgid])
             await reader
         rc = await self.spawned.wait()
-        diagnosis, culprit = self._diagnose(rc, timed_out, timeout_s)
-        diagnosis += await self._kernel_oom()
+        diagnosis, culprit = self._diagnose(rc, timed_out, timeout_s, await self._kernel_oom())
         self.orch.emit(ev.JobFinished, rc=rc, elapsed_s=round(time.monotonic() - start, 4),
                        step=self.step, diagnosis=diagnosis, culprit=culprit)
         return rc if rc != 0 or self.rows or self.orch.profile.job.kind != "bench" else 1
@@ -196,7 +195,8 @@ class Job:
         if failure:
             self.failures.append(failure)
 
-    def _diagnose(self, rc: int, timed_out: bool, timeout_s: float | None) -> tuple[str, str]:
+    def _diagnose(self, rc: int, timed_out: bool, timeout_s: float | None,
+                  kernel: dict[str, str]) -> tuple[str, str]:
         if timed_out:
             return f"the job ran past its {timeout_s:g} s timeout and was stopped", ""
         dead = [w for w in self.orch.watches.values() if w.exited.is_set() and not self.orch.stopping]
@@ -210,8 +210,15 @@ class Job:
             culprit = self._node_of(cause.endpoint) or cause.endpoint
         if dead and (cause is None or cause.kind in ("crashed", "connect", "handshake")):
             w = dead[0]
-            how = "was killed (SIGKILL: the kernel's OOM killer or a person)" if w.rc == 137 else (
-                f"exited with code {w.rc}")
+            if w.rc == 137 and kernel.get(w.endpoint):
+                how = (f"was killed by the kernel's OOM killer on {w.node} (kernel log: "
+                       f"{kernel[w.endpoint]})")
+            elif w.rc == 137 and w.endpoint in kernel:
+                how = f"was killed by SIGKILL; {w.node}'s kernel log shows no OOM kill"
+            elif w.rc == 137:
+                how = "was killed (SIGKILL: the kernel's OOM killer or a person)"
+            else:
+                how = f"exited with code {w.rc}"
             return (f"server {w.endpoint} on node {w.node} {how} during the job"
                     + w.tail_text(4), w.node)
         if cause:
@@ -227,8 +234,9 @@ class Job:
         for sampler in self.orch.samplers.values():
             await sampler.sample_now()
 
-    async def _kernel_oom(self) -> str:
-        """For a server ended by SIGKILL, what its node's kernel log says about it."""
+    async def _kernel_oom(self) -> dict[str, str]:
+        """For servers ended by SIGKILL: endpoint -> what their node's kernel log says."""
+        said: dict[str, str] = {}
         for w in self.orch.watches.values():
             if w.rc != 137 or not w.spawned.child_pid:
                 continue
@@ -237,11 +245,10 @@ class Job:
                 continue
             found = await sampler.kernel_oom([w.spawned.child_pid])
             if found["lines"]:
-                return (f"; the kernel's OOM killer ended it on {w.node}: "
-                        f"{found['lines'][-1].strip()}")
-            if found["readable"]:
-                return f"; {w.node}'s kernel log does not show the OOM killer (killed by a signal)"
-        return ""
+                said[w.endpoint] = found["lines"][-1].strip()
+            elif found["readable"]:
+                said[w.endpoint] = ""
+        return said
 
     def _node_of(self, ep: str) -> str:
         watch = self.orch.watches.get(ep)

@@ -183,3 +183,41 @@ def test_live_and_predicted_oom_warnings_name_the_node(clean_rig: Rig, bins, mod
     assert "warning: node n1 is at" in result.stderr
     # One warning per node and kind, not one per sample.
     assert len(risks) == len(kinds)
+
+
+def _cgroup_v1_memory() -> Path | None:
+    root = Path("/sys/fs/cgroup/memory")
+    return root if (root / "cgroup.procs").exists() else None
+
+
+@pytest.mark.skipif(_cgroup_v1_memory() is None, reason="needs the cgroup v1 memory controller")
+def test_kernel_oom_killer_is_named(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    """A real kill by the kernel: node 2's sshd (and so everything started there) goes into a
+    memory cgroup too small for the weights; the kernel's OOM killer ends the server."""
+    node = clean_rig.nodes[1]
+    assert node.sshd is not None
+    home = Path(f"/proc/{node.sshd.pid}/cgroup").read_text()
+    original = next(line.split(":", 2)[2] for line in home.splitlines() if ":memory:" in line)
+    group = _cgroup_v1_memory() / f"rpctui-oom-{node.index}"  # type: ignore[operator]
+    group.mkdir(exist_ok=True)
+    (group / "memory.limit_in_bytes").write_text(str(30 * MIB))
+    (group / "cgroup.procs").write_text(str(node.sshd.pid))
+    try:
+        job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [32]\ngen_tokens = [8]\n'
+               f'repetitions = 1\n')
+        profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"],
+                              model=model, servers=2, job=job)
+        result = rpctui(tmp_path, "run", str(profile))
+    finally:
+        (_cgroup_v1_memory() / original.strip("/") / "cgroup.procs").write_text(  # type: ignore[operator]
+            str(node.sshd.pid))
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+    assert result.returncode == 1, result.stderr
+    assert f"server {node.address}:50052 on node n2 was killed" in result.stderr
+    assert ("was killed by the kernel's OOM killer on n2 (kernel log: " in result.stderr
+            and "Killed process" in result.stderr)

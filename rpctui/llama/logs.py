@@ -85,7 +85,7 @@ _FAILURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
      "a quantized V cache needs flash attention (set flash_attn = true)"),
     ("model", re.compile(r"failed to load model '([^']*)'"), "llama.cpp could not load the model {0}"),
     ("hip", re.compile(r"HSA_STATUS_ERROR_EXCEPTION"), "the ROCm runtime aborted (HSA exception)"),
-    ("oom-killer", re.compile(r"Out of memory: Killed process (\d+) \(([^)]+)\)"),
+    ("oom-killer", re.compile(r"(?i:out of memory): Killed process (\d+) \(([^)]+)\)"),
      "the kernel's OOM killer killed {1} (pid {0})"),
 )
 
