@@ -8,6 +8,7 @@ works out why it failed, naming the server or node responsible.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,22 +47,49 @@ class LineSplitter:
 
 class DotCounter:
     """The client's load dots: llama.cpp prints '.' at the start of a line as the weights go
-    out (each dot is at least one percent more), so the count is a floor on overall progress."""
+    out (each dot is at least one percent more), so the count is a floor on overall progress.
+    Chunks may end anywhere, a run of dots included."""
+
+    _RUN = re.compile(r"(?m)^\.+")
 
     def __init__(self) -> None:
         self.count = 0
-        self._at_start = True
+        self._open = True  # the previous chunk ended at a line start or inside a leading run
 
     def feed(self, text: str) -> bool:
         before = self.count
-        for ch in text:
-            if ch == "\n":
-                self._at_start = True
-            elif ch == "." and self._at_start:
-                self.count += 1
-            else:
-                self._at_start = False
+        if "\n." in text or (self._open and text.startswith(".")):
+            self._count_runs(text)
+        nl = text.rfind("\n")
+        tail = text[nl + 1:]
+        if nl >= 0:
+            self._open = tail.strip(".") == ""
+        elif text:
+            self._open = self._open and text.strip(".") == ""
         return self.count != before
+
+    def _count_runs(self, text: str) -> None:
+        for m in self._RUN.finditer(text):
+            if m.start() == 0 and not self._open:
+                continue
+            self.count += m.end() - m.start()
+
+
+class LogScanner:
+    """A job's stderr: complete lines, load dots, and whether a chunk can hold a failure line
+    (a failure's words may straddle two chunks, so the end of the last one is kept)."""
+
+    def __init__(self) -> None:
+        self.lines = LineSplitter()
+        self.dots = DotCounter()
+        self._tail = ""
+
+    def feed(self, text: str, count_dots: bool = True) -> tuple[list[str], bool]:
+        hint = logs.may_fail(self._tail + text)
+        self._tail = text[-64:]
+        if count_dots:
+            self.dots.feed(text)
+        return self.lines.feed(text), hint
 
 
 class ServerWatch:
@@ -132,7 +160,7 @@ class Job:
         self.tail: deque[str] = deque(maxlen=30)
         self.rows = 0
         self.loaded = False
-        self.dots = DotCounter()
+        self.stderr = LogScanner()
 
     async def run(self, timeout_s: float | None) -> int:
         start = time.monotonic()
@@ -154,7 +182,6 @@ class Job:
 
     async def _read(self) -> None:
         out_lines = LineSplitter()
-        err_lines = LineSplitter()
         bench = BenchStream()
         is_bench = self.orch.profile.job.kind == "bench"
         async for stream, text in self.spawned.chunks():
@@ -168,17 +195,20 @@ class Job:
                     for line in out_lines.feed(text):
                         self.orch.emit(ev.JobOutput, text=line)
             else:
-                if not self.loaded and self.dots.feed(text):
-                    self.orch.emit(ev.LoadProgress, endpoint="", done_bytes=self.dots.count,
-                                   percent=float(min(self.dots.count, 99)), source="dots")
-                for line in err_lines.feed(text):
-                    self._log(line)
-        for line in err_lines.flush():
-            self._log(line)
+                dots = self.stderr.dots.count
+                lines, may_fail = self.stderr.feed(text, count_dots=not self.loaded)
+                if self.stderr.dots.count != dots:
+                    count = self.stderr.dots.count
+                    self.orch.emit(ev.LoadProgress, endpoint="", done_bytes=count,
+                                   percent=float(min(count, 99)), source="dots")
+                for line in lines:
+                    self._log(line, may_fail)
+        for line in self.stderr.lines.flush():
+            self._log(line, True)
         for line in out_lines.flush():
             self.orch.emit(ev.JobOutput, text=line)
 
-    def _log(self, line: str) -> None:
+    def _log(self, line: str, may_fail: bool) -> None:
         self.tail.append(line)
         self.orch.emit(ev.JobLog, stream="stderr", line=line)
         buf = logs.parse_buffer(line)
@@ -191,7 +221,7 @@ class Job:
             self.orch.emit(ev.BufferAllocated, kind=buf.kind, device=buf.device,
                            endpoint=buf.endpoint, mib=buf.mib, step=self.step)
             return
-        failure = logs.parse_failure(line)
+        failure = logs.parse_failure(line) if may_fail else None
         if failure:
             self.failures.append(failure)
 

@@ -90,8 +90,22 @@ _FAILURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
 )
 
 
+# One pass that rules out almost every line before the sixteen patterns are tried.
+# Plain literals, case-sensitive: several times faster than one case-blind pattern.
+_FAILURE_HINT = re.compile(r"alloc|insufficient memory|OutOfDeviceMemory|mismatch|handshake|"
+                           r"crashed|Failed to connect|quantized V|failed to load model|"
+                           r"HSA_STATUS|ut of memory")
+
+
+def may_fail(text: str) -> bool:
+    """False when no line of ``text`` can report a failure (one scan of a whole chunk)."""
+    return _FAILURE_HINT.search(text) is not None
+
+
 def parse_failure(line: str) -> Failure | None:
     """The failure a line reports, or None."""
+    if not _FAILURE_HINT.search(line):
+        return None
     for kind, pattern, text in _FAILURES:
         m = pattern.search(line)
         if m:
