@@ -221,3 +221,29 @@ def test_kernel_oom_killer_is_named(clean_rig: Rig, bins, model, tmp_path: Path)
     assert f"server {node.address}:50052 on node n2 was killed" in result.stderr
     assert ("was killed by the kernel's OOM killer on n2 (kernel log: " in result.stderr
             and "Killed process" in result.stderr)
+
+
+def test_netlink_tcp_counters_agree_with_ss() -> None:
+    """The sampler asks the kernel over NETLINK_SOCK_DIAG what `ss -tin` prints."""
+    agent = (Path(__file__).resolve().parent.parent / "rpctui" / "nodes" / "sampler_agent.py")
+    ns: dict[str, object] = {"CONFIG": {}}
+    exec(compile(agent.read_text().rsplit("\nmain()", 1)[0], "agent", "exec"), ns)
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    try:
+        client.sendall(b"x" * 3_000_000)
+        got = 0
+        while got < 3_000_000:
+            got += len(conn.recv(1 << 20))
+        netlink = ns["diag_received"]({port})  # type: ignore[operator]
+        ss = ns["ss_received"]({port})  # type: ignore[operator]
+    finally:
+        for s in (client, conn, server):
+            s.close()
+    assert netlink == ss
+    assert list(netlink.values()) == [3_000_000]

@@ -76,33 +76,114 @@ def netdev():
     return out
 
 
+members = {}  # pgid -> pids seen in it at the last full scan of /proc
+scan_state = {"tick": 0, "pgids": ()}
+RESCAN_TICKS = 10  # a full /proc scan every 10 samples (or when the watch list changes)
+
+
+def _proc(pid):
+    """(pgrp, state, rss KiB, cpu seconds) of one process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+        with open(f"/proc/{pid}/statm") as fh:
+            rss_pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[2]), fields[0], rss_pages * PAGE_KIB,
+            (int(fields[11]) + int(fields[12])) / TICK)
+
+
 def groups(pgids):
     """rss (KiB) and cpu seconds of every process in each watched process group."""
     found = {pg: {"rss_kib": 0, "cpu_s": 0.0, "n": 0} for pg in pgids}
     if not pgids:
         return found
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    scan_state["tick"] += 1
+    if tuple(sorted(pgids)) != scan_state["pgids"] or scan_state["tick"] >= RESCAN_TICKS:
+        scan_state["tick"], scan_state["pgids"] = 0, tuple(sorted(pgids))
+        members.clear()
+        candidates = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    else:
+        candidates = [pid for pids in members.values() for pid in pids]
+    for pid in candidates:
+        info = _proc(pid)
+        if info is None or info[0] not in found or info[1] == "Z":
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-            with open(f"/proc/{entry}/statm") as fh:
-                rss_pages = int(fh.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        pgrp = int(fields[2])
-        if pgrp in found and fields[0] != "Z":
-            g = found[pgrp]
-            g["rss_kib"] += rss_pages * PAGE_KIB
-            g["cpu_s"] += (int(fields[11]) + int(fields[12])) / TICK
-            g["n"] += 1
+        members.setdefault(info[0], set()).add(pid)
+        g = found[info[0]]
+        g["rss_kib"] += info[2]
+        g["cpu_s"] += info[3]
+        g["n"] += 1
     return found
 
 
-_SS_LOCAL = re.compile(r"^\S+\s+\d+\s+\d+\s+(\S+):(\d+)\s+(\S+)\s*$")
-_SS_BYTES = re.compile(r"bytes_received:(\d+)")
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+INET_DIAG_INFO = 2
+TCPI_BYTES_RECEIVED = 128  # offset of tcpi_bytes_received in struct tcp_info (Linux >= 4.1)
+
+
+def diag_received(ports):
+    """{(port, peer): bytes_received} of established IPv4 TCP sockets on ``ports``, asked of
+    the kernel over NETLINK_SOCK_DIAG (what `ss -ti` asks, without starting a process)."""
+    import socket
+    import struct
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+    try:
+        req = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP,
+                          1 << (INET_DIAG_INFO - 1), 0, 1 << 1) + bytes(48)
+        sock.sendto(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, 0x301, 1, 0) + req,
+                    (0, 0))
+        found = {}
+        while True:
+            data = sock.recv(1 << 16)
+            off = 0
+            while off + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, off)
+                if kind in (2, 3) or length < 16:  # NLMSG_ERROR, NLMSG_DONE
+                    return found
+                msg = off + 16
+                sport, dport = struct.unpack_from(">HH", data, msg + 4)
+                if sport in ports:
+                    dst = socket.inet_ntoa(data[msg + 24:msg + 28])
+                    attr = msg + 72
+                    while attr + 4 <= off + length:
+                        alen, atype = struct.unpack_from("=HH", data, attr)
+                        if alen < 4:
+                            break
+                        if atype == INET_DIAG_INFO and alen - 4 >= TCPI_BYTES_RECEIVED + 8:
+                            (value,) = struct.unpack_from("=Q", data, attr + 4 + TCPI_BYTES_RECEIVED)
+                            found[(sport, f"{dst}:{dport}")] = value
+                        attr += (alen + 3) & ~3
+                off += (length + 3) & ~3
+    finally:
+        sock.close()
+
+
+def ss_received(ports):
+    """The same from `ss -tin` output, where netlink sock_diag is not allowed."""
+    text = subprocess.run(["ss", "-tinH", "state", "established"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, timeout=2).stdout.decode()
+    found = {}
+    current = None
+    for line in text.splitlines():
+        if not line.startswith((" ", "\t")):
+            parts = line.split()
+            current = None
+            if len(parts) >= 4:
+                port = parts[-2].rsplit(":", 1)[-1]
+                if port.isdigit() and int(port) in ports:
+                    current = (int(port), parts[-1])
+            continue
+        m = _SS_BYTES.search(line)
+        if current and m:
+            found[current] = int(m.group(1))
+    return found
+
+
+use_netlink = [True]
 
 
 def connections(ports):
@@ -110,28 +191,21 @@ def connections(ports):
     if not ports:
         return True
     try:
-        text = subprocess.run(["ss", "-tinH", "state", "established"], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, timeout=2).stdout.decode()
+        if use_netlink[0]:
+            try:
+                counters = diag_received(ports)
+            except OSError:
+                use_netlink[0] = False
+                counters = ss_received(ports)
+        else:
+            counters = ss_received(ports)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    current = None
-    for line in text.splitlines():
-        if not line.startswith((" ", "\t")):
-            parts = line.split()
-            current = None
-            if len(parts) >= 4:
-                local, peer = parts[-2], parts[-1]
-                port = local.rsplit(":", 1)[-1]
-                if port.isdigit() and int(port) in ports:
-                    current = (int(port), peer)
-            continue
-        m = _SS_BYTES.search(line)
-        if current and m:
-            value = int(m.group(1))
-            last = conn_last.get(current, 0)
-            delta = value - last if value >= last else value
-            conn_last[current] = value
-            received[ports[current[0]]] = received.get(ports[current[0]], 0) + delta
+    for key, value in counters.items():
+        last = conn_last.get(key, 0)
+        delta = value - last if value >= last else value
+        conn_last[key] = value
+        received[ports[key[0]]] = received.get(ports[key[0]], 0) + delta
     return True
 
 
