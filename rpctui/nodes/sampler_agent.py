@@ -162,6 +162,9 @@ def diag_received(ports):
         sock.close()
 
 
+_SS_BYTES = re.compile(r"bytes_received:(\d+)")
+
+
 def ss_received(ports):
     """The same from `ss -tin` output, where netlink sock_diag is not allowed."""
     text = subprocess.run(["ss", "-tinH", "state", "established"], stdout=subprocess.PIPE,
