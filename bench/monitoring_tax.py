@@ -1,0 +1,60 @@
+"""Monitoring tax: llama-bench token generation with the samplers at 2 Hz against none.
+
+Four namespace nodes, one CPU rpc-server each, `llama-bench -p 0 -n 128 -r 3` through
+`rpctui run`, alternating sample_interval_s = 0.5 and 0 (off). Prints the median tg t/s of
+each and their ratio (target: with sampling at least 0.98 of without).
+
+    .venv/bin/python bench/monitoring_tax.py [PAIRS]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rpctui.llama.build import ensure_build  # noqa: E402
+from rpctui.llama.tinymodel import ensure_model  # noqa: E402
+from tests.conftest import rig_profile  # noqa: E402
+from tests.rig import Rig  # noqa: E402
+
+
+def main() -> None:
+    pairs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    bin_dir = str(ensure_build("mainline").bin_dir)
+    model = str(ensure_model("tiny"))
+    rig = Rig(4, prefix="rm", net=207).up()
+    work = Path(tempfile.mkdtemp(prefix="rpctui-tax-"))
+    job = f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [0]\ngen_tokens = [128]\nrepetitions = 3\n'
+    try:
+        profiles = {label: rig_profile(rig, work / f"{label}.toml", bin_dir=bin_dir, model=model,
+                                       job=job, extra=f"sample_interval_s = {interval}")
+                    for label, interval in (("sampled", 0.5), ("off", 0))}
+        tg: dict[str, list[float]] = {"sampled": [], "off": []}
+        for _ in range(pairs):
+            for label, path in profiles.items():
+                out = subprocess.run([sys.executable, "-m", "rpctui.cli", "run", str(path),
+                                      "--format", "json"], capture_output=True, text=True,
+                                     check=True, cwd=ROOT,
+                                     env={"XDG_DATA_HOME": str(work / "data"),
+                                          "HOME": str(Path.home()), "PATH": "/usr/bin:/bin"})
+                rows = json.loads(out.stdout)
+                tg[label].append(next(r["avg_ts"] for r in rows if r["test"] == "tg128"))
+        med = {k: statistics.median(v) for k, v in tg.items()}
+        print(f"monitoring tax: tg128 over 4 nodes, {pairs} alternating pairs")
+        for label, values in tg.items():
+            print(f"  {label:8s} median {med[label]:.1f} t/s  (runs: "
+                  f"{', '.join(f'{v:.1f}' for v in values)})")
+        print(f"  ratio sampled / off = {med['sampled'] / med['off']:.3f}  (target >= 0.98)")
+    finally:
+        rig.down()
+
+
+if __name__ == "__main__":
+    main()
