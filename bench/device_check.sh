@@ -7,7 +7,8 @@
 set -euo pipefail
 out="${OUT:-/tmp/out}"; mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .dev/whl/*.whl
-export PYTHONPATH="/tmp/site:$PWD" XDG_CACHE_HOME="$PWD/.dev/cache" XDG_DATA_HOME=/tmp/data
+mkdir -p /tmp/xdg/rpctui/src && cp -r .dev/cache/src/x /tmp/xdg/rpctui/src/
+export PYTHONPATH="/tmp/site:$PWD" XDG_CACHE_HOME=/tmp/xdg XDG_DATA_HOME=/tmp/data
 nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 mkdir -p /tmp/src && tar xzf .dev/llama-src.tgz -C /tmp/src
 start=$(date +%s)

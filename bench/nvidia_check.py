@@ -62,6 +62,9 @@ async def main(gib: float) -> None:
     finally:
         await sampler.stop()
         holder.kill()
+    if not any(s.gpus for s in samples):
+        print(f"no GPU readings from the sampler (its stderr: {sampler.errors.strip()!r})")
+        sys.exit(1)
     print(f"NVML via the sampler against nvidia-smi: largest difference {100 * worst:.2f} % "
           f"of total memory (target <= 1 %)")
 

@@ -262,7 +262,8 @@ class Orchestrator:
                 return ExitCode.PREFLIGHT
             if check_only:
                 return ExitCode.OK
-            await self.start_sampling()
+            if self.profile.sample_interval_s > 0:
+                await self.start_sampling()
             await self.start_servers()
             steps = self.profile.sweep.servers if self.profile.sweep else [
                 len(self.profile.servers())]

@@ -181,7 +181,8 @@ class Profile:
     description: str = setting("", "free text")
     allow_mixed_builds: bool = setting(False, "start even when nodes run different llama.cpp "
                                        "builds (they usually crash each other)")
-    sample_interval_s: float = setting(0.5, "seconds between telemetry samples", check=_positive)
+    sample_interval_s: float = setting(0.5, "seconds between telemetry samples on every node; "
+                                       "0 turns sampling off", check=_not_negative)
     warn_memory_pct: float = setting(90.0, "warn when a node's memory use passes this percent",
                                      check=_positive)
     headroom_mib: float = setting(512.0, "memory to keep free on each node when predicting "

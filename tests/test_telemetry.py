@@ -247,3 +247,24 @@ def test_netlink_tcp_counters_agree_with_ss() -> None:
             s.close()
     assert netlink == ss
     assert list(netlink.values()) == [3_000_000]
+
+
+def test_recorded_gpu_run_replays_with_vram_and_per_process_memory() -> None:
+    """The recording of a real run on an H100 (bench/device_check.sh) folds into the state."""
+    from rpctui.results import read_run
+    from rpctui.state import fold_all
+
+    state = fold_all(read_run(Path(__file__).parent / "fixtures" /
+                              "run-h100-two-cuda-servers.jsonl"))
+    tel = state.telemetry["gpu"]
+    assert tel.sample is not None and tel.sample.gpus[0][0] == "NVIDIA H100 80GB HBM3"
+    assert tel.peak_gpu_mib > 1000
+    peak: dict[str, float] = {}
+    for e in read_run(Path(__file__).parent / "fixtures" / "run-h100-two-cuda-servers.jsonl"):
+        if isinstance(e, ev.NodeSample):
+            for ep, mib in e.gpu_procs:
+                peak[ep] = max(peak.get(ep, 0.0), mib)
+    # NVML's per-process memory: the CUDA context plus buffers of each rpc-server.
+    assert peak == {"127.0.0.1:50052": 650.0, "127.0.0.1:50053": 650.0}
+    assert {lf.endpoint for lf in state.loads_finished} == {"127.0.0.1:50052", "127.0.0.1:50053"}
+    assert state.exit_code == 0

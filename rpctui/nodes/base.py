@@ -83,10 +83,11 @@ def launcher_argv(argv: Sequence[str], env: Mapping[str, str] | None = None,
 
 
 def agent_argv(python: str, source: bytes, name: str) -> list[str]:
-    """Run a Python agent whose source arrives first on stdin; stdin stays open after it."""
+    """Run a Python agent whose source arrives first on stdin; stdin stays open after it.
+    No -S here: a long-lived agent wants site-packages (pynvml, pyamdgpuinfo, psutil)."""
     loader = (f"import sys;exec(compile(sys.stdin.buffer.read({len(source)}),"
               f"{name!r},'exec'))")
-    return [python, "-S", "-u", "-c", loader]
+    return [python, "-u", "-c", loader]
 
 
 def kill_argv(pgids: Sequence[int]) -> list[str]:

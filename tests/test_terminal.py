@@ -1,0 +1,52 @@
+"""The headless run in a real terminal (tmux): the live status block, then the final report."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, rig_profile
+from tests.rig import Rig
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+
+
+def test_live_status_in_a_terminal(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [512]\ngen_tokens = [128]\n'
+           f'repetitions = 10\n')
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, job=job, extra="sample_interval_s = 0.25")
+    sock = str(tmp_path / "tmux.sock")
+    command = f"{sys.executable} -m rpctui.cli run {profile} > {tmp_path / 'out.md'}; sleep 60"
+    subprocess.run(["tmux", "-S", sock, "-f", "/dev/null", "new-session", "-d", "-s", "t",
+                    "-x", "150", "-y", "45", "-c", str(ROOT), "-e", "TERM=xterm-256color",
+                    "-e", f"XDG_DATA_HOME={tmp_path / 'data'}", command], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "-S", sock, "capture-pane", "-p", "-t", "t"],
+                              capture_output=True, text=True).stdout
+
+    try:
+        live = final = ""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not final:
+            text = screen()
+            if "RAM [" in text and "rx " in text and not live:
+                live = text
+            if "peak memory per node" in text:
+                final = text
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
+    assert live, "the live status block never showed"
+    status = [line for line in live.splitlines() if line.startswith(("n1 ", "n2 "))]
+    assert len(status) == 2 and all("RAM [" in line and "/s" in line for line in status), live
+    assert "memory distribution" in final and "load time per server" in final
+    # The status block is cleared at the end: no status lines left on the final screen.
+    assert not [line for line in final.splitlines() if line.startswith("n1 ") and "RAM [" in line]
+    assert "tg128" in (tmp_path / "out.md").read_text()
