@@ -24,10 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("md", "json", "csv"), default="md")
     run.add_argument("--out", metavar="FILE", help="also write the results to FILE")
     run.add_argument("-v", "--verbose", action="store_true", help="print every log line")
+    run.add_argument("--force", action="store_true",
+                     help="launch even when the memory plan says it will not fit")
 
     check = sub.add_parser("check", help="connect, probe and preflight every node; start nothing")
     check.add_argument("profile")
     check.add_argument("--format", choices=("md", "json"), default="md")
+    check.add_argument("--force", action="store_true", help="pass a plan that does not fit")
 
     demo = sub.add_parser("demo", help="two rpc-servers on this machine, one llama-bench")
     demo.add_argument("--headless", action="store_true", help="print results instead of the app")
@@ -37,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build llama.cpp (RPC on) into rpctui's cache")
     build.add_argument("flavours", nargs="*", default=["mainline"],
                        help="mainline, b6110, ik, or all")
+
+    plan = sub.add_parser("plan", help="predict where every layer lands and whether it fits")
+    plan.add_argument("profile")
+    plan.add_argument("--json", action="store_true", help="print the same as JSON (MiB)")
+    plan.add_argument("--apply", action="store_true",
+                      help="write the suggested tensor_split into the profile")
 
     explain = sub.add_parser("explain", help="read llama.cpp logs: buffers, devices, results, "
                              "and what went wrong")
@@ -114,13 +123,18 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
         return _build(args.flavours)
     if args.command == "explain":
         return _explain(args.logs, args.json)
+    if args.command == "plan":
+        from rpctui.headless import plan_headless
+
+        return plan_headless(load_profile(args.profile), args.json, args.apply)
     from rpctui.headless import run_headless
 
     if args.command == "run":
         return run_headless(load_profile(args.profile), args.format, args.out,
-                            verbose=args.verbose)
+                            verbose=args.verbose, force=args.force)
     if args.command == "check":
-        return run_headless(load_profile(args.profile), args.format, check_only=True)
+        return run_headless(load_profile(args.profile), args.format, check_only=True,
+                            force=args.force)
     if args.command == "demo":
         profile = _demo_profile(args.flavour)
         if not args.headless:

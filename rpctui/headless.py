@@ -198,11 +198,12 @@ async def _with_signals(coro_factory) -> ExitCode:  # type: ignore[no-untyped-de
 
 
 def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
-                 check_only: bool = False, verbose: bool = False,
+                 check_only: bool = False, verbose: bool = False, force: bool = False,
                  stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> ExitCode:
     """``rpctui run`` / ``rpctui check``: returns the exit code."""
     session = Session(profile, "check" if check_only else "run", stderr, verbose)
-    orch = Orchestrator(profile, session.emit, build_progress=session.build_progress)
+    orch = Orchestrator(profile, session.emit, build_progress=session.build_progress,
+                        force=force)
     message = ""
     try:
         code = asyncio.run(_with_signals(lambda: orch.run(check_only=check_only)))
@@ -227,6 +228,41 @@ def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
     if out_file and text:
         Path(out_file).write_text(text)
     return code
+
+
+def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
+                  stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> ExitCode:
+    """``rpctui plan``: probe (nothing is loaded or started), predict, suggest, maybe apply."""
+    from rpctui.planner import load_model_info, make_plan, render
+    from rpctui.profile_load import load_document, save_document, set_value
+
+    session = Session(profile, "plan", stderr, record=False)
+    orch = Orchestrator(profile, session.emit, build_progress=session.build_progress)
+
+    async def go():  # type: ignore[no-untyped-def]
+        try:
+            await orch.prepare()
+            if any(n.status == "failed" for n in session.state.nodes.values()):
+                return None
+            info = await load_model_info(profile, orch.model, orch.hosts[profile.main_node.label])
+            return make_plan(profile, orch.caps, info)
+        finally:
+            await orch.teardown()
+
+    try:
+        plan = asyncio.run(go())
+    except UserError as exc:
+        print(f"error: {exc.message}" + (f"\n  fix: {exc.fix}" if exc.fix else ""), file=stderr)
+        return exc.code
+    if plan is None:
+        return ExitCode.PREFLIGHT
+    stdout.write(json.dumps(plan.to_dict(), indent=1) + "\n" if as_json else render(plan))
+    if apply and plan.suggested_split:
+        doc = load_document(profile.path)
+        set_value(doc, ("job", "tensor_split"), plan.suggested_split)
+        save_document(doc, profile.path)
+        print(f"wrote tensor_split = {plan.suggested_split} into {profile.path}", file=stderr)
+    return ExitCode.OK if plan.fits or (apply and plan.suggested_fits) else ExitCode.FAILED
 
 
 def preflight_rows(state: ClusterState) -> list[dict[str, object]]:

@@ -55,6 +55,7 @@ class Orchestrator:
     stopping: bool = False
     samplers: dict[str, Sampler] = field(default_factory=dict)
     monitor: Monitor | None = None
+    force: bool = False  #: launch even when the memory plan says it will not fit
 
     def __post_init__(self) -> None:
         self.caps_events: list[ev.Event] = []
@@ -151,8 +152,37 @@ class Orchestrator:
             self.publish(issue.__class__(t=self.now(), node=issue.node, check=issue.check,
                                          message=issue.message, fix=issue.fix, fatal=issue.fatal))
         ok = not any(i.fatal for i in issues)
+        if ok:
+            ok = await self._check_plan()
         self.emit(ev.PreflightDone, ok=ok)
         return ok
+
+    async def _check_plan(self) -> bool:
+        """Refuse a launch whose predicted memory does not fit (unless forced)."""
+        from rpctui.planner import load_model_info, make_plan
+
+        main = self.profile.main_node
+        try:
+            info = await load_model_info(self.profile, self.model, self.hosts[main.label])
+            plan = make_plan(self.profile, self.caps, info)
+        except (OSError, ValueError, KeyError) as exc:
+            self.emit(ev.Notice, node=main.label, message=f"no memory plan ({exc}); the load "
+                      f"is not checked before it starts")
+            return True
+        if plan.fits:
+            return True
+        over = [r for r in plan.rows if not r["fits"]]
+        what = "; ".join(f"{r['device']} on {r['node']} needs {r['need_mib']:.0f} MiB, has "
+                         f"{r['free_mib']:.0f} MiB free (headroom {plan.headroom_mib:g})"
+                         for r in over)
+        fix = (f"rpctui plan --apply {self.profile.path} writes a split that fits "
+               f"(tensor_split = {plan.suggested_split})" if plan.suggested_fits else
+               "the model does not fit on these devices with any split: add a server, free "
+               "memory, or lower headroom_mib")
+        self.publish(ev.PreflightIssue(t=self.now(), node=over[0]["node"], check="plan",
+                                       message=f"the memory plan does not fit: {what}",
+                                       fix=fix + "; or run with --force", fatal=not self.force))
+        return self.force
 
     def _make_monitor(self) -> Monitor:
         endpoints: dict[str, str] = {}

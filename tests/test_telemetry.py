@@ -173,7 +173,9 @@ def test_live_and_predicted_oom_warnings_name_the_node(clean_rig: Rig, bins, mod
     profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
                           servers=2, extra="sample_interval_s = 0.2\nwarn_memory_pct = 1\n"
                                            "headroom_mib = 1000000000")
-    result = rpctui(tmp_path, "run", str(profile))
+    refused = rpctui(tmp_path, "run", str(profile))
+    assert refused.returncode == 3 and "the memory plan does not fit" in refused.stderr
+    result = rpctui(tmp_path, "run", str(profile), "--force")
     assert result.returncode == 0, result.stderr
     risks = [e for e in recorded_events(tmp_path) if e["type"] == "OomRisk"]
     kinds = {(e["node"], e["kind"]) for e in risks}

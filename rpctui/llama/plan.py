@@ -1,0 +1,339 @@
+"""Where every byte lands before loading: GGUF -> per-device memory, and splits that fit (pure
+once the model's tensors are read).
+
+Reproduces current mainline llama.cpp's placement (src/llama-model.cpp, load_tensors):
+devices in --rpc order then local GPUs; split points from -ts or the devices' free memory,
+normalised cumulative float32; layer il (and the output layer, index n_layer) goes to
+upper_bound(splits, (il - start) / act); the input layer (token_embd) always stays on the
+CPU; a model without output.weight loads token_embd again on the output layer's device;
+-ot matches win over the layer rule. KV cache: per layer, on that layer's device.
+Compute buffers cannot be derived from the file and are not predicted here.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Callable
+from typing import BinaryIO
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MIB = 1024 * 1024
+ALIGN = 32  #: tensor alignment in CPU and RPC buffers
+_SHARD = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
+_BLOCK = re.compile(r"^blk\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    n_bytes: int
+    layer: int | None  #: block index, or None for input/output/other tensors
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    tensors: tuple[Tensor, ...]
+
+    @property
+    def tied(self) -> bool:
+        return not any(t.name == "output.weight" for t in self.tensors)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)
+
+
+def shards(path: str | Path) -> list[Path]:
+    """Every shard of a split model (given any one of them), or just the file."""
+    p = Path(path)
+    m = _SHARD.match(p.name)
+    if not m:
+        return [p]
+    total = int(m.group(3))
+    return [p.with_name(f"{m.group(1)}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1)]
+
+
+_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
+           12: "d"}  # GGUF value types -> struct codes (8 = string, 9 = array)
+
+
+class _Header:
+    """A GGUF file's metadata and tensor table, read straight from its first bytes.
+
+    gguf.GGUFReader parses every array (a 150k-token vocabulary takes seconds); the planner
+    needs a handful of numbers and the tensor table, so arrays it does not need are skipped.
+    """
+
+    def __init__(self, path: Path, fh: BinaryIO | None = None) -> None:
+        import struct
+
+        self.fields: dict[str, object] = {}
+        self.tensors: list[tuple[str, list[int], int]] = []
+        with fh or path.open("rb") as fh:
+            data = fh.read(1 << 20)
+            pos = 0
+
+            def need(n: int) -> None:
+                nonlocal data
+                while pos + n > len(data):
+                    more = fh.read(max(n, 1 << 20))
+                    if not more:
+                        raise ValueError(f"{path}: truncated GGUF header")
+                    data += more
+
+            def take(fmt: str) -> tuple:  # type: ignore[type-arg]
+                nonlocal pos
+                size = struct.calcsize("<" + fmt)
+                need(size)
+                out = struct.unpack_from("<" + fmt, data, pos)
+                pos += size
+                return out
+
+            def string() -> str:
+                nonlocal pos
+                (n,) = take("Q")
+                need(n)
+                text = data[pos:pos + n].decode("utf-8", "replace")
+                pos += n
+                return text
+
+            def value(vtype: int, keep: bool) -> object:
+                nonlocal pos
+                if vtype == 8:
+                    return string()
+                if vtype != 9:
+                    return take(_SCALAR[vtype])[0]
+                (etype, count) = take("IQ")
+                if etype in _SCALAR and not keep:
+                    size = struct.calcsize(_SCALAR[etype])
+                    need(size * count)
+                    pos += size * count
+                    return None
+                items = [value(etype, keep) for _ in range(count)]
+                return items if keep else None
+
+            magic = take("4s")[0]
+            if magic != b"GGUF":
+                raise ValueError(f"{path} is not a GGUF file")
+            _version, n_tensors, n_kv = take("IQQ")
+            for _ in range(n_kv):
+                key = string()
+                (vtype,) = take("I")
+                keep = not key.startswith("tokenizer.")
+                self.fields[key] = value(vtype, keep)
+            for _ in range(n_tensors):
+                name = string()
+                (n_dims,) = take("I")
+                dims = list(take("Q" * n_dims))
+                (ttype,) = take("I")
+                take("Q")  # offset
+                self.tensors.append((name, dims, ttype))
+
+
+def _n_bytes(dims: list[int], ttype: int) -> int:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+    n = 1
+    for d in dims:
+        n *= d
+    return n // block * type_size
+
+
+def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = None) -> ModelInfo:
+    """Tensor names and sizes from the GGUF headers of every shard (no weights are read).
+    ``opener`` gives the start of a file that is not on this machine."""
+    tensors: list[Tensor] = []
+    meta: _Header | None = None
+    for shard in shards(path):
+        header = _Header(shard, opener(shard) if opener else None)
+        meta = meta or header
+        for name, dims, ttype in header.tensors:
+            m = _BLOCK.match(name)
+            tensors.append(Tensor(name, _n_bytes(dims, ttype), int(m.group(1)) if m else None))
+    assert meta is not None
+    f = meta.fields
+
+    def first(key: str) -> int | None:
+        v = f.get(key)
+        if isinstance(v, list):
+            v = v[0]
+        return int(v) if v is not None else None  # type: ignore[arg-type]
+
+    arch = str(f.get("general.architecture") or "llama")
+    n_layer = first(f"{arch}.block_count") or 0
+    n_embd = first(f"{arch}.embedding_length") or 0
+    n_head = first(f"{arch}.attention.head_count") or 1
+    kv = first(f"{arch}.attention.head_count_kv") or n_head
+    key_len = first(f"{arch}.attention.key_length")
+    val_len = first(f"{arch}.attention.value_length")
+    head_dim = n_embd // n_head
+    return ModelInfo(str(path), arch, n_layer, n_embd, kv, int(key_len or head_dim),
+                     int(val_len or head_dim), tuple(tensors))
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device the client will place layers on, in its order."""
+
+    name: str  #: as llama.cpp names its buffer, e.g. RPC0[10.0.0.2:50052] or CUDA0
+    node: str
+    free_mib: float
+    total_mib: float | None = None
+
+
+@dataclass
+class Placement:
+    """Predicted bytes per buffer (device name, or CPU for what stays on the host)."""
+
+    model: dict[str, int] = field(default_factory=dict)
+    kv: dict[str, int] = field(default_factory=dict)
+    layer_device: dict[int, str] = field(default_factory=dict)
+
+    def mib(self, kind: str = "model") -> dict[str, float]:
+        return {k: v / MIB for k, v in getattr(self, kind).items()}
+
+
+def _padded(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def split_points(weights: list[float]) -> list[float]:
+    """Cumulative, normalised split points, in float32 as llama.cpp computes them."""
+    acc = np.float32(0)
+    points = []
+    for w in weights:
+        acc = np.float32(acc + np.float32(w))
+        points.append(acc)
+    return [float(np.float32(p / acc)) for p in points]
+
+
+def place(model: ModelInfo, devices: list[Device], ngl: int | None = None,
+          tensor_split: list[float] | None = None,
+          overrides: list[tuple[str, str]] | None = None, n_ctx: int | None = None,
+          kv_bytes_per_value: float = 2.0) -> Placement:
+    """Mainline llama.cpp's placement of every tensor, and the KV cache for n_ctx."""
+    n = model.n_layer
+    ngl = n + 1 if ngl is None or ngl < 0 else ngl
+    start = max(n + 1 - ngl, 0)
+    act = min(ngl, n + 1) if devices else 0
+    weights = tensor_split if tensor_split and any(tensor_split) else [d.free_mib for d in devices]
+    points = split_points(weights) if devices else []
+
+    def device_of(il: int) -> str:
+        if il < start or il - start >= act:
+            return "CPU"
+        i = bisect_right(points, float(np.float32(il - start) / np.float32(act)))
+        return devices[min(i, len(devices) - 1)].name
+
+    out = Placement()
+    out.layer_device = {il: device_of(il) for il in range(n + 1)}
+    output_dev = out.layer_device[n]
+    rules = [(re.compile(p), buf) for p, buf in overrides or []]
+
+    def add(where: str, t: Tensor) -> None:
+        key = "CPU_Mapped" if where == "CPU" else where
+        out.model[key] = out.model.get(key, 0) + _padded(t.n_bytes)
+
+    for t in model.tensors:
+        target = next((buf for rx, buf in rules if rx.search(t.name)), None)
+        if target is not None:
+            add(target, t)
+        elif t.layer is not None:
+            add(out.layer_device[t.layer], t)
+        elif t.name.startswith("token_embd"):
+            add("CPU", t)  # the input layer always stays on the CPU
+            if model.tied and output_dev != "CPU":
+                add(output_dev, t)  # tied embeddings: loaded again for the output layer
+        else:
+            add(output_dev, t)  # output, output_norm and other non-block tensors
+    if n_ctx:
+        per_layer = n_ctx * model.n_head_kv * (model.head_dim_k + model.head_dim_v)
+        for il in range(n):
+            where = out.layer_device[il]
+            out.kv[where] = out.kv.get(where, 0) + int(per_layer * kv_bytes_per_value)
+    return out
+
+
+def layer_bytes(model: ModelInfo, n_ctx: int | None = None,
+                kv_bytes_per_value: float = 2.0) -> list[int]:
+    """Bytes each of the n_layer + 1 offloadable layers brings to its device: weights (and KV),
+    the last entry being the output layer (with token_embd again when embeddings are tied)."""
+    sizes = [0] * (model.n_layer + 1)
+    for t in model.tensors:
+        if t.layer is not None:
+            sizes[t.layer] += _padded(t.n_bytes)
+        elif not t.name.startswith("token_embd") or model.tied:
+            sizes[model.n_layer] += _padded(t.n_bytes)
+    if n_ctx:
+        per_layer = int(n_ctx * model.n_head_kv * (model.head_dim_k + model.head_dim_v)
+                        * kv_bytes_per_value)
+        for il in range(model.n_layer):
+            sizes[il] += per_layer
+    return sizes
+
+
+def suggest_split(model: ModelInfo, capacities_mib: list[float], n_ctx: int | None = None
+                  ) -> tuple[list[float], float]:
+    """A tensor split that fits: (layer counts per device as split weights, the fullest
+    device's share of its capacity). Layers go to devices in order in contiguous runs (that
+    is all a split can express), so the best split is the one whose fullest device is least
+    full: found by bisecting on that fill with a greedy fill of each device. Split weights
+    equal to layer counts give each device exactly its count under llama.cpp's rule."""
+    sizes = layer_bytes(model, n_ctx)
+    caps = [max(c, 0.0) * MIB for c in capacities_mib]
+
+    def fill(u: float) -> list[int] | None:
+        counts, i = [], 0
+        for cap in caps:
+            used, n = 0, 0
+            while i < len(sizes) and used + sizes[i] <= u * cap:
+                used += sizes[i]
+                i += 1
+                n += 1
+            counts.append(n)
+        return counts if i == len(sizes) else None
+
+    lo, hi = 0.0, 1.0
+    while fill(hi) is None and hi < 1e6:
+        hi *= 2
+    if fill(hi) is None:
+        return [1.0] * len(caps), float("inf")
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if fill(mid) is None:
+            lo = mid
+        else:
+            hi = mid
+    counts = level(sizes, caps, hi) or fill(hi)
+    assert counts is not None
+    return [float(c) for c in counts], hi
+
+
+def level(sizes: list[int], caps: list[float], fill_limit: float) -> list[int] | None:
+    """Spread layers so each device fills about as much as the others (never past the
+    smallest feasible fill): each takes its capacity's share of what is left."""
+    counts, i = [], 0
+    for k, cap in enumerate(caps):
+        remaining = sum(sizes[i:])
+        room_left = sum(caps[k:]) or 1.0
+        target = min(fill_limit * cap, remaining * cap / room_left)
+        used, n = 0, 0
+        while i < len(sizes) and (k == len(caps) - 1 or used + sizes[i] / 2 <= target) \
+                and used + sizes[i] <= fill_limit * cap:
+            used += sizes[i]
+            i += 1
+            n += 1
+        counts.append(n)
+    return counts if i == len(sizes) else None

@@ -1,0 +1,158 @@
+"""The memory plan of a profile: devices in the client's order with their free memory (from
+the probe), the model's placement on them, a verdict per node, and a split that fits.
+
+Used by ``rpctui plan`` and by the preflight of ``check`` and ``run``, which refuse a plan
+that does not fit unless forced. Predicts mainline llama.cpp's placement; for other
+flavours the prediction is marked as such (ik_llama.cpp places layers greedily by size).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rpctui.llama import argv as largv
+from rpctui.llama.caps import Capabilities
+from rpctui.llama.plan import (MIB, Device, ModelInfo, Placement, place, read_model, shards,
+                               suggest_split)
+from rpctui.profile import Profile, endpoint
+
+HEADER_BYTES = 64 * MIB  #: how much of a remote model file is fetched to read its header
+
+
+@dataclass
+class Plan:
+    model: ModelInfo
+    devices: list[Device]
+    placement: Placement
+    n_ctx: int
+    headroom_mib: float
+    flavour: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    fits: bool = True
+    suggested_split: list[float] = field(default_factory=list)
+    suggested_fits: bool | None = None
+    suggested_fill: float | None = None  #: the fullest device's share of its room
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.path, "arch": self.model.arch, "n_layer": self.model.n_layer,
+                "model_mib": round(self.model.size_bytes / MIB, 2), "n_ctx": self.n_ctx,
+                "flavour": self.flavour, "exact_rule": self.flavour in ("mainline", "seed-era"),
+                "headroom_mib": self.headroom_mib, "devices": self.rows, "fits": self.fits,
+                "suggested_tensor_split": self.suggested_split,
+                "suggested_fits": self.suggested_fits, "suggested_fill": self.suggested_fill}
+
+
+def context_for(profile: Profile) -> int:
+    """The context the job allocates KV for: ctx_size, or a bench's largest test (padded)."""
+    job = profile.job
+    if job.ctx_size:
+        return job.ctx_size
+    if job.kind == "bench":
+        n = max(job.prompt_tokens or [512]) + max(job.gen_tokens or [128]) + max(job.depth or [0])
+        return max(256, -(-n // 256) * 256)
+    return 4096
+
+
+def devices_for(profile: Profile, caps: dict[str, Capabilities]) -> list[Device]:
+    """The client's device order: each server's devices in --rpc order, then the main node's
+    local GPUs, with the free memory each reports."""
+    main = caps[profile.main_node.label]
+    out: list[Device] = []
+    for node, server in profile.servers():
+        c = caps[node.label]
+        names = server.devices or ([c.devices[0].name] if c.devices else ["CPU"])
+        for i, name in enumerate(names):
+            dev = next((d for d in c.devices if d.name == name), None)
+            free = float(dev.free_mib) if dev and dev.free_mib is not None else float(
+                c.mem_available_mib or 0)
+            total = float(dev.total_mib) if dev and dev.total_mib is not None else None
+            if server.memory_mib:
+                free = min(free, float(server.memory_mib))  # the profile's budget holds
+            out.append(Device(largv.rpc_buffer(main, endpoint(node, server), i), node.label,
+                              free, total))
+    for d in main.client_devices:
+        out.append(Device(d.name, profile.main_node.label, float(d.free_mib or 0),
+                          float(d.total_mib) if d.total_mib else None))
+    return out
+
+
+async def load_model_info(profile: Profile, model: str, host: Any) -> ModelInfo:
+    """Read the GGUF header here when the main node is this machine, else fetch its start."""
+    if profile.main_node.is_local:
+        return read_model(Path(model).expanduser())
+
+    opened: dict[Path, bytes] = {}
+    for shard in shards(model):
+        result = await host.run(["sh", "-c", 'head -c "$1" "$0" | base64 -w0', str(shard),
+                                 str(HEADER_BYTES)], timeout=120)
+        opened[shard] = base64.b64decode(result.stdout)
+    return read_model(model, opener=lambda p: io.BytesIO(opened[p]))
+
+
+def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
+              tensor_split: list[float] | None = None) -> Plan:
+    devices = devices_for(profile, caps)
+    main = caps[profile.main_node.label]
+    job = profile.job
+    eps = {f"{n.label}:{s.port}": endpoint(n, s) for n, s in profile.servers()}
+    overrides = [(r.pattern, r.buffer if r.buffer else largv.rpc_buffer(main, eps[r.server],
+                                                                         r.device))
+                 for r in job.override_tensors if r.server is None or r.server in eps]
+    split = tensor_split if tensor_split is not None else (job.tensor_split or None)
+    n_ctx = context_for(profile)
+    placement = place(model, devices, job.ngl, split, overrides, n_ctx)
+    plan = Plan(model, devices, placement, n_ctx, profile.headroom_mib, main.flavour)
+    plan.rows, plan.fits = _rows(devices, placement, profile.headroom_mib)
+    if tensor_split is None and not overrides:
+        room = [d.free_mib - profile.headroom_mib for d in devices]
+        plan.suggested_split, plan.suggested_fill = suggest_split(model, room, n_ctx)
+        again = place(model, devices, job.ngl, plan.suggested_split, overrides, n_ctx)
+        plan.suggested_fits = _rows(devices, again, profile.headroom_mib)[1]
+    return plan
+
+
+def _rows(devices: list[Device], p: Placement, headroom: float) -> tuple[list[dict[str, Any]], bool]:
+    rows = []
+    fits = True
+    model = p.mib("model")
+    kv = p.mib("kv")
+    for d in devices:
+        need = model.get(d.name, 0.0) + kv.get(d.name, 0.0)
+        ok = need <= d.free_mib - headroom
+        fits = fits and ok
+        rows.append({"device": d.name, "node": d.node, "model_mib": round(model.get(d.name, 0.0), 2),
+                     "kv_mib": round(kv.get(d.name, 0.0), 2), "need_mib": round(need, 2),
+                     "free_mib": round(d.free_mib, 1), "fits": ok})
+    host = model.get("CPU_Mapped", 0.0) + kv.get("CPU", 0.0)
+    rows.append({"device": "CPU (main node)", "node": "", "model_mib": round(host, 2),
+                 "kv_mib": round(kv.get("CPU", 0.0), 2), "need_mib": round(host, 2),
+                 "free_mib": None, "fits": True})
+    return rows, fits
+
+
+def render(plan: Plan) -> str:
+    m = plan.model
+    head = (f"model {m.path}: {m.arch}, {m.n_layer} layers, {m.size_bytes / MIB:.2f} MiB"
+            f"{', tied embeddings' if m.tied else ''}; KV for {plan.n_ctx} tokens; "
+            f"headroom {plan.headroom_mib:g} MiB")
+    lines = [head]
+    if plan.flavour not in ("mainline", "seed-era"):
+        lines.append(f"note: {plan.flavour} places layers by its own rule; this is mainline's")
+    cols = ("device", "node", "model_mib", "kv_mib", "need_mib", "free_mib", "fits")
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("| " + " | ".join("---" for _ in cols) + " |")
+    for r in plan.rows:
+        cells = [str(r[c]) if r[c] is not None else "" for c in cols]
+        cells[-1] = "yes" if r["fits"] else "NO"
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("plan: fits" if plan.fits else "plan: DOES NOT FIT")
+    if plan.suggested_split:
+        ts = "/".join(f"{x:g}" for x in plan.suggested_split)
+        verdict = (f"fits, fullest device at {100 * (plan.suggested_fill or 0):.0f}% of its room"
+                   if plan.suggested_fits else "nothing fits: the devices are too small")
+        lines.append(f"suggested: tensor_split = {plan.suggested_split}  (-ts {ts}; {verdict})")
+    return "\n".join(lines) + "\n"
