@@ -46,15 +46,20 @@ class Plan:
                 "suggested_fits": self.suggested_fits, "suggested_fill": self.suggested_fill}
 
 
-def context_for(profile: Profile) -> int:
-    """The context the job allocates KV for: ctx_size, or a bench's largest test (padded)."""
+def context_for(profile: Profile, flavour: str = "mainline") -> int:
+    """The context the job allocates KV for: ctx_size, or a bench's largest test, padded as
+    the build pads it (current mainline: one context for prompt + generation, at least 256;
+    seed-era: one context per test, padded to 32)."""
     job = profile.job
     if job.ctx_size:
         return job.ctx_size
-    if job.kind == "bench":
-        n = max(job.prompt_tokens or [512]) + max(job.gen_tokens or [128]) + max(job.depth or [0])
-        return max(256, -(-n // 256) * 256)
-    return 4096
+    if job.kind != "bench":
+        return 4096
+    prompt, gen, depth = max(job.prompt_tokens or [512]), max(job.gen_tokens or [128]), max(
+        job.depth or [0])
+    if flavour == "seed-era":
+        return -(-(max(prompt, gen) + depth) // 32) * 32
+    return max(256, -(-(prompt + gen + depth) // 256) * 256)
 
 
 def devices_for(profile: Profile, caps: dict[str, Capabilities]) -> list[Device]:
@@ -70,10 +75,9 @@ def devices_for(profile: Profile, caps: dict[str, Capabilities]) -> list[Device]
             free = float(dev.free_mib) if dev and dev.free_mib is not None else float(
                 c.mem_available_mib or 0)
             total = float(dev.total_mib) if dev and dev.total_mib is not None else None
-            if server.memory_mib:
-                free = min(free, float(server.memory_mib))  # the profile's budget holds
+            usable = min(free, float(server.memory_mib)) if server.memory_mib else free
             out.append(Device(largv.rpc_buffer(main, endpoint(node, server), i), node.label,
-                              free, total))
+                              usable, total, reported_mib=free))
     for d in main.client_devices:
         out.append(Device(d.name, profile.main_node.label, float(d.free_mib or 0),
                           float(d.total_mib) if d.total_mib else None))
@@ -103,7 +107,7 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
                                                                          r.device))
                  for r in job.override_tensors if r.server is None or r.server in eps]
     split = tensor_split if tensor_split is not None else (job.tensor_split or None)
-    n_ctx = context_for(profile)
+    n_ctx = context_for(profile, main.flavour)
     placement = place(model, devices, job.ngl, split, overrides, n_ctx)
     plan = Plan(model, devices, placement, n_ctx, profile.headroom_mib, main.flavour)
     plan.rows, plan.fits = _rows(devices, placement, profile.headroom_mib)

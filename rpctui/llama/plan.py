@@ -189,8 +189,14 @@ class Device:
 
     name: str  #: as llama.cpp names its buffer, e.g. RPC0[10.0.0.2:50052] or CUDA0
     node: str
-    free_mib: float
+    free_mib: float  #: what may be used: free memory, or the profile's budget when smaller
     total_mib: float | None = None
+    reported_mib: float | None = None  #: free memory as the server reports it to the client
+
+    @property
+    def split_weight(self) -> float:
+        """What llama.cpp's default split weighs this device by: the reported free memory."""
+        return self.reported_mib if self.reported_mib is not None else self.free_mib
 
 
 @dataclass
@@ -228,7 +234,8 @@ def place(model: ModelInfo, devices: list[Device], ngl: int | None = None,
     ngl = n + 1 if ngl is None or ngl < 0 else ngl
     start = max(n + 1 - ngl, 0)
     act = min(ngl, n + 1) if devices else 0
-    weights = tensor_split if tensor_split and any(tensor_split) else [d.free_mib for d in devices]
+    weights = (tensor_split if tensor_split and any(tensor_split)
+               else [d.split_weight for d in devices])
     points = split_points(weights) if devices else []
 
     def device_of(il: int) -> str:
