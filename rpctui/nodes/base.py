@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 MARK = "@@rpctui-"
@@ -104,15 +104,50 @@ class Completed:
     stderr: str
 
 
+READ_SIZE = 65536
+Read = Callable[[], Awaitable[bytes]]
+
+
 class Spawned(abc.ABC):
-    """A process started through the launcher: its output as chunks, then its exit code."""
+    """A process started through the launcher: its output as chunks, then its exit code.
+
+    Both hosts feed it the same way: one pump per output stream into one queue, stdout
+    through the ChunkReader that takes out the launcher's marker lines."""
 
     pgid: int | None = None
     child_pid: int | None = None
 
-    @abc.abstractmethod
-    def chunks(self) -> AsyncIterator[tuple[str, str]]:
+    def _pump_streams(self, reader: ChunkReader, streams: dict[str, Read]) -> None:
+        self._reader = reader
+        self._queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        self._tasks = [asyncio.create_task(self._pump(name, read)) for name, read in streams.items()]
+
+    async def _pump(self, name: str, read: Read) -> None:
+        try:
+            while data := await read():
+                text = data.decode("utf-8", errors="replace")
+                if name == "stdout":
+                    text = self._reader.feed(text)
+                    self.pgid = self._reader.pgid
+                    self.child_pid = self._reader.child_pid
+                if text:
+                    await self._queue.put((name, text))
+        finally:
+            await self._queue.put(None)
+
+    async def chunks(self) -> AsyncIterator[tuple[str, str]]:
         """Yield ("stdout" | "stderr", text) as output arrives, launcher lines removed."""
+        open_streams = len(self._tasks)
+        while open_streams:
+            item = await self._queue.get()
+            if item is None:
+                open_streams -= 1
+                continue
+            yield item
+
+    async def _pumped(self) -> None:
+        """Wait until every stream has been read to its end."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @abc.abstractmethod
     async def wait(self) -> int:

@@ -4,50 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
-from rpctui.nodes.base import ChunkReader, Completed, Host, Spawned
-
-READ_SIZE = 65536
+from rpctui.nodes.base import READ_SIZE, ChunkReader, Completed, Host, Spawned
 
 
 class LocalSpawned(Spawned):
     def __init__(self, proc: asyncio.subprocess.Process, reader: ChunkReader) -> None:
         self._proc = proc
-        self._reader = reader
-        self._queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
-        self._tasks = [asyncio.create_task(self._pump("stdout", proc.stdout))]
+        streams = {"stdout": proc.stdout}
         if proc.stderr is not None:
-            self._tasks.append(asyncio.create_task(self._pump("stderr", proc.stderr)))
-
-    async def _pump(self, name: str, stream: asyncio.StreamReader | None) -> None:
-        assert stream is not None
-        try:
-            while data := await stream.read(READ_SIZE):
-                text = data.decode("utf-8", errors="replace")
-                if name == "stdout":
-                    text = self._reader.feed(text)
-                    self.pgid = self._reader.pgid
-                    self.child_pid = self._reader.child_pid
-                if text:
-                    await self._queue.put((name, text))
-        finally:
-            await self._queue.put(None)
-
-    async def chunks(self) -> AsyncIterator[tuple[str, str]]:
-        open_streams = len(self._tasks)
-        while open_streams:
-            item = await self._queue.get()
-            if item is None:
-                open_streams -= 1
-                continue
-            yield item
+            streams["stderr"] = proc.stderr
+        self._pump_streams(reader, {name: functools.partial(stream.read, READ_SIZE)
+                                    for name, stream in streams.items() if stream is not None})
 
     async def wait(self) -> int:
         rc = await self._proc.wait()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._pumped()
         if self._reader.exit_code is not None:
             return self._reader.exit_code
         return rc if rc >= 0 else 128 - rc

@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import asyncssh
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.nodes.base import ChunkReader, Completed, Host, Spawned
+from rpctui.nodes.base import READ_SIZE, ChunkReader, Completed, Host, Spawned
 from rpctui.profile import Node
 
-READ_SIZE = 65536
 
 
 class NodeUnreachable(UserError):
@@ -78,45 +77,25 @@ async def connect(node: Node) -> SSHHost:
     return SSHHost(node.label, conn)
 
 
+def _reader(stream: asyncssh.SSHReader) -> Callable[[], Awaitable[bytes]]:
+    """A channel stream read that ends (b"") rather than raises when the connection goes."""
+    async def read() -> bytes:
+        try:
+            return await stream.read(READ_SIZE)
+        except (asyncssh.Error, OSError):
+            return b""
+    return read
+
+
 class SSHSpawned(Spawned):
     def __init__(self, proc: asyncssh.SSHClientProcess, reader: ChunkReader, merged: bool) -> None:
         self._proc = proc
-        self._reader = reader
-        self._queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
-        self._tasks = [asyncio.create_task(self._pump("stdout", proc.stdout))]
-        if not merged:
-            self._tasks.append(asyncio.create_task(self._pump("stderr", proc.stderr)))
-
-    async def _pump(self, name: str, stream: asyncssh.SSHReader) -> None:
-        try:
-            while True:
-                try:
-                    data = await stream.read(READ_SIZE)
-                except (asyncssh.Error, OSError):
-                    break
-                if not data:
-                    break
-                text = data.decode("utf-8", errors="replace")
-                if name == "stdout":
-                    text = self._reader.feed(text)
-                    self.pgid = self._reader.pgid
-                    self.child_pid = self._reader.child_pid
-                if text:
-                    await self._queue.put((name, text))
-        finally:
-            await self._queue.put(None)
-
-    async def chunks(self) -> AsyncIterator[tuple[str, str]]:
-        open_streams = len(self._tasks)
-        while open_streams:
-            item = await self._queue.get()
-            if item is None:
-                open_streams -= 1
-                continue
-            yield item
+        streams = {"stdout": proc.stdout} if merged else {"stdout": proc.stdout,
+                                                          "stderr": proc.stderr}
+        self._pump_streams(reader, {name: _reader(stream) for name, stream in streams.items()})
 
     async def wait(self) -> int:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._pumped()
         with contextlib.suppress(asyncssh.Error, OSError):
             await self._proc.wait_closed()
         if self._reader.exit_code is not None:
