@@ -191,16 +191,27 @@ def test_server_out_of_memory_is_attributed(clean_rig: Rig, bins, model, tmp_pat
     assert finished["culprit"] == "n2"
 
 
-def test_server_killed_during_job(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+def start_long_run(rig: Rig, bins, model: str, tmp_path: Path, servers: int,
+                   repetitions: int) -> subprocess.Popen[str]:
+    """`rpctui run` of a bench long enough to act on, returned once its job has started."""
     job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [512]\ngen_tokens = [128]\n'
-           f'repetitions = 20\n')
-    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
-                          servers=2, job=job)
+           f'repetitions = {repetitions}\n')
+    profile = rig_profile(rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=servers, job=job)
     proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli", "run", str(profile)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=rpctui_env(tmp_path), cwd=ROOT)
     try:
         wait_for_line(proc, "job on n1")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+def test_server_killed_during_job(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    proc = start_long_run(clean_rig, bins, model, tmp_path, servers=2, repetitions=20)
+    try:
         time.sleep(1.0)
         victims = [p for p in clean_rig.node_pids(clean_rig.nodes[1])
                    if "ggml-rpc-server" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
@@ -218,15 +229,8 @@ def test_server_killed_during_job(clean_rig: Rig, bins, model, tmp_path: Path) -
 
 
 def test_sigterm_tears_everything_down(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
-    job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [512]\ngen_tokens = [128]\n'
-           f'repetitions = 50\n')
-    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
-                          servers=4, job=job)
-    proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli", "run", str(profile)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=rpctui_env(tmp_path), cwd=ROOT)
+    proc = start_long_run(clean_rig, bins, model, tmp_path, servers=4, repetitions=50)
     try:
-        wait_for_line(proc, "job on n1")
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -242,15 +246,8 @@ def test_sigterm_tears_everything_down(clean_rig: Rig, bins, model, tmp_path: Pa
 
 def test_killed_rpctui_leaves_nothing(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
     """Even SIGKILL of rpctui ends everything: the launcher watches the connection."""
-    job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [512]\ngen_tokens = [128]\n'
-           f'repetitions = 50\n')
-    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
-                          servers=2, job=job)
-    proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli", "run", str(profile)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=rpctui_env(tmp_path), cwd=ROOT)
+    proc = start_long_run(clean_rig, bins, model, tmp_path, servers=2, repetitions=50)
     try:
-        wait_for_line(proc, "job on n1")
         proc.kill()
         proc.wait(timeout=10)
     finally:
