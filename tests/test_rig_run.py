@@ -321,3 +321,13 @@ def test_loopback_fallback_rig_without_namespaces(bins, model, tmp_path: Path) -
         assert rig.leftovers() == {}
     finally:
         rig.down()
+
+
+def test_missing_key_file_is_named(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2)
+    profile.write_text(profile.read_text().replace(str(clean_rig.client_key),
+                                                   str(tmp_path / "no-such-key"), 1))
+    result = rpctui(tmp_path, "check", str(profile))
+    assert result.returncode == 3
+    assert f"node n1: key file {tmp_path / 'no-such-key'} does not exist" in result.stderr

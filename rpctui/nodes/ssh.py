@@ -40,11 +40,15 @@ async def connect(node: Node) -> SSHHost:
         options["username"] = node.user
     if node.ssh_port:
         options["port"] = node.ssh_port
+    where = _where(node)
+    for what, path in (("key", node.key), ("known_hosts", node.known_hosts)):
+        if path and not Path(path).expanduser().is_file():
+            raise NodeUnreachable(f"node {node.label}: {what} file {path} does not exist",
+                                  f"fix {what} for this node in the profile")
     if node.key:
         options["client_keys"] = [str(Path(node.key).expanduser())]
     if node.known_hosts:
         options["known_hosts"] = str(Path(node.known_hosts).expanduser())
-    where = _where(node)
     try:
         conn = await asyncio.wait_for(asyncssh.connect(node.host, **options),
                                       node.connect_timeout_s + 5)
