@@ -28,14 +28,15 @@ def main() -> None:
     rig = Rig(4, prefix="ra", net=208).up()
     worst = {"model": (0.0, ""), "kv": (0.0, "")}
     try:
-        for i, (servers, model, split, build) in enumerate(CONFIGS):
+        for i, (servers, model, split, build, ot) in enumerate(CONFIGS):
             work = Path(tempfile.mkdtemp(prefix=f"rpctui-plan{i}-"))
-            label = f"{build} {model} {servers} servers split {split or 'default'}"
+            label = (f"{build} {model} {servers} servers split {split or 'default'}"
+                     + (" -ot" if ot else ""))
             for kind, device, predicted, actual in predicted_and_actual(
-                    rig, Bins(), work, servers, model, split, build):
+                    rig, Bins(), work, servers, model, split, build, ot):
                 err = abs(predicted - actual)
                 rel = err / actual if actual else 0.0
-                print(f"  {label:44s} {kind:5s} {device:26s} predicted {predicted:8.2f} "
+                print(f"  {label:48s} {kind:5s} {device:26s} predicted {predicted:8.2f} "
                       f"llama.cpp {actual:8.2f} MiB")
                 if err > worst[kind][0]:
                     worst[kind] = (err, f"{label} {device} ({100 * rel:.2f} %)")

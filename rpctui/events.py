@@ -308,3 +308,26 @@ class MemoryDistribution(Event):
     step: int = 0
     #: node, endpoint or device, model MiB, KV MiB, compute MiB
     rows: tuple[tuple[str, str, float, float, float], ...] = ()
+
+
+# -- the memory plan ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BufferPlanned(Event):
+    """The memory plan made before launch: what each device is predicted to hold."""
+
+    flavour: str = ""
+    n_ctx: int = 0
+    headroom_mib: float = 0.0
+    #: device, node, predicted model MiB, predicted KV MiB, usable MiB, fits
+    rows: tuple[tuple[str, str, float, float, float, bool], ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanChecked(Event):
+    """After a job step: the plan next to what llama.cpp allocated, per device."""
+
+    step: int = 0
+    #: device, predicted model MiB, actual model MiB, predicted KV MiB, actual KV MiB
+    rows: tuple[tuple[str, float, float, float, float], ...] = ()
+    worst_error_mib: float = 0.0

@@ -54,6 +54,7 @@ class Monitor:
         self.step = 0
         self.armed: set[tuple[str, str]] = set()
         self.predicted: set[str] = set()
+        self.plan: ev.BufferPlanned | None = None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -114,6 +115,8 @@ class Monitor:
     def observe(self, e: ev.Event) -> list[ev.Event]:
         if isinstance(e, ev.NodeProbed) and e.mem_available_mib is not None and e.mem_total_mib:
             self.available[e.node] = (float(e.mem_available_mib), float(e.mem_total_mib))
+        elif isinstance(e, ev.BufferPlanned):
+            self.plan = e
         elif isinstance(e, ev.JobStarted):
             return self._job_started(e)
         elif isinstance(e, ev.BufferAllocated):
@@ -280,4 +283,18 @@ class Monitor:
             rows.append((node, device, round(model, 2), round(kv, 2), round(compute, 2)))
         if rows:
             out.append(ev.MemoryDistribution(t=e.t, step=e.step, rows=tuple(rows)))
+        if self.plan is not None and e.rc == 0 and len(self.loads) == len(self.endpoints):
+            out.append(self._check_plan(e))
         return out
+
+    def _check_plan(self, e: ev.JobFinished) -> ev.PlanChecked:
+        """The plan next to what the client allocated (only for steps that use every server,
+        which is what the plan was made for)."""
+        actual = {device: sizes for (_, device), sizes in self.buffers.items()}
+        rows = []
+        worst = 0.0
+        for device, _node, model, kv, _free, _fits in self.plan.rows:  # type: ignore[union-attr]
+            got = actual.get(device, [0.0, 0.0, 0.0])
+            rows.append((device, model, round(got[0], 2), kv, round(got[1], 2)))
+            worst = max(worst, abs(model - got[0]), abs(kv - got[1]))
+        return ev.PlanChecked(t=e.t, step=e.step, rows=tuple(rows), worst_error_mib=round(worst, 3))

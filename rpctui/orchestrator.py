@@ -169,6 +169,11 @@ class Orchestrator:
             self.emit(ev.Notice, node=main.label, message=f"no memory plan ({exc}); the load "
                       f"is not checked before it starts")
             return True
+        self.emit(ev.BufferPlanned, flavour=plan.flavour, n_ctx=plan.n_ctx,
+                  headroom_mib=plan.headroom_mib,
+                  rows=tuple((r["device"], r["node"], r["model_mib"], r["kv_mib"],
+                              r["free_mib"] or 0.0, r["fits"]) for r in plan.rows
+                             if r["free_mib"] is not None))
         if plan.fits:
             return True
         over = [r for r in plan.rows if not r["fits"]]

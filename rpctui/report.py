@@ -76,6 +76,12 @@ def final_report(state: ClusterState) -> list[str]:
             gpu = f", GPU {tel.peak_gpu_mib:.0f} MiB" if tel.peak_gpu_mib else ""
             out.append(f"  {name:12s} servers {tel.peak_procs_mib:8.1f} MiB resident, "
                        f"node RAM in use {tel.peak_used_mib:8.0f} MiB{gpu}")
+    for check in state.plan_checks:
+        out.append(f"plan vs llama.cpp (step {check.step}, MiB): worst error "
+                   f"{check.worst_error_mib:.2f}")
+        for device, pm, am, pk, ak in check.rows:
+            out.append(f"  {device:28s} model {pm:9.2f} planned {am:9.2f} allocated   "
+                       f"KV {pk:7.2f} planned {ak:7.2f} allocated")
     for w in state.warnings:
         out.append(f"warning: {w.message}")
     return out

@@ -135,6 +135,8 @@ class ClusterState:
     loads_finished: tuple[ev.LoadFinished, ...] = ()
     warnings: tuple[ev.OomRisk, ...] = ()
     distributions: tuple[ev.MemoryDistribution, ...] = ()
+    plan: ev.BufferPlanned | None = None
+    plan_checks: tuple[ev.PlanChecked, ...] = ()
     teardown: str = ""  #: "", running, done, failed
     teardown_failures: tuple[str, ...] = ()
     finished: bool = False
@@ -307,6 +309,16 @@ def _(e: ev.OomRisk, s: ClusterState) -> ClusterState:
 @_apply.register
 def _(e: ev.MemoryDistribution, s: ClusterState) -> ClusterState:
     return replace(s, distributions=s.distributions + (e,))
+
+
+@_apply.register
+def _(e: ev.BufferPlanned, s: ClusterState) -> ClusterState:
+    return replace(s, plan=e)
+
+
+@_apply.register
+def _(e: ev.PlanChecked, s: ClusterState) -> ClusterState:
+    return replace(s, plan_checks=s.plan_checks + (e,))
 
 
 @_apply.register

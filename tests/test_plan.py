@@ -17,26 +17,32 @@ from rpctui.profile_load import load_profile
 from tests.conftest import recorded_events, rig_profile, rpctui
 from tests.rig import Rig
 
-# (servers, model, tensor split, build): architectures and sizes, default and explicit
-# splits, 2 and 4 servers, two builds.
+# (servers, model, tensor split, build, -ot rule): architectures and sizes, default and
+# explicit splits, 2 and 4 servers, two builds, and tensors overridden onto a server.
+OT_FFN_0_2_TO_N2 = (r"blk\.[0-2]\.ffn_.*", "n2:50052")
 CONFIGS = [
-    (2, "tiny", None, "mainline"),
-    (2, "tiny", [3, 1], "mainline"),
-    (2, "tiny", [1, 3], "mainline"),
-    (2, "tiny", [1, 0], "mainline"),
-    (4, "tiny", None, "mainline"),
-    (2, "tiny-tied", None, "mainline"),
-    (4, "small", [1, 2, 2, 1], "mainline"),
-    (2, "tiny", None, "b6110"),
-    (2, "small", [2, 1], "b6110"),
+    (2, "tiny", None, "mainline", None),
+    (2, "tiny", [3, 1], "mainline", None),
+    (2, "tiny", [1, 3], "mainline", None),
+    (2, "tiny", [1, 0], "mainline", None),
+    (4, "tiny", None, "mainline", None),
+    (2, "tiny-tied", None, "mainline", None),
+    (4, "small", [1, 2, 2, 1], "mainline", None),
+    (2, "tiny", None, "b6110", None),
+    (2, "small", [2, 1], "b6110", None),
+    (2, "tiny", [1, 1], "mainline", OT_FFN_0_2_TO_N2),
+    (4, "small", None, "mainline", OT_FFN_0_2_TO_N2),
 ]
 
 
 def predicted_and_actual(rig: Rig, bins, tmp_path: Path, servers: int, model_name: str,
-                         split: list[float] | None, build: str) -> list[tuple[str, str, float, float]]:
+                         split: list[float] | None, build: str,
+                         ot: tuple[str, str] | None = None) -> list[tuple[str, str, float, float]]:
     """(kind, device, predicted MiB, llama.cpp's MiB) for every RPC device of one real load."""
     model = str(ensure_model(model_name))
     ts = f"tensor_split = {split}\n" if split else ""
+    if ot:
+        ts += f"override_tensors = [{{ pattern = '{ot[0]}', server = \"{ot[1]}\" }}]\n"
     job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [32]\ngen_tokens = [8]\n'
            f'repetitions = 1\n{ts}')
     profile = rig_profile(rig, tmp_path / f"{model_name}-{servers}.toml", bin_dir=bins[build],
@@ -47,7 +53,10 @@ def predicted_and_actual(rig: Rig, bins, tmp_path: Path, servers: int, model_nam
     run = rpctui(tmp_path, "run", str(profile))
     assert run.returncode == 0, run.stderr
     actual: dict[tuple[str, str], float] = {}
-    for e in recorded_events(tmp_path):
+    events = recorded_events(tmp_path)
+    checked = [e for e in events if e["type"] == "PlanChecked"]
+    assert checked and checked[0]["worst_error_mib"] <= 1.0, "the run kept no plan check"
+    for e in events:
         if e["type"] == "BufferAllocated" and e["endpoint"] and e["kind"] in ("model", "kv"):
             actual[(e["kind"], e["device"])] = e["mib"]
     out = []
@@ -59,12 +68,12 @@ def predicted_and_actual(rig: Rig, bins, tmp_path: Path, servers: int, model_nam
     return out
 
 
-@pytest.mark.parametrize("servers,model_name,split,build", CONFIGS)
+@pytest.mark.parametrize("servers,model_name,split,build,ot", CONFIGS)
 def test_prediction_matches_llama_cpp(clean_rig: Rig, bins, tmp_path: Path, servers: int,
                                       model_name: str, split: list[float] | None,
-                                      build: str) -> None:
+                                      build: str, ot: tuple[str, str] | None) -> None:
     for kind, device, predicted, actual in predicted_and_actual(
-            clean_rig, bins, tmp_path, servers, model_name, split, build):
+            clean_rig, bins, tmp_path, servers, model_name, split, build, ot):
         # llama.cpp prints MiB with two decimals: allow that rounding plus the stated bound.
         bound = max(0.01 * actual, 1.0 if kind == "model" else 0.0) + 0.005
         assert abs(predicted - actual) <= bound, (kind, device, predicted, actual)

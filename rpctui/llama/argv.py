@@ -155,6 +155,11 @@ def job_argv(caps: Capabilities, job: Job, model: str, endpoints: list[str],
     if job.override_tensors:
         if not tool.has("-ot", "--override-tensor"):
             raise Unsupported(caps, f"{role} has no -ot", "remove override_tensors from the job")
+        if bench and caps.flavour == "seed-era" and any(r.server for r in job.override_tensors):
+            # Its llama-bench looks -ot buffer names up before --rpc has added any RPC
+            # device, and fails with a misleading "invalid parameter" (seen with b6110).
+            raise Unsupported(caps, "llama-bench cannot put tensors on an RPC server with -ot",
+                              "use job.kind = \"cli\" for this placement, or a current build")
         sep = ";" if bench else ","
         argv += ["-ot", sep.join(_overrides(caps, job.override_tensors, server_names))]
     if job.batch_size:
