@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("profile")
     plan.add_argument("--json", action="store_true", help="print the same as JSON (MiB)")
     plan.add_argument("--apply", action="store_true",
-                      help="write the suggested tensor_split into the profile")
+                      help="write the suggested tensor_split (or expert overrides) into the profile")
+    plan.add_argument("--experts-on", metavar="NODE:PORT,...",
+                      help="MoE: place expert tensors on these servers (-ot), the rest by split")
 
     explain = sub.add_parser("explain", help="read llama.cpp logs: buffers, devices, results, "
                              "and what went wrong")
@@ -126,7 +128,8 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
     if args.command == "plan":
         from rpctui.headless import plan_headless
 
-        return plan_headless(load_profile(args.profile), args.json, args.apply)
+        experts = args.experts_on.split(",") if args.experts_on else None
+        return plan_headless(load_profile(args.profile), args.json, args.apply, experts)
     from rpctui.headless import run_headless
 
     if args.command == "run":

@@ -231,6 +231,7 @@ def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
 
 
 def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
+                  experts_on: list[str] | None = None,
                   stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> ExitCode:
     """``rpctui plan``: probe (nothing is loaded or started), predict, suggest, maybe apply."""
     from rpctui.planner import load_model_info, make_plan, render
@@ -245,7 +246,7 @@ def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
             if any(n.status == "failed" for n in session.state.nodes.values()):
                 return None
             info = await load_model_info(profile, orch.model, orch.hosts[profile.main_node.label])
-            return make_plan(profile, orch.caps, info)
+            return make_plan(profile, orch.caps, info, experts_on=experts_on)
         finally:
             await orch.teardown()
 
@@ -257,7 +258,19 @@ def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
     if plan is None:
         return ExitCode.PREFLIGHT
     stdout.write(json.dumps(plan.to_dict(), indent=1) + "\n" if as_json else render(plan))
-    if apply and plan.suggested_split:
+    if apply and plan.suggested_overrides:
+        import tomlkit
+
+        doc = load_document(profile.path)
+        rules = tomlkit.array()
+        for pattern, server in plan.suggested_overrides:
+            rule = tomlkit.inline_table()
+            rule.update({"pattern": pattern, "server": server})
+            rules.append(rule)
+        set_value(doc, ("job", "override_tensors"), rules)
+        save_document(doc, profile.path)
+        print(f"wrote {len(rules)} override_tensors rules into {profile.path}", file=stderr)
+    elif apply and plan.suggested_split:
         doc = load_document(profile.path)
         set_value(doc, ("job", "tensor_split"), plan.suggested_split)
         save_document(doc, profile.path)

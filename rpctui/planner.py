@@ -9,6 +9,7 @@ flavours the prediction is marked as such (ik_llama.cpp places layers greedily b
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,9 @@ from typing import Any
 
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
-from rpctui.llama.plan import (MIB, Device, ModelInfo, Placement, place, read_model, shards,
-                               suggest_split)
+from rpctui.errors import UserError
+from rpctui.llama.plan import (_EXPERT, MIB, Device, ModelInfo, Placement, place, read_model,
+                               shards, suggest_expert_overrides, suggest_split)
 from rpctui.profile import Profile, endpoint
 
 HEADER_BYTES = 64 * MIB  #: how much of a remote model file is fetched to read its header
@@ -36,6 +38,8 @@ class Plan:
     suggested_split: list[float] = field(default_factory=list)
     suggested_fits: bool | None = None
     suggested_fill: float | None = None  #: the fullest device's share of its room
+    #: -ot rules for a mixture of experts: (pattern, node:port of the server)
+    suggested_overrides: list[tuple[str, str]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.path, "arch": self.model.arch, "n_layer": self.model.n_layer,
@@ -43,7 +47,9 @@ class Plan:
                 "flavour": self.flavour, "exact_rule": self.flavour in ("mainline", "seed-era"),
                 "headroom_mib": self.headroom_mib, "devices": self.rows, "fits": self.fits,
                 "suggested_tensor_split": self.suggested_split,
-                "suggested_fits": self.suggested_fits, "suggested_fill": self.suggested_fill}
+                "suggested_fits": self.suggested_fits, "suggested_fill": self.suggested_fill,
+                "suggested_override_tensors": [{"pattern": p, "server": s} for p, s in
+                                               self.suggested_overrides or []]}
 
 
 def context_for(profile: Profile, flavour: str = "mainline") -> int:
@@ -97,8 +103,13 @@ async def load_model_info(profile: Profile, model: str, host: Any) -> ModelInfo:
     return read_model(model, opener=lambda p: io.BytesIO(opened[p]))
 
 
+def expert_layers_of(name: str) -> bool:
+    return _EXPERT.match(name) is not None
+
+
 def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
-              tensor_split: list[float] | None = None) -> Plan:
+              tensor_split: list[float] | None = None,
+              experts_on: list[str] | None = None) -> Plan:
     devices = devices_for(profile, caps)
     main = caps[profile.main_node.label]
     job = profile.job
@@ -116,7 +127,31 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
         plan.suggested_split, plan.suggested_fill = suggest_split(model, room, n_ctx)
         again = place(model, devices, job.ngl, plan.suggested_split, overrides, n_ctx)
         plan.suggested_fits = _rows(devices, again, profile.headroom_mib)[1]
+    if experts_on:
+        _suggest_experts(plan, profile, main, model, devices, experts_on, eps, split, n_ctx)
     return plan
+
+
+def _suggest_experts(plan: Plan, profile: Profile, main: Capabilities, model: ModelInfo,
+                     devices: list[Device], experts_on: list[str], eps: dict[str, str],
+                     split: list[float] | None, n_ctx: int) -> None:
+    """MoE: expert tensors onto the chosen servers, the rest by the layer rule."""
+    unknown = [s for s in experts_on if s not in eps]
+    if unknown:
+        raise UserError(f"--experts-on: no server {unknown[0]} in {profile.path}",
+                        f"name servers as node:port: {', '.join(eps)}")
+    targets = [largv.rpc_buffer(main, eps[s], 0) for s in experts_on]
+    others = [t for t in model.tensors if not expert_layers_of(t.name)]
+    rest = dataclasses.replace(model, tensors=tuple(others))
+    base = place(rest, devices, profile.job.ngl, split, None, n_ctx)
+    rules = suggest_expert_overrides(model, devices, targets, profile.headroom_mib, base)
+    if rules is None:
+        plan.suggested_overrides, plan.suggested_fits = [], False
+        return
+    names = {largv.rpc_buffer(main, eps[s], 0): s for s in experts_on}
+    plan.suggested_overrides = [(pattern, names[target]) for pattern, target in rules]
+    again = place(model, devices, profile.job.ngl, split, rules, n_ctx)
+    plan.suggested_fits = _rows(devices, again, profile.headroom_mib)[1]
 
 
 def _rows(devices: list[Device], p: Placement, headroom: float) -> tuple[list[dict[str, Any]], bool]:
@@ -154,6 +189,13 @@ def render(plan: Plan) -> str:
         cells[-1] = "yes" if r["fits"] else "NO"
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("plan: fits" if plan.fits else "plan: DOES NOT FIT")
+    if plan.suggested_overrides:
+        lines.append("suggested for the experts (override_tensors):")
+        for pattern, server in plan.suggested_overrides:
+            lines.append(f"  {{ pattern = '{pattern}', server = \"{server}\" }}")
+        lines.append("  experts " + ("fit" if plan.suggested_fits else "do not fit"))
+    elif plan.suggested_overrides is not None:
+        lines.append("the experts do not fit on the chosen servers")
     if plan.suggested_split:
         ts = "/".join(f"{x:g}" for x in plan.suggested_split)
         verdict = (f"fits, fullest device at {100 * (plan.suggested_fill or 0):.0f}% of its room"

@@ -147,3 +147,29 @@ def test_planning_a_large_model_reads_only_headers(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - start
     assert len(info.tensors) == 1000 and info.size_bytes == total
     assert elapsed < 1.0, elapsed
+
+
+def test_moe_experts_placed_on_a_chosen_server(clean_rig: Rig, bins, tmp_path: Path) -> None:
+    """A real mixture-of-experts GGUF (4 experts, Mixtral-style llama): plan --experts-on sends
+    every expert tensor to n2 with -ot rules, writes them, and llama.cpp loads as planned."""
+    model = str(ensure_model("tiny-moe"))
+    job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [32]\ngen_tokens = [8]\n'
+           f'repetitions = 1\n')
+    profile = rig_profile(clean_rig, tmp_path / "moe.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, job=job, extra="headroom_mib = 0")
+    plan = rpctui(tmp_path, "plan", str(profile), "--experts-on", "n2:50052", "--apply")
+    assert plan.returncode == 0, plan.stderr
+    assert "suggested for the experts" in plan.stdout and "experts fit" in plan.stdout
+    rules = load_profile(profile).job.override_tensors
+    assert [(r.pattern, r.server) for r in rules] == [
+        (r"blk\.(0|1|2|3|4|5|6|7)\.ffn_(gate|up|down)_exps", "n2:50052")]
+    run = rpctui(tmp_path, "run", str(profile))
+    assert run.returncode == 0, run.stderr
+    events = recorded_events(tmp_path)
+    check = next(e for e in events if e["type"] == "PlanChecked")
+    assert check["worst_error_mib"] <= 1.0, check
+    n2 = next(e["mib"] for e in events if e["type"] == "BufferAllocated" and e["kind"] == "model"
+              and e["endpoint"] == f"{clean_rig.nodes[1].address}:50052")
+    assert n2 >= 24.0  # 8 layers x 3 MiB of experts, plus its share of the rest
+    unknown = rpctui(tmp_path, "plan", str(profile), "--experts-on", "n9:1")
+    assert unknown.returncode == 2 and "--experts-on: no server n9:1" in unknown.stderr

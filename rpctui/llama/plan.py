@@ -344,3 +344,52 @@ def level(sizes: list[int], caps: list[float], fill_limit: float) -> list[int] |
             n += 1
         counts.append(n)
     return counts if i == len(sizes) else None
+
+
+_EXPERT = re.compile(r"^blk\.(\d+)\.ffn_(?:gate|up|down)_exps\.")
+
+
+def expert_layers(model: ModelInfo) -> dict[int, int]:
+    """Bytes of expert tensors (ffn_{gate,up,down}_exps) per layer of a mixture of experts."""
+    out: dict[int, int] = {}
+    for t in model.tensors:
+        m = _EXPERT.match(t.name)
+        if m:
+            out[int(m.group(1))] = out.get(int(m.group(1)), 0) + _padded(t.n_bytes)
+    return out
+
+
+def expert_pattern(layers: list[int]) -> str:
+    """An -ot pattern for the expert tensors of these layers."""
+    return rf"blk\.({'|'.join(str(i) for i in layers)})\.ffn_(gate|up|down)_exps"
+
+
+def suggest_expert_overrides(model: ModelInfo, devices: list[Device], targets: list[str],
+                             headroom_mib: float, base: Placement) -> list[tuple[str, str]] | None:
+    """-ot rules sending the expert tensors, layer by layer in order, to the ``targets``
+    (device names), each filled in proportion to the room the rest of the plan leaves it.
+    ``base`` is the placement of everything else. None when the experts do not fit."""
+    experts = expert_layers(model)
+    if not experts:
+        return []
+    by_name = {d.name: d for d in devices}
+    room = [max(by_name[t].free_mib * MIB - headroom_mib * MIB - base.model.get(t, 0)
+                - base.kv.get(t, 0), 0.0) for t in targets]
+    total = sum(experts.values())
+    if total > sum(room):
+        return None
+    rules: list[tuple[str, str]] = []
+    layers = sorted(experts)
+    i = 0
+    for k, target in enumerate(targets):
+        share = total * room[k] / sum(room) if k < len(targets) - 1 else float("inf")
+        taken: list[int] = []
+        used = 0
+        while i < len(layers) and used + experts[layers[i]] <= min(share + experts[layers[i]] / 2,
+                                                                     room[k]):
+            used += experts[layers[i]]
+            taken.append(layers[i])
+            i += 1
+        if taken:
+            rules.append((expert_pattern(taken), target))
+    return rules if i == len(layers) else None

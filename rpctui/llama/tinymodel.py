@@ -31,19 +31,23 @@ class TinySpec:
     kv_heads: int = 4
     ctx: int = 2048
     tied_embeddings: bool = False  #: no output.weight: token_embd is reused for the output
+    experts: int = 0  #: a mixture of experts (Mixtral-style llama) when more than 0
+    experts_used: int = 2
     seed: int = 42
 
     @property
     def stem(self) -> str:
         tied = "-tied" if self.tied_embeddings else ""
+        moe = f"-{self.experts}x{self.experts_used}moe" if self.experts else ""
         return (f"tiny-llama-{self.layers}L-{self.embd}e-{self.ff}f-{self.heads}h-"
-                f"{self.kv_heads}kv{tied}-s{self.seed}")
+                f"{self.kv_heads}kv{tied}{moe}-s{self.seed}")
 
 
 BUILTIN: dict[str, TinySpec] = {
     "tiny": TinySpec(),
     "tiny-tied": TinySpec(tied_embeddings=True),
     "small": TinySpec(layers=16, embd=512, ff=1536),
+    "tiny-moe": TinySpec(ff=512, experts=4),
 }
 
 
@@ -92,6 +96,9 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     writer.add_head_count_kv(spec.kv_heads)
     writer.add_rope_dimension_count(spec.embd // spec.heads)
     writer.add_layer_norm_rms_eps(1e-5)
+    if spec.experts:
+        writer.add_expert_count(spec.experts)
+        writer.add_expert_used_count(spec.experts_used)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     n_vocab = 0
     for key, fld in vocab.fields.items():
@@ -124,9 +131,17 @@ def write_model(spec: TinySpec, path: Path) -> Path:
         writer.add_tensor(f"blk.{i}.attn_v.weight", weight(kv, spec.embd))
         writer.add_tensor(f"blk.{i}.attn_output.weight", weight(spec.embd, spec.embd))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm(spec.embd))
-        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(spec.ff, spec.embd))
-        writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(spec.ff, spec.embd))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(spec.embd, spec.ff))
+        if spec.experts:
+            e = spec.experts
+            writer.add_tensor(f"blk.{i}.ffn_gate_inp.weight",
+                              (rng.standard_normal((e, spec.embd), dtype=np.float32) * 0.02))
+            writer.add_tensor(f"blk.{i}.ffn_gate_exps.weight", weight(e, spec.ff, spec.embd))
+            writer.add_tensor(f"blk.{i}.ffn_up_exps.weight", weight(e, spec.ff, spec.embd))
+            writer.add_tensor(f"blk.{i}.ffn_down_exps.weight", weight(e, spec.embd, spec.ff))
+        else:
+            writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(spec.ff, spec.embd))
+            writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(spec.ff, spec.embd))
+            writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(spec.embd, spec.ff))
     writer.add_tensor("output_norm.weight", norm(spec.embd))
     if not spec.tied_embeddings:
         writer.add_tensor("output.weight", weight(n_vocab, spec.embd))
