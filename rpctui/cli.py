@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("logs", nargs="+", help="log files (- for standard input)")
     explain.add_argument("--json", action="store_true", help="print the same as JSON")
 
+    replay = sub.add_parser("replay", help="play a recorded run back in the app")
+    replay.add_argument("run", help="a run's .jsonl (see rpctui run's last line)")
+    replay.add_argument("--speed", type=float, default=1.0, help="playback speed (0: at once)")
+
+    app = sub.add_parser("app", help="open the app on a profile (also: rpctui PROFILE)")
+    app.add_argument("profile", nargs="?")
+
     val = sub.add_parser("validate", help="validate profiles without connecting")
     val.add_argument("profiles", nargs="+")
     return p
@@ -140,14 +147,47 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
                             force=args.force)
     if args.command == "demo":
         profile = _demo_profile(args.flavour)
-        if not args.headless:
-            print("rpctui: the app is not built yet; running the demo headless", file=sys.stderr)
-        return run_headless(profile, args.format)
+        if args.headless:
+            return run_headless(profile, args.format)
+        return _app(profile=profile)
+    if args.command == "replay":
+        path = Path(args.run)
+        if not path.is_file():
+            raise UserError(f"no recorded run at {path}", "give the .jsonl path that "
+                            "rpctui run printed (runs live in ~/.local/share/rpctui/runs)")
+        return _app(replay=path, speed=args.speed)
+    if args.command == "app":
+        return _app(profile=load_profile(args.profile) if args.profile else None)
     return ExitCode.USAGE
+
+
+def _app(profile=None, replay: Path | None = None, speed: float = 1.0) -> ExitCode:  # type: ignore[no-untyped-def]
+    from rpctui.tui.app import RpcTuiApp
+
+    if profile is not None and any(n.build for n in profile.nodes):
+        # Builds take minutes: do them here with a progress display, before the app opens.
+        from rpctui.llama.build import ensure_build
+
+        for node in profile.nodes:
+            if node.build:
+                ensure_build(node.build, progress=lambda m, f: print(f"\r\x1b[K{m}", end="",
+                                                                      file=sys.stderr))
+    RpcTuiApp(profile=profile, replay=replay, replay_speed=speed).run()
+    return ExitCode.OK
+
+
+COMMANDS = ("run", "check", "demo", "build", "plan", "explain", "replay", "app", "validate")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is None and not any(a in ("-h", "--help") for a in argv):
+        argv = [*argv, "app"]  # rpctui alone opens the app
+    elif first is not None and first not in COMMANDS:
+        argv = ["app" if a == first else a for a in argv[:argv.index(first)]] + ["app", first] \
+            + argv[argv.index(first) + 1:]  # rpctui PROFILE
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

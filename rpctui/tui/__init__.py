@@ -1,0 +1,1 @@
+"""The Textual app: a thin renderer of ClusterState (see rpctui.state)."""

@@ -1,0 +1,245 @@
+"""The app: the same events, folded into the same ClusterState as the headless run, drawn.
+
+Live, the Orchestrator runs in a worker on the app's own event loop and reports through
+``post_event``; a replay feeds a recorded run's events at their recorded pace. Views are
+redrawn at most four times a second from the latest state, so a burst of samples costs one
+redraw, not one per sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Header, Label, TabbedContent, TabPane
+
+from rpctui import events as ev
+from rpctui.errors import UserError
+from rpctui.orchestrator import Orchestrator
+from rpctui.profile import Profile
+from rpctui.results import Recorder, new_run_id, read_run
+from rpctui.state import ClusterState, fold
+from rpctui.tui.themes import load_themes, remember_theme, remembered_theme
+from rpctui.tui.widgets import ClusterView, JobView
+
+REDRAW_S = 0.25
+
+
+class ConfirmStop(ModalScreen[bool]):
+    """Quitting while servers run: stop them first? (default yes)."""
+
+    BINDINGS = [Binding("y,enter", "answer(True)", "Stop them"), Binding("n", "answer(False)", "Leave")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Label("rpc-servers are running.\nStop every process rpctui started?")
+            with Horizontal():
+                yield Button("Stop and quit", id="yes", variant="error")
+                yield Button("Cancel", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+
+class RpcTuiApp(App[int]):
+    CSS_PATH = "rpctui.tcss"
+    TITLE = "rpctui"
+    BINDINGS = [
+        Binding("c", "connect", "Connect"),
+        Binding("s", "start_servers", "Start servers"),
+        Binding("r", "run_job", "Run job"),
+        Binding("x", "stop_job", "Stop job"),
+        Binding("k", "stop_cluster", "Stop cluster"),
+        Binding("l", "show_log", "Log"),
+        Binding("q", "quit_app", "Quit"),
+    ]
+
+    def __init__(self, profile: Profile | None = None, replay: Path | None = None,
+                 replay_speed: float = 1.0, record: bool = True) -> None:
+        super().__init__()
+        self.profile = profile
+        self.replay_path = replay
+        self.replay_speed = replay_speed
+        self.state = ClusterState()
+        self.orch: Orchestrator | None = None
+        self.recorder: Recorder | None = None
+        self.record = record
+        self.pending_log: list[str] = []
+        self.dirty = True
+        self.connected = self.servers_up = False
+        self.job_running = False
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(initial="cluster-tab"):
+            with TabPane("Cluster", id="cluster-tab"):
+                yield ClusterView()
+            with TabPane("Job", id="job-tab"):
+                yield JobView()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for theme in load_themes():
+            self.register_theme(theme)
+        name = remembered_theme()
+        if name in self.available_themes:
+            self.theme = name
+        self.set_interval(REDRAW_S, self.redraw)
+        if self.replay_path is not None:
+            self.sub_title = f"replay of {self.replay_path.name}"
+            self.replay_run(self.replay_path)
+        elif self.profile is not None:
+            self.sub_title = self.profile.name or self.profile.path
+            self.start_session()
+
+    def watch_theme(self, name: str) -> None:
+        remember_theme(name)
+
+    # -- events in, views out -------------------------------------------------------------------
+
+    def post_event(self, e: ev.Event) -> None:
+        """Everything that happens arrives here, live or replayed."""
+        if self.recorder is not None:
+            self.recorder.write(e)
+        self.state = fold(self.state, e)
+        self.dirty = True
+        if isinstance(e, ev.JobLog):
+            self.pending_log.append(f"[job] {e.line}")
+        elif isinstance(e, ev.ServerLog):
+            self.pending_log.append(f"[{e.node} {e.endpoint}] {e.line}")
+        elif isinstance(e, ev.OomRisk):
+            self.notify(e.message, title="memory", severity="warning", timeout=8)
+        elif isinstance(e, ev.JobFinished) and e.rc != 0:
+            self.notify(e.diagnosis or f"exit {e.rc}", title="job failed", severity="error",
+                        timeout=15)
+        elif isinstance(e, ev.NodeFailed):
+            self.notify(f"{e.message}\nfix: {e.fix}", title="node failed", severity="error")
+
+    def redraw(self) -> None:
+        if not self.dirty and not self.pending_log:
+            return
+        self.dirty = False
+        self.query_one(ClusterView).show(self.state)
+        job = self.query_one(JobView)
+        job.show(self.state)
+        if self.pending_log:
+            job.add_log(self.pending_log)
+            self.pending_log = []
+
+    # -- replay ---------------------------------------------------------------------------------
+
+    @work(group="replay", exclusive=True, exit_on_error=False)
+    async def replay_run(self, path: Path) -> None:
+        events = read_run(path)
+        last = 0.0
+        for e in events:
+            delay = (e.t - last) / self.replay_speed if self.replay_speed > 0 else 0
+            if delay > 0:
+                await asyncio.sleep(min(delay, 2.0))
+            last = max(last, e.t)
+            self.post_event(e)
+        self.redraw()
+
+    # -- live -----------------------------------------------------------------------------------
+
+    def start_session(self) -> None:
+        assert self.profile is not None
+        run_id = new_run_id(self.profile.name or Path(self.profile.path).stem)
+        if self.record:
+            self.recorder = Recorder(run_id)
+        self.orch = Orchestrator(self.profile, self.post_event)
+        self.post_event(ev.RunStarted(run_id=run_id, profile=self.profile.path,
+                                      profile_name=self.profile.name, command="app",
+                                      nodes=tuple(n.label for n in self.profile.nodes),
+                                      servers=tuple(f"{n.label}:{s.port}"
+                                                    for n, s in self.profile.servers()),
+                                      main=self.profile.main_node.label))
+        self.action_connect()
+
+    @work(group="cluster", exclusive=False, exit_on_error=False)
+    async def _step(self, what: str) -> None:
+        orch = self.orch
+        if orch is None or orch.stopping:
+            return
+        try:
+            if not self.connected:
+                self.connected = await orch.prepare()
+                if not self.connected:
+                    self.notify("preflight failed: see the node cards", severity="error")
+                    return
+            if what in ("servers", "job") and not self.servers_up:
+                if self.profile and self.profile.sample_interval_s > 0:
+                    await orch.start_sampling()
+                await orch.start_servers()
+                self.servers_up = True
+            if what == "job" and not self.job_running:
+                self.job_running = True
+                try:
+                    assert self.profile is not None
+                    steps = (self.profile.sweep.servers if self.profile.sweep
+                             else [len(self.profile.servers())])
+                    for step, n in enumerate(steps):
+                        rc = await orch.run_job(step, n)
+                        await orch.settle()
+                        if rc != 0:
+                            break
+                finally:
+                    self.job_running = False
+        except UserError as exc:
+            self.notify(f"{exc.message}\nfix: {exc.fix}" if exc.fix else exc.message,
+                        title="error", severity="error", timeout=15)
+
+    def action_connect(self) -> None:
+        self._step("connect")
+
+    def action_start_servers(self) -> None:
+        self._step("servers")
+
+    def action_run_job(self) -> None:
+        self._step("job")
+
+    async def action_stop_job(self) -> None:
+        if self.orch is None:
+            return
+        main = self.orch.profile.main_node.label
+        jobs = [s for s in self.orch.started if s.what == "job" and s.pgid]
+        if jobs and main in self.orch.hosts:
+            await self.orch.hosts[main].kill_groups([s.pgid for s in jobs if s.pgid])
+
+    async def action_stop_cluster(self) -> None:
+        if self.orch is not None:
+            await self.orch.teardown()
+            self.connected = self.servers_up = False
+
+    def action_show_log(self) -> None:
+        self.query_one(TabbedContent).active = "job-tab"
+
+    async def action_quit_app(self) -> None:
+        running = self.orch is not None and self.orch.started and not self.orch.stopping
+        if not running:
+            await self._finish()
+            return
+
+        async def decided(stop: bool | None) -> None:
+            if stop:
+                await self._finish()
+
+        self.push_screen(ConfirmStop(), decided)
+
+    async def _finish(self) -> None:
+        if self.orch is not None:
+            await self.orch.teardown()
+        if self.recorder is not None:
+            self.recorder.write(ev.RunFinished(t=self.state.t, exit_code=0, message="app quit"))
+            self.recorder.close()
+        self.exit(0)

@@ -1,0 +1,94 @@
+"""The app, driven with Pilot: a real recorded run replayed, a live run on this machine, and
+the look of the cluster view pinned by a snapshot."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rpctui.tui.app import ConfirmStop, RpcTuiApp
+from rpctui.tui.widgets import JobView, render_node
+from tests.conftest import ROOT
+
+H100_RUN = Path(__file__).parent / "fixtures" / "run-h100-two-cuda-servers.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _own_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh settings and run directory per test: the theme starts at our default."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
+async def test_replay_of_a_real_gpu_run_fills_the_views() -> None:
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        app.redraw()
+        card = render_node(app.state, "gpu").plain
+        assert "NVIDIA H100 80GB" in card and "VRAM" in card
+        assert "127.0.0.1:50052 stopped  load 100.0%" in card
+        table = app.query_one(JobView).query_one("#results")
+        assert table.row_count == 2  # pp512 and tg128
+        await pilot.press("l")
+        assert app.query_one("TabbedContent").active == "job-tab"
+        await pilot.press("q")
+    assert app.return_value == 0
+
+
+async def test_theme_is_ours_and_remembered(tmp_path: Path) -> None:
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    async with app.run_test() as pilot:
+        assert app.theme == "rpctui-strix"
+        assert {"rpctui-strix", "rpctui-lan-light"} <= set(app.available_themes)
+        app.theme = "rpctui-lan-light"
+        await pilot.pause()
+    again = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    async with again.run_test():
+        assert again.theme == "rpctui-lan-light"
+
+
+async def test_live_demo_runs_the_job_and_quitting_stops_everything(bins, model) -> None:
+    from rpctui.cli import _demo_profile
+
+    app = RpcTuiApp(profile=_demo_profile(None))
+    async with app.run_test(size=(150, 45)) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.connected:
+                break
+        assert app.connected, "never connected"
+        await pilot.press("r")
+        for _ in range(600):
+            await pilot.pause(0.05)
+            if len(app.state.results) == 2 and not app.job_running:
+                break
+        assert [r.row["n_gen"] for r in app.state.results] == [0, 16]
+        app.redraw()
+        assert app.query_one(JobView).query_one("#results").row_count == 2
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmStop)
+        await pilot.press("y")
+        await pilot.pause(0.5)
+    assert app.state.teardown == "done"
+    left = subprocess.run(["pgrep", "-f", "ggml-rpc-server -H 127.0.0.1 -p 5005[23]"],
+                          capture_output=True)
+    assert left.returncode == 1, left.stdout
+
+
+def test_cluster_view_snapshot(snap_compare) -> None:
+    async def replayed(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.app.workers.wait_for_complete()
+        pilot.app.redraw()
+        await pilot.pause()
+
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    assert snap_compare(app, terminal_size=(150, 40), run_before=replayed)
+
+
+def test_app_module_is_not_imported_by_the_core() -> None:
+    assert "textual" not in (ROOT / "rpctui" / "orchestrator.py").read_text()
