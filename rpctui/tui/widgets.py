@@ -43,14 +43,17 @@ STATUS_STYLE = {"failed": "bold red", "loading": "bold yellow", "serving": "bold
                 "ready": "green", "stopped": "dim", "connecting": "cyan", "connected": "cyan"}
 
 
-def _bar(used: float, total: float, need: float | None = None) -> Text:
+def _bar(used: float, total: float, need: float | None = None, progress: bool = False) -> Text:
+    """A memory bar (green, yellow past 75 %, red past 90 %) with the planned need marked ▲,
+    or a progress bar (cyan)."""
     frac = min(max(used / total, 0.0), 1.0) if total else 0.0
     full = round(frac * BAR)
     mark = round(min(need / total, 1.0) * (BAR - 1)) if need and total else None
     text = Text()
     for i in range(BAR):
         ch = "█" if i < full else "░"
-        style = "red" if frac >= 0.9 else ("yellow" if frac >= 0.75 else "green")
+        style = "cyan" if progress else (
+            "red" if frac >= 0.9 else ("yellow" if frac >= 0.75 else "green"))
         if i == mark:
             text.append("▲", style="bold magenta")
         else:
@@ -114,7 +117,7 @@ def render_node(state: ClusterState, name: str) -> Text:
                                                    "stopped": "stopped"}.get(s.status, ""), ""))
         if lp is not None:
             t.append(f"  load {lp.percent:5.1f}% ")
-            t.append_text(_bar(lp.percent, 100.0)[: BAR // 2])
+            t.append_text(_bar(lp.percent, 100.0, progress=True)[: BAR // 2])
             if lp.rate_bytes_per_s:
                 t.append(f" {human_bytes(lp.rate_bytes_per_s)}/s")
             if lp.eta_s:
