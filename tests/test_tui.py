@@ -3,12 +3,17 @@ the look of the cluster view pinned by a snapshot."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from textual.widgets import DataTable, TextArea
+
 from rpctui.tui.app import ConfirmStop, RpcTuiApp
+from rpctui.tui.screens import CompareScreen, EditorScreen, NodeScreen, RunsScreen
 from rpctui.tui.widgets import JobView, render_node
 from tests.conftest import ROOT
 
@@ -92,3 +97,90 @@ def test_cluster_view_snapshot(snap_compare) -> None:
 
 def test_app_module_is_not_imported_by_the_core() -> None:
     assert "textual" not in (ROOT / "rpctui" / "orchestrator.py").read_text()
+
+
+def _runs_dir(tmp_path: Path) -> Path:
+    import shutil
+
+    runs = tmp_path / "data" / "rpctui" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    shutil.copy(H100_RUN, runs / "20261122-044200-cuda-two-servers.jsonl")
+    demo = subprocess.run([sys.executable, "-m", "rpctui.cli", "demo", "--headless"], cwd=ROOT,
+                          capture_output=True, text=True,
+                          env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")})
+    assert demo.returncode == 0, demo.stderr
+    return runs
+
+
+async def test_runs_screen_compares_two_real_runs(tmp_path: Path, bins, model) -> None:
+    _runs_dir(tmp_path)
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("u")
+        assert isinstance(app.screen, RunsScreen) and len(app.screen.runs) == 2
+        await pilot.press("space", "down", "space", "c")
+        await pilot.pause()
+        assert isinstance(app.screen, CompareScreen)
+        table = app.screen.query_one(DataTable)
+        measures = {table.get_row_at(i)[0] for i in range(table.row_count)}
+        assert measures == {"t/s", "load s", "peak MiB"}
+        tests = {table.get_row_at(i)[1] for i in range(table.row_count)}
+        assert {"pp512 x2", "pp64 x2", "tg16 x2", "tg128 x2"} <= tests
+
+
+async def test_editor_validates_as_you_type_and_saves_keeping_comments(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    original = (ROOT / "examples" / "loopback.toml").read_text()
+    path.write_text(original.replace("port = 50053", "port = 70000"))
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    async with app.run_test(size=(150, 45)) as pilot:
+        app.push_screen(EditorScreen(path))
+        await pilot.pause()
+        problems = str(app.screen.query_one("#problems").render())
+        assert "1 problem(s)" in problems and "servers[1].port: must be a TCP port" in problems
+        await pilot.press("ctrl+s")
+        assert path.read_text() != original  # an invalid profile is not saved over
+        area = app.screen.query_one(TextArea)
+        area.text = area.text.replace("port = 70000", "port = 50054")
+        await pilot.pause()
+        assert "valid profile" in str(app.screen.query_one("#problems").render())
+        await pilot.press("ctrl+s")
+    assert path.read_text() == original.replace("port = 50053", "port = 50054")
+    assert "# The demo: two rpc-servers" in path.read_text()
+
+
+async def test_node_detail_after_replay() -> None:
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("n")
+        assert isinstance(app.screen, NodeScreen)
+        history = str(app.screen.query_one("#node-history").render())
+        assert "memory in use over" in history and "rx over time" in history
+        assert app.screen.query_one(DataTable).row_count == 2
+
+
+def test_job_view_snapshot(snap_compare) -> None:
+    async def replayed(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("l")
+        pilot.app.redraw()
+        await pilot.pause()
+
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    assert snap_compare(app, terminal_size=(150, 40), run_before=replayed)
+
+
+def test_editor_with_a_validation_error_snapshot(snap_compare) -> None:
+    path = Path("/tmp/rpctui-snapshot/bad.toml")  # a fixed path: it shows on screen
+    path.parent.mkdir(exist_ok=True)
+    path.write_text((ROOT / "examples" / "loopback.toml").read_text()
+                    .replace("threads = 1", "thread = 1", 1))
+
+    async def open_editor(pilot) -> None:  # type: ignore[no-untyped-def]
+        pilot.app.push_screen(EditorScreen(path))
+        await pilot.pause()
+
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    assert snap_compare(app, terminal_size=(150, 40), run_before=open_editor)

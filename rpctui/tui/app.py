@@ -9,10 +9,11 @@ redraw, not one per sample.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from pathlib import Path
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
@@ -25,7 +26,8 @@ from rpctui.profile import Profile
 from rpctui.results import Recorder, new_run_id, read_run
 from rpctui.state import ClusterState, fold
 from rpctui.tui.themes import load_themes, remember_theme, remembered_theme
-from rpctui.tui.widgets import ClusterView, JobView
+from rpctui.tui.screens import EditorScreen, NodeScreen, RunsScreen
+from rpctui.tui.widgets import ClusterView, JobView, NodeCard
 
 REDRAW_S = 0.25
 
@@ -59,6 +61,9 @@ class RpcTuiApp(App[int]):
         Binding("x", "stop_job", "Stop job"),
         Binding("k", "stop_cluster", "Stop cluster"),
         Binding("l", "show_log", "Log"),
+        Binding("n", "node_detail", "Node"),
+        Binding("u", "runs", "Runs"),
+        Binding("e", "edit_profile", "Edit profile"),
         Binding("q", "quit_app", "Quit"),
     ]
 
@@ -73,6 +78,7 @@ class RpcTuiApp(App[int]):
         self.recorder: Recorder | None = None
         self.record = record
         self.pending_log: list[str] = []
+        self.all_log: deque[str] = deque(maxlen=20000)
         self.dirty = True
         self.connected = self.servers_up = False
         self.job_running = False
@@ -115,8 +121,10 @@ class RpcTuiApp(App[int]):
         self.dirty = True
         if isinstance(e, ev.JobLog):
             self.pending_log.append(f"[job] {e.line}")
+            self.all_log.append(self.pending_log[-1])
         elif isinstance(e, ev.ServerLog):
             self.pending_log.append(f"[{e.node} {e.endpoint}] {e.line}")
+            self.all_log.append(self.pending_log[-1])
         elif isinstance(e, ev.OomRisk):
             self.notify(e.message, title="memory", severity="warning", timeout=8)
         elif isinstance(e, ev.JobFinished) and e.rc != 0:
@@ -223,6 +231,56 @@ class RpcTuiApp(App[int]):
 
     def action_show_log(self) -> None:
         self.query_one(TabbedContent).active = "job-tab"
+
+    def action_node_detail(self, node: str | None = None) -> None:
+        focused = self.focused
+        name = node or getattr(focused, "node_name", None) or self.state.main or next(
+            iter(self.state.nodes), None)
+        if name is None or name not in self.state.nodes:
+            self.notify("no node yet")
+            return
+        logs = [line for line in self.all_log if line.startswith(f"[{name} ")]
+        self.push_screen(NodeScreen(self.state, name, logs))
+
+    def on_node_card_selected(self, message: NodeCard.Selected) -> None:
+        self.action_node_detail(message.node)
+
+    def action_runs(self) -> None:
+        def opened(path: Path | None) -> None:
+            if path is not None and self.orch is None:
+                self.state = ClusterState()
+                self.query_one(ClusterView).reset()
+                self.query_one(JobView).reset()
+                self.replay_path = path
+                self.sub_title = f"replay of {path.name}"
+                self.replay_run(path)
+            elif path is not None:
+                self.notify("a live session is open: replays open from `rpctui replay RUN`")
+
+        self.push_screen(RunsScreen(), opened)
+
+    def action_edit_profile(self) -> None:
+        if self.profile is not None and self.profile.path:
+            self.push_screen(EditorScreen(Path(self.profile.path)))
+        else:
+            from rpctui.cli import example_path
+
+            template = example_path("loopback.toml")
+            self.push_screen(EditorScreen(Path("new-profile.toml"), template.read_text()))
+
+    def get_system_commands(self, screen):  # type: ignore[no-untyped-def]
+        yield from super().get_system_commands(screen)
+        for key, action, help_text in (("c", "connect", "Connect to every node"),
+                                       ("s", "start_servers", "Start the rpc-servers"),
+                                       ("r", "run_job", "Run the job"),
+                                       ("x", "stop_job", "Stop the job"),
+                                       ("k", "stop_cluster", "Stop the cluster (teardown)"),
+                                       ("l", "show_log", "Open the log"),
+                                       ("u", "runs", "Past runs and comparisons"),
+                                       ("e", "edit_profile", "Edit the profile"),
+                                       ("q", "quit_app", "Quit")):
+            yield SystemCommand(f"{help_text} ({key})", help_text,
+                                lambda a=action: self.run_action(a))
 
     async def action_quit_app(self) -> None:
         running = self.orch is not None and self.orch.started and not self.orch.stopping

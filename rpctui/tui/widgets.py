@@ -3,9 +3,12 @@ attribute and draw it; they ask nothing of any node."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import DataTable, Input, RichLog, Static
 
 from rpctui.report import human_bytes
@@ -131,17 +134,29 @@ def render_node(state: ClusterState, name: str) -> Text:
     return t
 
 
-class NodeCard(Static):
-    """One node: state, build, memory bars with the planned need marked, network, loads."""
+class NodeCard(Static, can_focus=True):
+    """One node: state, build, memory bars with the planned need marked, network, loads.
+    Enter or a click opens the node's detail."""
 
     DEFAULT_CSS = """
     NodeCard { border: round $primary; padding: 0 1; height: auto; min-height: 6; }
+    NodeCard:focus { border: double $accent; }
     NodeCard.failed { border: round $error; }
     """
 
+    @dataclass
+    class Selected(Message):
+        node: str
+
     def __init__(self, name: str) -> None:
-        super().__init__(id=f"node-{abs(hash(name))}")
+        super().__init__()
         self.node_name = name
+
+    def on_click(self) -> None:
+        self.post_message(self.Selected(self.node_name))
+
+    def key_enter(self) -> None:
+        self.post_message(self.Selected(self.node_name))
 
     def show(self, state: ClusterState) -> None:
         self.set_class(node_status(state, self.node_name) == "failed", "failed")
@@ -155,6 +170,15 @@ class ClusterView(VerticalScroll):
         super().__init__(id="cluster")
         self.cards: dict[str, NodeCard] = {}
 
+    def on_resize(self) -> None:
+        # Cards wrap: as many 70-column cards side by side as fit (1 to 4).
+        self.styles.grid_size_columns = max(1, min(4, self.size.width // 70))
+
+    def reset(self) -> None:
+        for card in self.cards.values():
+            card.remove()
+        self.cards = {}
+
     def show(self, state: ClusterState) -> None:
         for name in state.nodes:
             if name not in self.cards:
@@ -162,6 +186,21 @@ class ClusterView(VerticalScroll):
                 self.cards[name] = card
                 self.mount(card)
             self.cards[name].show(state)
+
+
+def scaling_lines(rows: list[dict]) -> list[str]:  # type: ignore[type-arg]
+    """For a sweep: t/s against server count per test, as seed 000's table, with a bar."""
+    counts = sorted({r["servers"] for r in rows})
+    if len(counts) < 2:
+        return []
+    out = ["scaling (t/s by servers):"]
+    for test in dict.fromkeys(r["test"] for r in rows):
+        series = {r["servers"]: r["avg_ts"] for r in rows if r["test"] == test and r["avg_ts"]}
+        top = max(series.values(), default=0) or 1
+        for n in counts:
+            if n in series:
+                out.append(f"  {test:>10s} x{n:<2d} {series[n]:10.2f} {'█' * round(20 * series[n] / top)}")
+    return out
 
 
 class JobView(Vertical):
@@ -179,14 +218,22 @@ class JobView(Vertical):
         self.rows_shown = 0
         self.log_filter = ""
 
+    def reset(self) -> None:
+        self.query_one(DataTable).clear()
+        self.query_one(RichLog).clear()
+        self.rows_shown = 0
+
     def show(self, state: ClusterState) -> None:
         commands = []
         for s in sorted(state.servers.values(), key=lambda s: s.endpoint):
             commands.append(f"# {s.node} {s.endpoint} ({s.status})")
         if state.job.argv:
             commands.append(f"# job on {state.main}\n" + " ".join(state.job.argv))
-        self.query_one("#command", Static).update("\n".join(commands) or "no job yet")
         rows = result_rows(state)
+        scaling = scaling_lines(rows)
+        if scaling:
+            commands += ["", *scaling]
+        self.query_one("#command", Static).update("\n".join(commands) or "no job yet")
         table = self.query_one(DataTable)
         for r in rows[self.rows_shown:]:
             table.add_row(str(r["servers"]), r["nodes"], r["test"], r["t/s"], r["backend"],
