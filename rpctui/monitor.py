@@ -40,6 +40,7 @@ class _Load:
 class Monitor:
     endpoints: dict[str, str]  #: endpoint -> node
     devices: dict[str, list[str]] = field(default_factory=dict)  #: endpoint -> device names
+    budgets: dict[str, float] = field(default_factory=dict)  #: endpoint -> memory_mib
     main: str = ""
     warn_pct: float = 90.0
     headroom_mib: float = 512.0
@@ -159,6 +160,15 @@ class Monitor:
     def _predict(self, node: str, t: float) -> list[ev.Event]:
         if node in self.predicted:
             return []
+        for ep, load in self.loads.items():
+            budget = self.budgets.get(ep)
+            if load.node == node and budget and load.expected_bytes / MIB > budget:
+                self.predicted.add(node)
+                need = load.expected_bytes / MIB
+                return [ev.OomRisk(t=t, node=node, kind="predicted", memory="budget",
+                                   used_mib=0.0, total_mib=budget, need_mib=round(need, 1),
+                                   holder=ep, message=f"server {ep} on node {node} is about to "
+                                   f"receive {need:.0f} MiB, over its {budget:.0f} MiB budget")]
         need = sum(ld.expected_bytes for ld in self.loads.values() if ld.node == node) / MIB
         kind = self.memory_kind(node)
         free = self.free_mib(node, kind)

@@ -198,7 +198,9 @@ class Orchestrator:
             caps = self.caps.get(node.label)
             default = [caps.devices[0].name] if caps and caps.devices else []
             devices[ep] = list(server.devices) or default
-        return Monitor(endpoints, devices, main=self.profile.main_node.label,
+        budgets = {endpoint(n, s): float(s.memory_mib) for n, s in self.profile.servers()
+                   if s.memory_mib}
+        return Monitor(endpoints, devices, budgets, main=self.profile.main_node.label,
                        warn_pct=self.profile.warn_memory_pct,
                        headroom_mib=self.profile.headroom_mib)
 

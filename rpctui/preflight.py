@@ -16,6 +16,10 @@ from rpctui.llama.caps import Capabilities
 from rpctui.profile import Profile, endpoint
 
 
+#: ggml-backend.cpp's GGML_SCHED_MAX_BACKENDS, the same in all three flavours (16)
+SCHED_MAX_BACKENDS = 16
+
+
 def _issue(node: str, check: str, message: str, fix: str = "", fatal: bool = True) -> ev.PreflightIssue:
     return ev.PreflightIssue(node=node, check=check, message=message, fix=fix, fatal=fatal)
 
@@ -110,8 +114,17 @@ def check_main(profile: Profile, c: Capabilities, model: str) -> list[ev.Preflig
         largv.job_argv(c, job, model, eps, names)
     except UserError as exc:
         issues.append(_issue(node.label, "flags", exc.message, exc.fix))
+    rpc = sum(max(len(s.devices), 1) for _, s in servers)
+    backends = rpc + len(c.client_devices) + 1
+    if backends > SCHED_MAX_BACKENDS:
+        issues.append(_issue(node.label, "backends", f"the job would use {backends} backends "
+                             f"({rpc} RPC devices, {len(c.client_devices)} local GPUs and the CPU); "
+                             f"llama.cpp's scheduler takes at most {SCHED_MAX_BACKENDS} "
+                             f"(GGML_SCHED_MAX_BACKENDS) and aborts otherwise",
+                             f"use at most {SCHED_MAX_BACKENDS - 1 - len(c.client_devices)} "
+                             f"servers, or give each server more devices (-d) instead of more "
+                             f"servers"))
     if job.tensor_split and not profile.sweep:
-        rpc = sum(max(len(s.devices), 1) for _, s in servers)
         local = len(c.client_devices)
         if len(job.tensor_split) not in (rpc, rpc + local):
             issues.append(_issue(node.label, "split", f"tensor_split has "

@@ -331,3 +331,14 @@ def test_missing_key_file_is_named(clean_rig: Rig, bins, model, tmp_path: Path) 
     result = rpctui(tmp_path, "check", str(profile))
     assert result.returncode == 3
     assert f"node n1: key file {tmp_path / 'no-such-key'} does not exist" in result.stderr
+
+
+def test_more_backends_than_llama_cpp_takes_is_refused(clean_rig: Rig, bins, model,
+                                                      tmp_path: Path) -> None:
+    """16 servers + the CPU is 17 backends: llama.cpp would abort (GGML_SCHED_MAX_BACKENDS)."""
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=16, per_node=4)
+    result = rpctui(tmp_path, "check", str(profile))
+    assert result.returncode == 3
+    assert ("the job would use 17 backends (16 RPC devices, 0 local GPUs and the CPU); "
+            "llama.cpp's scheduler takes at most 16") in result.stderr

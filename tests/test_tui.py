@@ -36,10 +36,10 @@ async def test_replay_of_a_real_gpu_run_fills_the_views() -> None:
         card = render_node(app.state, "gpu").plain
         assert "NVIDIA H100 80GB" in card and "VRAM" in card
         assert "127.0.0.1:50052 stopped  load 100.0%" in card
+        await pilot.press("l")  # the job view is drawn when its tab is shown
+        assert app.query_one("TabbedContent").active == "job-tab"
         table = app.query_one(JobView).query_one("#results")
         assert table.row_count == 2  # pp512 and tg128
-        await pilot.press("l")
-        assert app.query_one("TabbedContent").active == "job-tab"
         await pilot.press("q")
     assert app.return_value == 0
 
@@ -72,7 +72,7 @@ async def test_live_demo_runs_the_job_and_quitting_stops_everything(bins, model)
             if len(app.state.results) == 2 and not app.job_running:
                 break
         assert [r.row["n_gen"] for r in app.state.results] == [0, 16]
-        app.redraw()
+        await pilot.press("l")
         assert app.query_one(JobView).query_one("#results").row_count == 2
         await pilot.press("q")
         await pilot.pause()
@@ -184,3 +184,62 @@ def test_editor_with_a_validation_error_snapshot(snap_compare) -> None:
 
     app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
     assert snap_compare(app, terminal_size=(150, 40), run_before=open_editor)
+
+
+RIG4 = Path(__file__).parent / "fixtures" / "rig4-midload-warning.jsonl"
+
+
+def _midload_prefix() -> Path:
+    """The 4-node recording cut mid-load, just after its one OOM warning."""
+    import json
+
+    lines = RIG4.read_text().splitlines()
+    warned = False
+    for i, line in enumerate(lines):
+        e = json.loads(line)
+        warned = warned or e["type"] == "OomRisk"
+        if warned and e["type"] == "LoadProgress" and e["endpoint"] and 30 < e["percent"] < 90:
+            break
+    path = Path("/tmp/rpctui-snapshot/rig4-midload.jsonl")  # fixed: its name shows on screen
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(lines[: i + 1]) + "\n")
+    return path
+
+
+async def test_midload_replay_shows_loading_and_the_one_warning() -> None:
+    app = RpcTuiApp(replay=_midload_prefix(), replay_speed=0, record=False)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await app.workers.wait_for_complete()
+        app.redraw()
+        await pilot.pause()
+        cards = {n: render_node(app.state, n).plain for n in app.state.nodes}
+        assert len(cards) == 4
+        assert sum("⚠" in c for c in cards.values()) == 1 and "⚠" in cards["n4"]
+        assert any("[loading]" in c for c in cards.values())
+        assert "over its 20 MiB budget" in cards["n4"]
+
+
+def test_cluster_view_midload_with_a_warning_snapshot(snap_compare) -> None:
+    async def replayed(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.app.workers.wait_for_complete()
+        pilot.app.redraw()
+        await pilot.pause()
+
+    app = RpcTuiApp(replay=_midload_prefix(), replay_speed=0, record=False)
+    assert snap_compare(app, terminal_size=(150, 45), run_before=replayed)
+
+
+def test_compare_view_snapshot(snap_compare, tmp_path: Path) -> None:
+    a = Path("/tmp/rpctui-snapshot/a-h100.jsonl")
+    b = Path("/tmp/rpctui-snapshot/b-rig4.jsonl")
+    a.parent.mkdir(exist_ok=True)
+    a.write_text(H100_RUN.read_text())
+    b.write_text(RIG4.read_text())
+
+    async def compare(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.app.workers.wait_for_complete()
+        pilot.app.push_screen(CompareScreen(a, b))
+        await pilot.pause()
+
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    assert snap_compare(app, terminal_size=(150, 40), run_before=compare)

@@ -2,7 +2,7 @@
 
 Live, the Orchestrator runs in a worker on the app's own event loop and reports through
 ``post_event``; a replay feeds a recorded run's events at their recorded pace. Views are
-redrawn at most four times a second from the latest state, so a burst of samples costs one
+redrawn at most twice a second from the latest state, so a burst of samples costs one
 redraw, not one per sample.
 """
 
@@ -29,7 +29,7 @@ from rpctui.tui.themes import load_themes, remember_theme, remembered_theme
 from rpctui.tui.screens import EditorScreen, NodeScreen, RunsScreen
 from rpctui.tui.widgets import ClusterView, JobView, NodeCard
 
-REDRAW_S = 0.25
+REDRAW_S = 0.5  # samples arrive at 2 Hz: drawing more often shows nothing new
 
 
 class ConfirmStop(ModalScreen[bool]):
@@ -60,6 +60,7 @@ class RpcTuiApp(App[int]):
         Binding("r", "run_job", "Run job"),
         Binding("x", "stop_job", "Stop job"),
         Binding("k", "stop_cluster", "Stop cluster"),
+        Binding("g", "show_cluster", "Cluster"),
         Binding("l", "show_log", "Log"),
         Binding("n", "node_detail", "Node"),
         Binding("u", "runs", "Runs"),
@@ -77,7 +78,8 @@ class RpcTuiApp(App[int]):
         self.orch: Orchestrator | None = None
         self.recorder: Recorder | None = None
         self.record = record
-        self.pending_log: list[str] = []
+        # Lines not yet shown: only the latest screenful matters when the log tab opens.
+        self.pending_log: deque[str] = deque(maxlen=400)
         self.all_log: deque[str] = deque(maxlen=20000)
         self.dirty = True
         self.connected = self.servers_up = False
@@ -134,15 +136,22 @@ class RpcTuiApp(App[int]):
             self.notify(f"{e.message}\nfix: {e.fix}", title="node failed", severity="error")
 
     def redraw(self) -> None:
+        """Draw the visible tab from the latest state (hidden views catch up when shown)."""
         if not self.dirty and not self.pending_log:
             return
         self.dirty = False
-        self.query_one(ClusterView).show(self.state)
+        if self.query_one(TabbedContent).active == "cluster-tab":
+            self.query_one(ClusterView).show(self.state)
+            return
         job = self.query_one(JobView)
         job.show(self.state)
         if self.pending_log:
-            job.add_log(self.pending_log)
-            self.pending_log = []
+            job.add_log(list(self.pending_log))
+            self.pending_log.clear()
+
+    def on_tabbed_content_tab_activated(self) -> None:
+        self.dirty = True
+        self.redraw()
 
     # -- replay ---------------------------------------------------------------------------------
 
@@ -232,6 +241,9 @@ class RpcTuiApp(App[int]):
     def action_show_log(self) -> None:
         self.query_one(TabbedContent).active = "job-tab"
 
+    def action_show_cluster(self) -> None:
+        self.query_one(TabbedContent).active = "cluster-tab"
+
     def action_node_detail(self, node: str | None = None) -> None:
         focused = self.focused
         name = node or getattr(focused, "node_name", None) or self.state.main or next(
@@ -293,6 +305,11 @@ class RpcTuiApp(App[int]):
                 await self._finish()
 
         self.push_screen(ConfirmStop(), decided)
+
+    async def on_unmount(self) -> None:
+        """However the app ends (an error included), nothing it started is left running."""
+        if self.orch is not None and not self.orch.stopping:
+            await self.orch.teardown()
 
     async def _finish(self) -> None:
         if self.orch is not None:

@@ -1,0 +1,79 @@
+"""The app under a 32-node replay at 2 Hz per node: CPU share and key-press latency.
+
+Replays tests/fixtures/rig32-2hz.jsonl (a real run on 32 namespace nodes, samplers at 2 Hz)
+at its recorded pace in the app, headless, in-process, twice:
+  1. untouched: the app's CPU share of one core (target <= 25 %);
+  2. with keys posted every 0.5 s, alternating tab (focus the next node card) and l / g
+     (switch to the Job / Cluster tab); each is timed from the moment the key is posted until
+     the screen has been refreshed after its action ran (call_after_refresh). Target: median
+     under 50 ms.
+
+    .venv/bin/python bench/app_replay.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from textual import events  # noqa: E402
+
+from rpctui.tui.app import RpcTuiApp  # noqa: E402
+
+RUN = ROOT / "tests" / "fixtures" / "rig32-2hz.jsonl"
+
+
+async def untouched() -> tuple[int, float, float]:
+    app = RpcTuiApp(replay=RUN, replay_speed=1.0, record=False)
+    async with app.run_test(size=(200, 60)):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        while any(w.is_running for w in app.workers):
+            await asyncio.sleep(0.2)
+        return len(app.state.nodes), time.process_time() - cpu0, time.perf_counter() - wall0
+
+
+async def with_keys() -> dict[str, list[float]]:
+    app = RpcTuiApp(replay=RUN, replay_speed=1.0, record=False)
+    timings: dict[str, list[float]] = {"focus next card (tab)": [],
+                                       "switch tab (l / g)": []}
+    pending: list[tuple[str, float]] = []
+
+    def timed(action):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            action()
+            label, started = pending.pop()
+            app.call_after_refresh(lambda: timings[label].append(time.perf_counter() - started))
+        return run
+
+    app.action_show_log = timed(app.action_show_log)  # type: ignore[method-assign]
+    app.action_show_cluster = timed(app.action_show_cluster)  # type: ignore[method-assign]
+    app.action_focus_next = timed(app.action_focus_next)  # type: ignore[method-assign]
+    async with app.run_test(size=(200, 60)):
+        i = 0
+        while any(w.is_running for w in app.workers):
+            label, key = (("focus next card (tab)", "tab") if i % 2 == 0 else
+                          ("switch tab (l / g)", "lg"[(i // 2) % 2]))
+            pending.append((label, time.perf_counter()))
+            app.post_message(events.Key(key, None if key == "tab" else key))
+            i += 1
+            await asyncio.sleep(0.5)
+    return timings
+
+
+def main() -> None:
+    nodes, cpu, wall = asyncio.run(untouched())
+    print(f"app replaying a {nodes}-node run at 2 Hz per node ({wall:.1f} s)")
+    print(f"  CPU {100 * cpu / wall:.1f} % of one core  (target <= 25 %)")
+    for label, values in asyncio.run(with_keys()).items():
+        print(f"  key to screen, {label}: median {1000 * statistics.median(values):.1f} ms, "
+              f"max {1000 * max(values):.1f} ms over {len(values)}  (target: median < 50 ms)")
+
+
+if __name__ == "__main__":
+    main()
