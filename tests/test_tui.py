@@ -243,3 +243,39 @@ def test_compare_view_snapshot(snap_compare, tmp_path: Path) -> None:
 
     app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
     assert snap_compare(app, terminal_size=(150, 40), run_before=compare)
+
+
+@pytest.mark.rig
+async def test_live_app_on_the_namespace_rig(clean_rig, bins, model, tmp_path: Path) -> None:
+    """The app driving four real sshd nodes: connect, start servers, run, quit and stop."""
+    from rpctui.profile_load import load_profile
+    from tests.conftest import rig_profile
+
+    profile = load_profile(rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"],
+                                       model=model, servers=4))
+    app = RpcTuiApp(profile=profile)
+    async with app.run_test(size=(150, 45)) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.connected:
+                break
+        assert app.connected
+        await pilot.press("s")
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.servers_up:
+                break
+        assert {s.status for s in app.state.servers.values()} == {"ready"}
+        await pilot.press("r")
+        for _ in range(400):
+            await pilot.pause(0.05)
+            if len(app.state.results) == 2 and not app.job_running:
+                break
+        assert len(app.state.results) == 2
+        cards = [render_node(app.state, n).plain for n in app.state.nodes]
+        assert all("load 100.0%" in c for c in cards)
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause(0.5)
+    assert app.state.teardown == "done"
