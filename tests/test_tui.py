@@ -156,6 +156,8 @@ async def test_node_detail_after_replay() -> None:
         await app.workers.wait_for_complete()
         await pilot.press("n")
         assert isinstance(app.screen, NodeScreen)
+        app.dirty = True
+        app.redraw()  # the views are drawn even while another screen is on top
         history = str(app.screen.query_one("#node-history").render())
         assert "memory in use over" in history and "rx over time" in history
         assert app.screen.query_one(DataTable).row_count == 2

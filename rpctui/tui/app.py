@@ -79,7 +79,7 @@ class RpcTuiApp(App[int]):
         self.recorder: Recorder | None = None
         self.record = record
         # Lines not yet shown: only the latest screenful matters when the log tab opens.
-        self.pending_log: deque[str] = deque(maxlen=400)
+        self.pending_log: deque[str] = deque(maxlen=120)
         self.all_log: deque[str] = deque(maxlen=20000)
         self.dirty = True
         self.connected = self.servers_up = False
@@ -88,12 +88,17 @@ class RpcTuiApp(App[int]):
     # -- layout -------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        # The views are kept by reference: other screens (runs, editor, node) may be on top,
+        # and a query would search those instead of the main screen.
+        self.cluster_view = ClusterView()
+        self.job_view = JobView()
+        self.tabs = TabbedContent(initial="cluster-tab")
         yield Header()
-        with TabbedContent(initial="cluster-tab"):
+        with self.tabs:
             with TabPane("Cluster", id="cluster-tab"):
-                yield ClusterView()
+                yield self.cluster_view
             with TabPane("Job", id="job-tab"):
-                yield JobView()
+                yield self.job_view
         yield Footer()
 
     def on_mount(self) -> None:
@@ -137,13 +142,13 @@ class RpcTuiApp(App[int]):
 
     def redraw(self) -> None:
         """Draw the visible tab from the latest state (hidden views catch up when shown)."""
-        if not self.dirty and not self.pending_log:
+        if (not self.dirty and not self.pending_log) or not self.tabs.is_mounted:
             return
         self.dirty = False
-        if self.query_one(TabbedContent).active == "cluster-tab":
-            self.query_one(ClusterView).show(self.state)
+        if self.tabs.active == "cluster-tab":
+            self.cluster_view.show(self.state)
             return
-        job = self.query_one(JobView)
+        job = self.job_view
         job.show(self.state)
         if self.pending_log:
             job.add_log(list(self.pending_log))
@@ -239,10 +244,10 @@ class RpcTuiApp(App[int]):
             self.connected = self.servers_up = False
 
     def action_show_log(self) -> None:
-        self.query_one(TabbedContent).active = "job-tab"
+        self.tabs.active = "job-tab"
 
     def action_show_cluster(self) -> None:
-        self.query_one(TabbedContent).active = "cluster-tab"
+        self.tabs.active = "cluster-tab"
 
     def action_node_detail(self, node: str | None = None) -> None:
         focused = self.focused
@@ -261,8 +266,8 @@ class RpcTuiApp(App[int]):
         def opened(path: Path | None) -> None:
             if path is not None and self.orch is None:
                 self.state = ClusterState()
-                self.query_one(ClusterView).reset()
-                self.query_one(JobView).reset()
+                self.cluster_view.reset()
+                self.job_view.reset()
                 self.replay_path = path
                 self.sub_title = f"replay of {path.name}"
                 self.replay_run(path)
