@@ -114,6 +114,11 @@ class RpcTuiApp(App[int]):
         elif self.profile is not None:
             self.sub_title = self.profile.name or self.profile.path
             self.start_session()
+        else:
+            self.sub_title = "no profile"
+            self.notify("Open a profile with `rpctui PROFILE` (or `rpctui demo`); press e to "
+                        "start one from an example, u for past runs.", title="rpctui",
+                        timeout=20)
 
     def watch_theme(self, name: str) -> None:
         remember_theme(name)

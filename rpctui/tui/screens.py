@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -37,9 +38,21 @@ class RunsScreen(Screen[Path | None]):
         table = self.query_one(DataTable)
         table.add_columns("", "run", "profile", "when", "exit", "results")
         for path in self.runs:
+            table.add_row("", path.stem, "", "", "", "", key=str(path))
+        self.summarise()
+
+    @work(thread=True, exit_on_error=False)
+    def summarise(self) -> None:
+        """Reading every recording takes a while with many runs: off the UI thread."""
+        for i, path in enumerate(self.runs):
             s = run_summary(path)
-            table.add_row("", s["run"], s["profile"], s["when"], str(s["exit_code"]),
-                          str(len(s["tps"])), key=str(path))
+            self.app.call_from_thread(self._fill, i, s)
+
+    def _fill(self, row: int, s: dict) -> None:  # type: ignore[type-arg]
+        table = self.query_one(DataTable)
+        for col, value in ((2, s["profile"]), (3, s["when"]), (4, str(s["exit_code"])),
+                           (5, str(len(s["tps"])))):
+            table.update_cell_at((row, col), value)
 
     def _current(self) -> Path | None:
         table = self.query_one(DataTable)
