@@ -34,6 +34,7 @@ class _Load:
     finished: bool = False
     finish_t: float | None = None
     reported: bool = False
+    from_plan: bool = False  #: expected_bytes is the plan's until the client's lines arrive
 
 
 @dataclass
@@ -139,6 +140,12 @@ class Monitor:
         self.loads = {ep: _Load(self.endpoints.get(ep, ""), e.t, self._received(ep), self._rss(ep),
                                 self._node_rx(self.endpoints.get(ep, "")), last_t=e.t)
                       for ep in e.servers}
+        if self.plan is not None and len(e.servers) == len(self.endpoints):
+            # The plan knows each server's share before the client prints it.
+            for ep, load in self.loads.items():
+                mib = sum(row[2] for row in self.plan.rows if row[0].endswith(f"[{ep}]"))
+                if mib:
+                    load.expected_bytes, load.from_plan = int(mib * MIB), True
         return []
 
     def _buffer(self, e: ev.BufferAllocated) -> list[ev.Event]:
@@ -150,6 +157,8 @@ class Monitor:
         out: list[ev.Event] = []
         load = self.loads.get(e.endpoint)
         if e.kind == "model" and load is not None:
+            if load.from_plan:  # the client's own figure replaces the plan's
+                load.expected_bytes, load.from_plan = 0, False
             load.expected_bytes += int(e.mib * MIB)
             out += self._predict(load.node, e.t)
         elif e.kind == "kv":

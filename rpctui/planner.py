@@ -54,18 +54,20 @@ class Plan:
 
 def context_for(profile: Profile, flavour: str = "mainline") -> int:
     """The context the job allocates KV for: ctx_size, or a bench's largest test, padded as
-    the build pads it (current mainline: one context for prompt + generation, at least 256;
-    seed-era: one context per test, padded to 32)."""
+    the build pads it (current mainline: to 256; seed-era: to 32)."""
     job = profile.job
     if job.ctx_size:
         return job.ctx_size
     if job.kind != "bench":
         return 4096
+    # llama-bench runs prompt and generation as separate tests, each with its own context:
+    # the largest is what a device must hold.
     prompt, gen, depth = max(job.prompt_tokens or [512]), max(job.gen_tokens or [128]), max(
         job.depth or [0])
+    n = max(prompt, gen) + depth
     if flavour == "seed-era":
-        return -(-(max(prompt, gen) + depth) // 32) * 32
-    return max(256, -(-(prompt + gen + depth) // 256) * 256)
+        return -(-n // 32) * 32
+    return max(256, -(-n // 256) * 256)
 
 
 def devices_for(profile: Profile, caps: dict[str, Capabilities]) -> list[Device]:
