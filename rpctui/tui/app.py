@@ -160,8 +160,9 @@ class RpcTuiApp(App[int]):
             self.pending_log.clear()
 
     def on_tabbed_content_tab_activated(self) -> None:
+        # Show the tab at once, as last drawn; bring it up to date right after that paint.
         self.dirty = True
-        self.redraw()
+        self.call_after_refresh(self.redraw)
 
     # -- replay ---------------------------------------------------------------------------------
 
