@@ -172,6 +172,7 @@ def _app(profile=None, replay: Path | None = None, speed: float = 1.0) -> ExitCo
             if node.build:
                 ensure_build(node.build, progress=lambda m, f: print(f"\r\x1b[K{m}", end="",
                                                                       file=sys.stderr))
+        print("\r\x1b[K", end="", file=sys.stderr)
     RpcTuiApp(profile=profile, replay=replay, replay_speed=speed).run()
     return ExitCode.OK
 

@@ -25,7 +25,7 @@ from rpctui.nodes.local import LocalHost
 from rpctui.preflight import preflight
 from rpctui.profile import Node, Profile, Server, endpoint
 from rpctui.monitor import SETTLE_S, Monitor
-from rpctui.runtime import Job, LineSplitter, ServerWatch, resolve_bin_dirs, resolve_model
+from rpctui.runtime import Job, ServerWatch, resolve_bin_dirs, resolve_model
 from rpctui.sampling import Sampler
 
 Emit = Callable[[ev.Event], None]
@@ -364,5 +364,3 @@ class Orchestrator:
                 await host.close()
         self.emit(ev.TeardownDone, elapsed_s=round(time.monotonic() - start, 4))
 
-
-__all__ = ["Orchestrator", "LineSplitter"]

@@ -186,7 +186,7 @@ def test_server_out_of_memory_is_attributed(clean_rig: Rig, bins, model, tmp_pat
     profile.write_text(text)
     result = rpctui(tmp_path, "run", str(profile))
     assert result.returncode == 1, result.stderr
-    assert f"that server ran out of memory (node n2)" in result.stderr
+    assert "that server ran out of memory (node n2)" in result.stderr
     finished = [e for e in recorded_events(tmp_path) if e["type"] == "JobFinished"][-1]
     assert finished["culprit"] == "n2"
 

@@ -177,8 +177,8 @@ def _build_locked(flavour: Flavour, key: str, cmake_args: tuple[str, ...], repor
         if shutil.which(tool) is None:
             raise UserError(
                 f"building llama.cpp needs {tool!r}, which is not on PATH",
-                f"install it (Debian: apt-get install cmake ninja-build g++) or point the "
-                f"profile's bin_dir at an existing llama.cpp build",
+                "install it (Debian: apt-get install cmake ninja-build g++) or point the "
+                "profile's bin_dir at an existing llama.cpp build",
             )
     src = _unpacked_source(flavour, report)
     build_dir = cache_dir() / "build" / key
