@@ -287,3 +287,25 @@ async def test_live_app_on_the_namespace_rig(clean_rig, bins, model, tmp_path: P
         await pilot.press("y")
         await pilot.pause(0.5)
     assert app.state.teardown == "done"
+
+
+async def test_new_profile_from_an_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rpctui.tui.screens import ExamplePicker
+
+    monkeypatch.chdir(tmp_path)
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    app.replay_path = None  # as if opened with no profile
+    async with app.run_test(size=(150, 45)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("e")
+        await pilot.pause()
+        assert isinstance(app.screen, ExamplePicker)
+        names = [p.name for p in app.screen.examples]
+        assert "moe-experts-on-remote-cpu.toml" in names
+        await pilot.press(*["down"] * names.index("moe-experts-on-remote-cpu.toml"), "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, EditorScreen)
+        assert "valid profile" in str(app.screen.query_one("#problems").render())
+        await pilot.press("ctrl+s")
+    saved = tmp_path / "my-moe-experts-on-remote-cpu.toml"
+    assert "Seed 001" in saved.read_text()

@@ -26,7 +26,7 @@ from rpctui.profile import Profile
 from rpctui.results import Recorder, new_run_id, read_run
 from rpctui.state import ClusterState, fold
 from rpctui.tui.themes import load_themes, remember_theme, remembered_theme
-from rpctui.tui.screens import EditorScreen, NodeScreen, RunsScreen
+from rpctui.tui.screens import EditorScreen, ExamplePicker, NodeScreen, RunsScreen
 from rpctui.tui.widgets import ClusterView, JobView, NodeCard
 
 REDRAW_S = 0.5  # samples arrive at 2 Hz: drawing more often shows nothing new
@@ -285,11 +285,16 @@ class RpcTuiApp(App[int]):
     def action_edit_profile(self) -> None:
         if self.profile is not None and self.profile.path:
             self.push_screen(EditorScreen(Path(self.profile.path)))
-        else:
-            from rpctui.cli import example_path
+            return
+        from rpctui.cli import example_path
 
-            template = example_path("loopback.toml")
-            self.push_screen(EditorScreen(Path("new-profile.toml"), template.read_text()))
+        examples = sorted(example_path("loopback.toml").parent.glob("*.toml"))
+
+        def picked(example: Path | None) -> None:
+            if example is not None:
+                self.push_screen(EditorScreen(Path(f"my-{example.name}"), example.read_text()))
+
+        self.push_screen(ExamplePicker(examples), picked)
 
     def get_system_commands(self, screen):  # type: ignore[no-untyped-def]
         yield from super().get_system_commands(screen)

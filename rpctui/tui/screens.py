@@ -8,8 +8,9 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, RichLog, Static, TextArea
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (DataTable, Footer, Header, Input, Label, OptionList, RichLog,
+                             Static, TextArea)
 
 from rpctui.profile_load import ProfileError, parse_profile
 from rpctui.results import compare_rows, list_runs, run_summary
@@ -159,6 +160,24 @@ class EditorScreen(Screen[None]):
             self.query_one("#editor-path", Label).update(str(self.path))
             event.input.add_class("hidden")
             self.action_save()
+
+
+class ExamplePicker(ModalScreen[Path | None]):
+    """Start a new profile from one of the examples."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, examples: list[Path]) -> None:
+        super().__init__()
+        self.examples = examples
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="picker"):
+            yield Label("Start a new profile from an example:")
+            yield OptionList(*(p.name for p in self.examples), id="examples")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.examples[event.option_index])
 
 
 class NodeScreen(Screen[None]):
