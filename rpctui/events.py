@@ -54,6 +54,19 @@ class RunStarted(Event):
     main: str = ""  #: the node that runs the job
 
 
+def run_started(profile: Any, run_id: str, command: str) -> RunStarted:
+    """The first event of every run, headless or in the app, for this profile."""
+    import datetime
+
+    return RunStarted(run_id=run_id, profile=profile.path, profile_name=profile.name,
+                      command=command,
+                      wall_time=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                          timespec="seconds"),
+                      nodes=tuple(n.label for n in profile.nodes),
+                      servers=tuple(f"{n.label}:{s.port}" for n, s in profile.servers()),
+                      main=profile.main_node.label)
+
+
 @dataclass(frozen=True)
 class RunFinished(Event):
     exit_code: int = 0

@@ -133,13 +133,7 @@ class Session:
         self.printer = Printer(err, verbose)
         self.err = err
         self.live = LiveStatus(err) if err.isatty() else None
-        self.emit(ev.RunStarted(run_id=self.run_id, profile=profile.path,
-                                profile_name=profile.name, command=command,
-                                wall_time=_now_iso(),
-                                nodes=tuple(n.label for n in profile.nodes),
-                                servers=tuple(f"{n.label}:{s.port}"
-                                              for n, s in profile.servers()),
-                                main=profile.main_node.label))
+        self.emit(ev.run_started(profile, self.run_id, command))
 
     def emit(self, e: ev.Event) -> None:
         if self.recorder:
@@ -174,12 +168,6 @@ class Session:
         if self.recorder:
             self.recorder.close()
             print(f"run recorded in {self.recorder.path}", file=self.err)
-
-
-def _now_iso() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 async def _with_signals(coro_factory) -> ExitCode:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rpctui import events as ev
-from rpctui.nodes.base import Host, Spawned, agent_argv
+from rpctui.nodes.base import Host, Spawned, agent_argv, agent_source
 from rpctui.runtime import LineSplitter
 
 _AGENT = Path(__file__).resolve().parent / "nodes" / "sampler_agent.py"
@@ -23,9 +23,7 @@ MIB = 1024 * 1024
 
 
 def sampler_source(interval_s: float, sysfs: str = "/sys") -> bytes:
-    config = {"interval_s": interval_s, "sysfs": sysfs}
-    head = f"import json\nCONFIG = json.loads({json.dumps(config)!r})\n"
-    return head.encode() + _AGENT.read_bytes()
+    return agent_source(_AGENT, {"interval_s": interval_s, "sysfs": sysfs})
 
 
 def _mib(value: Any) -> float | None:

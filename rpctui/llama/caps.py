@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rpctui.nodes.base import agent_source
 from rpctui.paths import cache_dir
 from rpctui.profile import Node
 
@@ -259,8 +260,7 @@ def probe_script(node: Node, ports: list[tuple[str, int]], model: str | None,
         "list_devices": {path: "--list-devices" in e.get("help", {}).get("output", "")
                          for path, e in cache.items()},
     }
-    head = f"import json\nCONFIG = json.loads({json.dumps(config)!r})\n"
-    return head.encode() + _AGENT.read_bytes()
+    return agent_source(_AGENT, config)
 
 
 def probe_argv(node: Node) -> list[str]:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -80,6 +82,12 @@ def launcher_argv(argv: Sequence[str], env: Mapping[str, str] | None = None,
         inner += ["stdbuf", "-oL", "-eL"]
     inner += list(argv)
     return ["setsid", "-w", "sh", "-c", script, "rpctui", *inner]
+
+
+def agent_source(agent: Path, config: Mapping[str, object]) -> bytes:
+    """An agent file (probe or sampler) with its CONFIG prepended, ready to send to a node."""
+    head = f"import json\nCONFIG = json.loads({json.dumps(dict(config))!r})\n"
+    return head.encode() + agent.read_bytes()
 
 
 def agent_argv(python: str, source: bytes, name: str) -> list[str]:
@@ -160,6 +168,16 @@ class Spawned(abc.ABC):
     @abc.abstractmethod
     async def write(self, data: bytes) -> None:
         """Send bytes to the process's stdin (agents read their source and commands there)."""
+
+
+async def pid_or_exit(reader: ChunkReader, exited: Awaitable[object]) -> None:
+    """Wait until the launcher has told its PID, or the process has already ended."""
+    pid = asyncio.create_task(reader.pid_known.wait())
+    done = asyncio.ensure_future(exited)
+    await asyncio.wait({pid, done}, return_when=asyncio.FIRST_COMPLETED)
+    pid.cancel()
+    if not done.done():
+        done.cancel()
 
 
 class Host(abc.ABC):

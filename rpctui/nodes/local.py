@@ -9,7 +9,7 @@ import os
 import socket
 from collections.abc import Sequence
 
-from rpctui.nodes.base import READ_SIZE, ChunkReader, Completed, Host, Spawned
+from rpctui.nodes.base import READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit
 
 
 class LocalSpawned(Spawned):
@@ -80,7 +80,7 @@ class LocalHost(Host):
         if not launched:
             spawned.pgid = proc.pid
             return spawned
-        await _pid_or_exit(reader, proc.wait())
+        await pid_or_exit(reader, proc.wait())
         spawned.pgid = reader.pgid
         return spawned
 
@@ -96,13 +96,3 @@ class LocalHost(Host):
 
     async def close(self) -> None:
         return None
-
-
-async def _pid_or_exit(reader: ChunkReader, exited: object) -> None:
-    """Wait until the launcher has told its PID, or the process has already ended."""
-    pid = asyncio.create_task(reader.pid_known.wait())
-    done = asyncio.ensure_future(exited)  # type: ignore[arg-type]
-    await asyncio.wait({pid, done}, return_when=asyncio.FIRST_COMPLETED)
-    pid.cancel()
-    if not done.done():
-        done.cancel()

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncssh
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.nodes.base import READ_SIZE, ChunkReader, Completed, Host, Spawned
+from rpctui.nodes.base import READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit
 from rpctui.profile import Node
 
 
@@ -151,12 +151,7 @@ class SSHHost(Host):
         spawned = SSHSpawned(proc, reader, merge_stderr)
         if not launched:
             return spawned
-        pid = asyncio.create_task(reader.pid_known.wait())
-        closed = asyncio.create_task(proc.wait_closed())
-        await asyncio.wait({pid, closed}, return_when=asyncio.FIRST_COMPLETED)
-        pid.cancel()
-        if not closed.done():
-            closed.cancel()
+        await pid_or_exit(reader, proc.wait_closed())
         spawned.pgid = reader.pgid
         return spawned
 

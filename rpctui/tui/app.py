@@ -186,12 +186,7 @@ class RpcTuiApp(App[int]):
         if self.record:
             self.recorder = Recorder(run_id)
         self.orch = Orchestrator(self.profile, self.post_event)
-        self.post_event(ev.RunStarted(run_id=run_id, profile=self.profile.path,
-                                      profile_name=self.profile.name, command="app",
-                                      nodes=tuple(n.label for n in self.profile.nodes),
-                                      servers=tuple(f"{n.label}:{s.port}"
-                                                    for n, s in self.profile.servers()),
-                                      main=self.profile.main_node.label))
+        self.post_event(ev.run_started(self.profile, run_id, "app"))
         self.action_connect()
 
     @work(group="cluster", exclusive=False, exit_on_error=False)
