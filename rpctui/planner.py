@@ -18,11 +18,13 @@ from typing import Any
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
 from rpctui.errors import UserError
-from rpctui.llama.plan import (_EXPERT, MIB, Device, ModelInfo, Placement, place, read_model,
-                               shards, suggest_expert_overrides, suggest_split)
+from rpctui.llama.plan import (_EXPERT, MIB, Device, ModelInfo, Placement, _Header, place,
+                               read_model, shards, suggest_expert_overrides, suggest_split)
 from rpctui.profile import Profile, endpoint
 
-HEADER_BYTES = 64 * MIB  #: how much of a remote model file is fetched to read its header
+#: how much of a remote model file is fetched to read its header: a little first (most
+#: headers are a few MiB), more only when that was not enough
+HEADER_BYTES = (4 * MIB, 64 * MIB)
 
 
 @dataclass
@@ -99,9 +101,17 @@ async def load_model_info(profile: Profile, model: str, host: Any) -> ModelInfo:
 
     opened: dict[Path, bytes] = {}
     for shard in shards(model):
-        result = await host.run(["sh", "-c", 'head -c "$1" "$0" | base64 -w0', str(shard),
-                                 str(HEADER_BYTES)], timeout=120)
-        opened[shard] = base64.b64decode(result.stdout)
+        for size in HEADER_BYTES:
+            result = await host.run(["sh", "-c", 'head -c "$1" "$0" | base64 -w0', str(shard),
+                                     str(size)], timeout=120)
+            opened[shard] = base64.b64decode(result.stdout)
+            if len(opened[shard]) < size:
+                break  # the whole file came
+            try:
+                _Header(shard, io.BytesIO(opened[shard]))
+                break
+            except ValueError:
+                continue  # the header goes on past what was fetched
     return read_model(model, opener=lambda p: io.BytesIO(opened[p]))
 
 
