@@ -334,6 +334,8 @@ class BufferPlanned(Event):
     headroom_mib: float = 0.0
     #: device, node, predicted model MiB, predicted KV MiB, usable MiB, fits
     rows: tuple[tuple[str, str, float, float, float, bool], ...] = ()
+    #: device ("CPU" for the main node's), estimated compute buffer MiB
+    compute: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -344,3 +346,6 @@ class PlanChecked(Event):
     #: device, predicted model MiB, actual model MiB, predicted KV MiB, actual KV MiB
     rows: tuple[tuple[str, float, float, float, float], ...] = ()
     worst_error_mib: float = 0.0
+    #: device, estimated compute MiB, actual compute MiB (an estimate: kept apart)
+    compute: tuple[tuple[str, float, float], ...] = ()
+    compute_worst_pct: float = 0.0

@@ -316,4 +316,11 @@ class Monitor:
             got = actual.get(device, [0.0, 0.0, 0.0])
             rows.append((device, model, round(got[0], 2), kv, round(got[1], 2)))
             worst = max(worst, abs(model - got[0]), abs(kv - got[1]))
-        return ev.PlanChecked(t=e.t, step=e.step, rows=tuple(rows), worst_error_mib=round(worst, 3))
+        compute, worst_pct = [], 0.0
+        for device, est in self.plan.compute:  # type: ignore[union-attr]
+            got = actual.get(device, [0.0, 0.0, 0.0])[2]
+            compute.append((device, est, round(got, 2)))
+            if got:
+                worst_pct = max(worst_pct, 100 * abs(est - got) / got)
+        return ev.PlanChecked(t=e.t, step=e.step, rows=tuple(rows), worst_error_mib=round(worst, 3),
+                              compute=tuple(compute), compute_worst_pct=round(worst_pct, 1))

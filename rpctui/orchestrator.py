@@ -173,7 +173,9 @@ class Orchestrator:
                   headroom_mib=plan.headroom_mib,
                   rows=tuple((r["device"], r["node"], r["model_mib"], r["kv_mib"],
                               r["free_mib"] or 0.0, r["fits"]) for r in plan.rows
-                             if r["free_mib"] is not None))
+                             if r["free_mib"] is not None),
+                  compute=tuple((d, round(mib, 2)) for d, mib in
+                                sorted(plan.placement.mib("compute").items())))
         if plan.fits:
             return True
         over = [r for r in plan.rows if not r["fits"]]

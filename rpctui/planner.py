@@ -13,18 +13,25 @@ import dataclasses
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
+from rpctui.llama.compute import (default_flash_attn, error_of, estimate_mib, padded_ctx,
+                                  pipeline_parallel, reserve_tokens)
 from rpctui.errors import UserError
-from rpctui.llama.plan import (_EXPERT, MIB, Device, ModelInfo, Placement, _Header, place,
-                               read_model, shards, suggest_expert_overrides, suggest_split)
+from rpctui.llama.plan import (_EXPERT, IK_MARGIN, IK_UBATCH, MIB, Device, ModelInfo, Placement,
+                               _Header, fill, ik_layer_devices, ik_layer_sizes, ik_split_for,
+                               layer_devices, read_model, split_margin, shards, suggest_expert_overrides,
+                               suggest_split)
 from rpctui.profile import Profile, endpoint
 
 #: how much of a remote model file is fetched to read its header: a little first (most
 #: headers are a few MiB), more only when that was not enough
 HEADER_BYTES = (4 * MIB, 64 * MIB)
+#: a default-split boundary closer than this (share of the layers) to a layer is fragile
+EDGE = 0.002
 
 
 @dataclass
@@ -42,11 +49,12 @@ class Plan:
     suggested_fill: float | None = None  #: the fullest device's share of its room
     #: -ot rules for a mixture of experts: (pattern, node:port of the server)
     suggested_overrides: list[tuple[str, str]] | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.path, "arch": self.model.arch, "n_layer": self.model.n_layer,
                 "model_mib": round(self.model.size_bytes / MIB, 2), "n_ctx": self.n_ctx,
-                "flavour": self.flavour, "exact_rule": self.flavour in ("mainline", "seed-era"),
+                "flavour": self.flavour, "notes": self.notes,
                 "headroom_mib": self.headroom_mib, "devices": self.rows, "fits": self.fits,
                 "suggested_tensor_split": self.suggested_split,
                 "suggested_fits": self.suggested_fits, "suggested_fill": self.suggested_fill,
@@ -56,20 +64,25 @@ class Plan:
 
 def context_for(profile: Profile, flavour: str = "mainline") -> int:
     """The context the job allocates KV for: ctx_size, or a bench's largest test, padded as
-    the build pads it (current mainline: to 256; seed-era: to 32)."""
+    the build pads it."""
+    return graph_shape(profile, flavour)[0]
+
+
+def graph_shape(profile: Profile, flavour: str = "mainline") -> tuple[int, int, bool]:
+    """(n_ctx, T, flash attention) of the job's largest context: the KV cells each device
+    holds and the micro-batch of the worst-case graph its compute buffers are sized for."""
     job = profile.job
-    if job.ctx_size:
-        return job.ctx_size
-    if job.kind != "bench":
-        return 4096
+    fa = job.flash_attn if job.flash_attn is not None else default_flash_attn(flavour)
+    if job.kind != "bench" or job.ctx_size:
+        n_ctx = job.ctx_size or 4096
+        return n_ctx, reserve_tokens(flavour, n_ctx, n_ctx, job.ubatch_size, job.batch_size), fa
     # llama-bench runs prompt and generation as separate tests, each with its own context:
-    # the largest is what a device must hold.
+    # the largest is what a device must hold (ik_llama.cpp's has no depth).
     prompt, gen, depth = max(job.prompt_tokens or [512]), max(job.gen_tokens or [128]), max(
         job.depth or [0])
-    n = max(prompt, gen) + depth
-    if flavour == "seed-era":
-        return -(-n // 32) * 32
-    return max(256, -(-n // 256) * 256)
+    n = max(prompt, gen) + (0 if flavour == "ik" else depth)
+    n_ctx = padded_ctx(flavour, n, fa)
+    return n_ctx, reserve_tokens(flavour, n, n_ctx, job.ubatch_size, job.batch_size), fa
 
 
 def devices_for(profile: Profile, caps: dict[str, Capabilities]) -> list[Device]:
@@ -80,6 +93,8 @@ def devices_for(profile: Profile, caps: dict[str, Capabilities]) -> list[Device]
     for node, server in profile.servers():
         c = caps[node.label]
         names = server.devices or ([c.devices[0].name] if c.devices else ["CPU"])
+        if main.flavour == "ik":
+            names = names[:1]  # its clients name one device per server (host:port|0)
         for i, name in enumerate(names):
             dev = next((d for d in c.devices if d.name == name), None)
             free = float(dev.free_mib) if dev and dev.free_mib is not None else float(
@@ -130,23 +145,137 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
                                                                          r.device))
                  for r in job.override_tensors if r.server is None or r.server in eps]
     split = tensor_split if tensor_split is not None else (job.tensor_split or None)
-    n_ctx = context_for(profile, main.flavour)
-    placement = place(model, devices, job.ngl, split, overrides, n_ctx)
+    types = (job.cache_type_k or "f16", job.cache_type_v or "f16")
+    ik = IkRule(profile, main, model, devices) if main.flavour == "ik" else None
+
+    n_ctx, tokens, fa = graph_shape(profile, main.flavour)
+    all_offloaded = job.ngl is None or job.ngl < 0 or job.ngl > model.n_layer
+
+    def placed(ts: list[float] | None, rules: list[tuple[str, str]] | None,
+               of: ModelInfo = model) -> Placement:
+        where = (ik.layer_devices(ts) if ik else
+                 layer_devices(model.n_layer, devices, job.ngl, ts))
+        pp = pipeline_parallel(main.flavour, len(devices), all_offloaded, bool(rules),
+                               not {"-nkvo", "--no-kv-offload"} & set(job.extra_args))
+        return with_compute(fill(of, where, rules, n_ctx, types), model, main.flavour,
+                            tokens, n_ctx, fa, pp)
+
+    placement = placed(split, overrides)
     plan = Plan(model, devices, placement, n_ctx, profile.headroom_mib, main.flavour)
     plan.rows, plan.fits = _rows(devices, placement, profile.headroom_mib)
+    if ik:
+        plan.notes += ik.notes(placement)
+    plan.notes.append(_compute_note(main.flavour, fa, tokens, placement.pipeline))
+    if not ik and not (split and any(split)) and split_margin(
+            model.n_layer, [d.split_weight for d in devices], job.ngl) < EDGE:
+        plan.notes.append("the default split (by free memory) has a layer boundary on a knife "
+                          "edge: a change of a few MiB of free memory at load moves a layer to "
+                          "the next device; set tensor_split (rpctui plan --apply) to pin it")
     if tensor_split is None and not overrides:
-        room = [d.free_mib - profile.headroom_mib for d in devices]
-        plan.suggested_split, plan.suggested_fill = suggest_split(model, room, n_ctx)
-        again = place(model, devices, job.ngl, plan.suggested_split, overrides, n_ctx)
+        order = ik.raw if ik else devices
+        room = [d.free_mib - profile.headroom_mib for d in order]
+        # each device reserves a compute buffer; the last one also the output's
+        fixed = [0.0 if d.name == "CPU" else estimate_mib(
+            model, main.flavour, tokens, n_ctx, fa, "output" if i == len(order) - 1
+            else "layers", placement.pipeline) or 0.0 for i, d in enumerate(order)]
+        counts, plan.suggested_fill = suggest_split(model, room, n_ctx, types, fixed)
+        plan.suggested_split = ik.split_for(counts) if ik else counts
+        again = placed(plan.suggested_split, overrides)
         plan.suggested_fits = _rows(devices, again, profile.headroom_mib)[1]
     if experts_on:
-        _suggest_experts(plan, profile, main, model, devices, experts_on, eps, split, n_ctx)
+        _suggest_experts(plan, profile, main, model, devices, experts_on, eps, split, placed)
     return plan
+
+
+def with_compute(p: Placement, model: ModelInfo, flavour: str, tokens: int, n_ctx: int,
+                 fa: bool, pipeline: bool = False) -> Placement:
+    """The placement with each device's estimated compute buffer: the device of the output
+    layer sized as the output's, others holding layers or tensors as a layer's, and the
+    main node's CPU as the host's (or the output's, when the output stays there)."""
+    output = p.layer_device.get(model.n_layer, "CPU")
+    holders = set(p.layer_device.values()) | {k for k, v in p.model.items() if v}
+    holders = {"CPU" if h == "CPU_Mapped" else h for h in holders} | {"CPU"}
+    for device in holders:
+        role = "output" if device == output else "host" if device == "CPU" else "layers"
+        mib = estimate_mib(model, flavour, tokens, n_ctx, fa, role, pipeline)
+        if mib:
+            p.compute[device] = int(mib * MIB)
+    p.pipeline = pipeline
+    return p
+
+
+def _compute_note(flavour: str, fa: bool, tokens: int, pipeline: bool) -> str:
+    errs = [e for e in (error_of(flavour, r, fa, pipeline) for r in ("layers", "output", "host"))
+            if e is not None]
+    if not errs:
+        return f"compute buffers: no estimate for {flavour} builds; keep headroom for them"
+    return (f"compute buffers are estimates for a {tokens}-token micro-batch (flash attention "
+            f"{'on' if fa else 'off'}{', pipeline parallelism' if pipeline else ''}): a rule "
+            f"fitted on recorded runs, within {100 * max(errs):.0f} % on those "
+            f"(bench/compute_fit.py)")
+
+
+class IkRule:
+    """ik_llama.cpp's placement. Its split has a slot per device: the servers in --rpc order,
+    then the main node's GPUs (or, on a CPU-only build, its CPU, with no free memory). It sizes
+    layers its own way (weights, KV for the model's whole trained context, the output layer
+    with its logits) and fills the slots greedily; but it then loads slot k's layers on
+    device k of its own numbering, which lists the local devices (the CPU on a CPU build)
+    before the servers: the first share of layers lands on the main node."""
+
+    def __init__(self, profile: Profile, main: Capabilities, model: ModelInfo,
+                 devices: list[Device]) -> None:
+        self.model, self.job = model, profile.job
+        rpc = [d for d in devices if d.name.startswith("RPC")]
+        local = [d for d in devices if not d.name.startswith("RPC")]
+        if not local:
+            local = [Device("CPU", profile.main_node.label, 0.0, reported_mib=0.0)]
+        self.slots = rpc + local  #: the split's order (model.devices)
+        self.raw = local + rpc  #: ik's own device numbering, where slot k's layers land
+        job = profile.job
+        bench = job.kind == "bench"
+        self.kv_ctx = (job.ctx_size if job.ctx_size and not bench else 0) or model.n_ctx_train
+        ubatch = job.ubatch_size or IK_UBATCH
+        if not bench:
+            ubatch = min(ubatch, job.batch_size or 2048, job.ctx_size or ubatch)
+        self.ubatch = IK_UBATCH if bench else ubatch
+        self.types = (job.cache_type_k or "f16", job.cache_type_v or "f16")
+        self.sizes, self.max_compute = ik_layer_sizes(model, self.kv_ctx, self.ubatch, self.types)
+
+    def weights(self, ts: list[float] | None) -> list[float]:
+        if ts and any(ts):
+            return (list(ts) + [0.0] * len(self.slots))[:len(self.slots)]
+        return [max(d.split_weight * MIB - IK_MARGIN, 0.0) for d in self.slots]
+
+    def layer_devices(self, ts: list[float] | None) -> dict[int, str]:
+        slots = ik_layer_devices(self.sizes, self.max_compute, self.weights(ts), self.job.ngl)
+        return {il: self.raw[k].name if k >= 0 else "CPU" for il, k in enumerate(slots)}
+
+    def split_for(self, counts: list[float]) -> list[float]:
+        """-ts values (in slot order) giving each device of ik's numbering ``counts`` layers."""
+        ts = ik_split_for(self.sizes, self.max_compute, [int(c) for c in counts])
+        got = ik_layer_devices(self.sizes, self.max_compute, [w * MIB for w in ts], self.job.ngl)
+        assert [got.count(k) for k in range(len(counts))] == [int(c) for c in counts], (ts, got)
+        return ts
+
+    def notes(self, placement: Placement) -> list[str]:
+        out = [f"ik_llama.cpp's rule: layers sized with KV for {self.kv_ctx} tokens and "
+               f"{self.max_compute / MIB:.2f} MiB of compute per device, filled greedily"]
+        on_cpu = [il for il, d in placement.layer_device.items() if d == "CPU"]
+        if on_cpu and self.raw[0].name == "CPU":
+            out.append(f"ik_llama.cpp loads split slot k on its device k, and its device 0 is "
+                       f"the main node's CPU: {len(on_cpu)} of {self.model.n_layer + 1} layers "
+                       f"stay there; the suggested split gives slot 0 nothing")
+        idle = [d.name for d in self.raw if d.name != "CPU"
+                and d.name not in placement.layer_device.values()]
+        if idle:
+            out.append(f"no layers on {', '.join(idle)}")
+        return out
 
 
 def _suggest_experts(plan: Plan, profile: Profile, main: Capabilities, model: ModelInfo,
                      devices: list[Device], experts_on: list[str], eps: dict[str, str],
-                     split: list[float] | None, n_ctx: int) -> None:
+                     split: list[float] | None, placed: Callable[..., Placement]) -> None:
     """MoE: expert tensors onto the chosen servers, the rest by the layer rule."""
     unknown = [s for s in experts_on if s not in eps]
     if unknown:
@@ -155,14 +284,14 @@ def _suggest_experts(plan: Plan, profile: Profile, main: Capabilities, model: Mo
     targets = [largv.rpc_buffer(main, eps[s], 0) for s in experts_on]
     others = [t for t in model.tensors if not expert_layers_of(t.name)]
     rest = dataclasses.replace(model, tensors=tuple(others))
-    base = place(rest, devices, profile.job.ngl, split, None, n_ctx)
+    base = placed(split, None, rest)
     rules = suggest_expert_overrides(model, devices, targets, profile.headroom_mib, base)
     if rules is None:
         plan.suggested_overrides, plan.suggested_fits = [], False
         return
     names = {largv.rpc_buffer(main, eps[s], 0): s for s in experts_on}
     plan.suggested_overrides = [(pattern, names[target]) for pattern, target in rules]
-    again = place(model, devices, profile.job.ngl, split, rules, n_ctx)
+    again = placed(split, rules)
     plan.suggested_fits = _rows(devices, again, profile.headroom_mib)[1]
 
 
@@ -171,16 +300,20 @@ def _rows(devices: list[Device], p: Placement, headroom: float) -> tuple[list[di
     fits = True
     model = p.mib("model")
     kv = p.mib("kv")
+    compute = p.mib("compute")
     for d in devices:
-        need = model.get(d.name, 0.0) + kv.get(d.name, 0.0)
+        need = model.get(d.name, 0.0) + kv.get(d.name, 0.0) + compute.get(d.name, 0.0)
         ok = need <= d.free_mib - headroom
         fits = fits and ok
         rows.append({"device": d.name, "node": d.node, "model_mib": round(model.get(d.name, 0.0), 2),
-                     "kv_mib": round(kv.get(d.name, 0.0), 2), "need_mib": round(need, 2),
+                     "kv_mib": round(kv.get(d.name, 0.0), 2),
+                     "compute_mib": round(compute.get(d.name, 0.0), 2), "need_mib": round(need, 2),
                      "free_mib": round(d.free_mib, 1), "fits": ok})
-    host = model.get("CPU_Mapped", 0.0) + kv.get("CPU", 0.0)
-    rows.append({"device": "CPU (main node)", "node": "", "model_mib": round(host, 2),
-                 "kv_mib": round(kv.get("CPU", 0.0), 2), "need_mib": round(host, 2),
+    host = model.get("CPU_Mapped", 0.0) + kv.get("CPU", 0.0) + compute.get("CPU", 0.0)
+    rows.append({"device": "CPU (main node)", "node": "",
+                 "model_mib": round(model.get("CPU_Mapped", 0.0), 2),
+                 "kv_mib": round(kv.get("CPU", 0.0), 2),
+                 "compute_mib": round(compute.get("CPU", 0.0), 2), "need_mib": round(host, 2),
                  "free_mib": None, "fits": True})
     return rows, fits
 
@@ -191,10 +324,10 @@ def render(plan: Plan) -> str:
             f"{', tied embeddings' if m.tied else ''}; KV for {plan.n_ctx} tokens; "
             f"headroom {plan.headroom_mib:g} MiB")
     lines = [head]
-    if plan.flavour not in ("mainline", "seed-era"):
-        lines.append(f"note: {plan.flavour} places layers by its own rule; this is mainline's")
-    cols = ("device", "node", "model_mib", "kv_mib", "need_mib", "free_mib", "fits")
-    lines.append("| " + " | ".join(cols) + " |")
+    lines += [f"note: {n}" for n in plan.notes]
+    cols = ("device", "node", "model_mib", "kv_mib", "compute_mib", "need_mib", "free_mib", "fits")
+    lines.append("| " + " | ".join("compute_mib (est.)" if c == "compute_mib" else c
+                                   for c in cols) + " |")
     lines.append("| " + " | ".join("---" for _ in cols) + " |")
     for r in plan.rows:
         cells = [str(r[c]) if r[c] is not None else "" for c in cols]

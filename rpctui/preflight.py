@@ -126,12 +126,14 @@ def check_main(profile: Profile, c: Capabilities, model: str) -> list[ev.Preflig
                              f"servers"))
     if job.tensor_split and not profile.sweep:
         local = len(c.client_devices)
-        if len(job.tensor_split) not in (rpc, rpc + local):
+        # ik_llama.cpp's split also has a slot for the CPU of a CPU-only build
+        slots = rpc + max(local, 1) if c.flavour == "ik" else rpc + local
+        if len(job.tensor_split) not in (rpc, slots):
             issues.append(_issue(node.label, "split", f"tensor_split has "
                                  f"{len(job.tensor_split)} entries; the job sees {rpc} server "
                                  f"devices and {local} local GPUs on {node.label}",
-                                 f"give {rpc + local} fractions: servers in profile order, then "
-                                 f"the main node's GPUs"))
+                                 f"give {slots} fractions: servers in profile order, then "
+                                 f"the main node's {'GPUs' if local else 'CPU'}"))
     return issues
 
 

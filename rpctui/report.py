@@ -82,6 +82,10 @@ def final_report(state: ClusterState) -> list[str]:
         for device, pm, am, pk, ak in check.rows:
             out.append(f"  {device:28s} model {pm:9.2f} planned {am:9.2f} allocated   "
                        f"KV {pk:7.2f} planned {ak:7.2f} allocated")
+        if check.compute:
+            out.append(f"  compute buffers (estimated, worst error {check.compute_worst_pct:.0f} %):")
+        for device, est, got in check.compute:
+            out.append(f"  {device:28s} compute {est:7.2f} estimated {got:7.2f} allocated")
     for w in state.warnings:
         out.append(f"warning: {w.message}")
     return out

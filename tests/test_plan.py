@@ -32,6 +32,9 @@ CONFIGS = [
     (2, "small", [2, 1], "b6110", None),
     (2, "tiny", [1, 1], "mainline", OT_FFN_0_2_TO_N2),
     (4, "small", None, "mainline", OT_FFN_0_2_TO_N2),
+    (2, "tiny", None, "ik", None),
+    (4, "small", None, "ik", None),
+    (2, "tiny-tied", [0, 2, 1], "ik", None),
 ]
 
 
@@ -57,13 +60,13 @@ def predicted_and_actual(rig: Rig, bins, tmp_path: Path, servers: int, model_nam
     checked = [e for e in events if e["type"] == "PlanChecked"]
     assert checked and checked[0]["worst_error_mib"] <= 1.0, "the run kept no plan check"
     for e in events:
-        if e["type"] == "BufferAllocated" and e["endpoint"] and e["kind"] in ("model", "kv"):
-            key = (e["kind"], e["device"])
+        if e["type"] == "BufferAllocated" and e["kind"] in ("model", "kv"):
+            # the main node's host buffer: CPU_Mapped (mainline), CPU (ik_llama.cpp, b6110)
+            device = e["device"] if e["endpoint"] else "CPU (main node)"
+            key = (e["kind"], device)
             actual[key] = max(actual.get(key, 0.0), e["mib"])
     out = []
     for device, row in rows.items():
-        if not device.startswith("RPC"):
-            continue
         for kind in ("model", "kv"):
             out.append((kind, device, row[f"{kind}_mib"], actual.get((kind, device), 0.0)))
     return out
@@ -199,3 +202,113 @@ def test_prediction_matches_a_real_cuda_load() -> None:
     for device in ("RPC0[127.0.0.1:50052]", "RPC0[127.0.0.1:50053]", "CUDA0"):
         assert round(placement.mib("model")[device], 2) == actual[("model", device)]
         assert round(placement.mib("kv")[device], 2) == actual[("kv", device)]
+
+
+def test_ik_rule_reproduces_its_own_layer_table() -> None:
+    """ik_llama.cpp prints how it sizes each layer and where it puts it (fixture: a real
+    ik llama-bench -v with two CPU rpc-servers). Our reading of its rule gives the same table,
+    the same slots, and, through its device numbering, the buffers it allocated: the first
+    share on the main node's CPU, the second server idle."""
+    import re
+
+    from rpctui.llama.plan import MIB, IK_MARGIN, ik_layer_devices, ik_layer_sizes
+
+    log = (Path(__file__).parent / "fixtures" / "ik-bench-2srv-v.log").read_text()
+    model = read_model(ensure_model("tiny"))
+    sizes, max_compute = ik_layer_sizes(model, model.n_ctx_train)
+    table = {int(m.group(1)): [float(x) for x in m.groups()[1:]] for m in re.finditer(
+        r"^Layer +(\d+): +([\d.]+), +([\d.]+), +([\d.]+)(?: +([\d.]+))?", log, re.M)
+        if m.group(5)}
+    assert len(table) == model.n_layer
+    for il, (_w, _kv, total, compute) in table.items():
+        assert round(sizes[il] / MIB, 2) == total
+        assert round(max_compute / MIB, 2) == compute
+    out = re.search(r"^Layer +8: +([\d.]+), +([\d.]+), +([\d.]+) MiB \(output layer\)", log, re.M)
+    assert out and round(sizes[8] / MIB, 2) == float(out.group(3))
+    free = [int(x) * MIB for x in re.findall(r"using device RPC0\[[^\]]+\] - (\d+) MiB free", log)]
+    weights = [f - IK_MARGIN for f in free] + [0.0]  # then the CPU, which reports no memory
+    slots = ik_layer_devices(sizes, max_compute, weights, 99)
+    logged = {int(a): int(b) for a, b in re.findall(r"default device in layer +(\d+) to (\d+)", log)}
+    assert slots == [logged[il] for il in range(model.n_layer + 1)]
+    assert "CPU buffer size =    27.64 MiB" in log and "RPC0[127.0.0.1:50072] buffer size =    15.63 MiB" in log
+
+
+def test_cuda_loads_match_the_plan() -> None:
+    """Five real loads on an H100 (bench/device_plan.sh; two -d CUDA0 rpc-servers and the
+    client's own CUDA0, after them): every model and KV buffer the plan made at launch, and
+    the compute estimates of the loads that ran, against what llama.cpp allocated."""
+    from rpctui.llama.compute import padded_ctx, pipeline_parallel, reserve_tokens
+    from rpctui.llama.plan import Device, place
+    from rpctui.planner import with_compute
+
+    runs = json.loads((Path(__file__).parent / "fixtures" / "cuda-plan-h100.json").read_text())
+    compared = 0
+    for r in runs:
+        planned = next(e for e in r["events"] if e["type"] == "BufferPlanned")
+        devices = [Device(row[0], row[1], row[4]) for row in planned["rows"]]
+        model = read_model(ensure_model(r["model"]))
+        rules = [(r["ot"], "RPC0[127.0.0.1:50053]")] if r["ot"] else None
+        placement = place(model, devices, 99, r["split"], rules, planned["n_ctx"])
+        actual: dict[tuple[str, str], float] = {}
+        for e in r["events"]:
+            if e["type"] == "BufferAllocated":
+                key = (e["kind"], e["device"])
+                actual[key] = max(actual.get(key, 0.0), e["mib"])
+        for d in devices:
+            assert round(placement.mib("model").get(d.name, 0.0), 2) == actual.get(("model", d.name), 0.0)
+            assert round(placement.mib("kv").get(d.name, 0.0), 2) == actual.get(("kv", d.name), 0.0)
+            compared += 2
+        # Compute: the runs that finished with flash attention on, as "auto" gave it when no
+        # layer sat on the client's own CUDA0 (with one there, head size 32 turned it off).
+        if r["run_rc"] == 0 and r["split"]:
+            n_ctx = padded_ctx("mainline", r["prompt"], True)
+            tokens = reserve_tokens("mainline", r["prompt"], n_ctx, None, None)
+            pp = pipeline_parallel("mainline", len(devices), True, bool(rules))
+            est = with_compute(placement, model, "mainline", tokens, n_ctx, True, pp)
+            for device, mib in est.mib("compute").items():
+                got = actual[("compute", device)]
+                assert abs(mib - got) <= max(0.06 * got, 0.05), (r["model"], device, mib, got)
+                compared += 1
+    assert compared >= 38
+
+
+# Shapes the compute rule was not fitted on (bench/compute_fit.py's data has prompts of
+# 32/128/512 tokens on two servers): (build, model, prompt, ubatch, flash attention, servers,
+# an -ot rule, which turns mainline's pipeline parallelism off)
+UNSEEN = [
+    ("mainline", "small", 256, 64, True, 3, False),
+    ("mainline", "tiny-tied", 200, 64, False, 2, True),
+    ("b6110", "small", 256, None, False, 3, False),
+    ("ik", "tiny-moe", 200, None, True, 2, False),
+]
+
+
+@pytest.mark.parametrize("build,model_name,prompt,ubatch,fa,servers,ot", UNSEEN)
+def test_compute_estimates_hold_on_unseen_shapes(bins, tmp_path: Path, build: str,
+                                                 model_name: str, prompt: int,
+                                                 ubatch: int | None, fa: bool, servers: int,
+                                                 ot: bool) -> None:
+    """A real load on loopback servers: the run keeps each compute buffer next to the plan's
+    estimate (PlanChecked); every one is within 7 % or 0.05 MiB."""
+    split = [0] + [1] * servers if build == "ik" else [1] * servers
+    blocks = "".join(f"[[nodes.servers]]\nport = {52300 + i}\nthreads = 1\n\n"
+                     for i in range(servers))
+    extra = f"ubatch_size = {ubatch}\n" if ubatch else ""
+    if ot:
+        extra += "override_tensors = [{ pattern = '^none$', server = \"local:52300\" }]\n"
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        f'name = "unseen"\nheadroom_mib = 0\nsample_interval_s = 0\n\n[[nodes]]\nname = "local"\n'
+        f'host = "local"\nmain = true\nbin_dir = "{bins[build]}"\n\n{blocks}[job]\n'
+        f'model = "{ensure_model(model_name)}"\nngl = 99\nprompt_tokens = [{prompt}]\n'
+        f'gen_tokens = [8]\nrepetitions = 1\nflash_attn = {str(fa).lower()}\n'
+        f'tensor_split = {split}\n{extra}')
+    run = rpctui(tmp_path, "run", str(profile))
+    assert run.returncode == 0, run.stderr
+    assert "compute buffers (estimated" in run.stderr
+    check = next(e for e in recorded_events(tmp_path) if e["type"] == "PlanChecked")
+    assert len(check["compute"]) == servers + 1  # every server and the main node's CPU
+    for device, estimated, allocated in check["compute"]:
+        assert allocated > 0
+        assert abs(estimated - allocated) <= max(0.07 * allocated, 0.05), (device, estimated,
+                                                                           allocated)

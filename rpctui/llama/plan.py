@@ -7,7 +7,8 @@ normalised cumulative float32; layer il (and the output layer, index n_layer) go
 upper_bound(splits, (il - start) / act); the input layer (token_embd) always stays on the
 CPU; a model without output.weight loads token_embd again on the output layer's device;
 -ot matches win over the layer rule. KV cache: per layer, on that layer's device.
-Compute buffers cannot be derived from the file and are not predicted here.
+ik_llama.cpp's own rule is reproduced too (ik_layer_sizes, ik_layer_devices). Compute
+buffers cannot be derived from the file: rpctui.llama.compute estimates them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Tensor:
     name: str
     n_bytes: int
     layer: int | None  #: block index, or None for input/output/other tensors
+    dims: tuple[int, ...] = ()  #: ne[0], ne[1], ... as ggml orders them
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class ModelInfo:
     head_dim_k: int
     head_dim_v: int
     tensors: tuple[Tensor, ...]
+    n_ctx_train: int = 0
+    n_vocab: int = 0
+    n_expert_used: int = 0
 
     @property
     def tied(self) -> bool:
@@ -79,6 +84,7 @@ class _Header:
         import struct
 
         self.fields: dict[str, object] = {}
+        self.lengths: dict[str, int] = {}  #: element counts of the arrays that were skipped
         self.tensors: list[tuple[str, list[int], int]] = []
         with fh or path.open("rb") as fh:
             data = fh.read(1 << 20)
@@ -108,13 +114,14 @@ class _Header:
                 pos += n
                 return text
 
-            def value(vtype: int, keep: bool) -> object:
+            def value(vtype: int, keep: bool, key: str = "") -> object:
                 nonlocal pos
                 if vtype == 8:
                     return string()
                 if vtype != 9:
                     return take(_SCALAR[vtype])[0]
                 (etype, count) = take("IQ")
+                self.lengths[key] = count
                 if etype in _SCALAR and not keep:
                     size = struct.calcsize(_SCALAR[etype])
                     need(size * count)
@@ -131,7 +138,7 @@ class _Header:
                 key = string()
                 (vtype,) = take("I")
                 keep = not key.startswith("tokenizer.")
-                self.fields[key] = value(vtype, keep)
+                self.fields[key] = value(vtype, keep, key)
             for _ in range(n_tensors):
                 name = string()
                 (n_dims,) = take("I")
@@ -161,7 +168,8 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
         meta = meta or header
         for name, dims, ttype in header.tensors:
             m = _BLOCK.match(name)
-            tensors.append(Tensor(name, _n_bytes(dims, ttype), int(m.group(1)) if m else None))
+            tensors.append(Tensor(name, _n_bytes(dims, ttype), int(m.group(1)) if m else None,
+                                  tuple(dims)))
     assert meta is not None
     f = meta.fields
 
@@ -179,8 +187,11 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
     key_len = first(f"{arch}.attention.key_length")
     val_len = first(f"{arch}.attention.value_length")
     head_dim = n_embd // n_head
+    vocab = first(f"{arch}.vocab_size") or meta.lengths.get("tokenizer.ggml.tokens", 0)
     return ModelInfo(str(path), arch, n_layer, n_embd, kv, int(key_len or head_dim),
-                     int(val_len or head_dim), tuple(tensors))
+                     int(val_len or head_dim), tuple(tensors),
+                     n_ctx_train=first(f"{arch}.context_length") or 0, n_vocab=vocab,
+                     n_expert_used=first(f"{arch}.expert_used_count") or 0)
 
 
 @dataclass(frozen=True)
@@ -206,6 +217,9 @@ class Placement:
     model: dict[str, int] = field(default_factory=dict)
     kv: dict[str, int] = field(default_factory=dict)
     layer_device: dict[int, str] = field(default_factory=dict)
+    #: estimated compute buffers (see rpctui.llama.compute); "CPU" is the main node's
+    compute: dict[str, int] = field(default_factory=dict)
+    pipeline: bool = False  #: mainline's pipeline parallelism (larger compute buffers)
 
     def mib(self, kind: str = "model") -> dict[str, float]:
         return {k: v / MIB for k, v in getattr(self, kind).items()}
@@ -225,12 +239,26 @@ def split_points(weights: list[float]) -> list[float]:
     return [float(np.float32(p / acc)) for p in points]
 
 
-def place(model: ModelInfo, devices: list[Device], ngl: int | None = None,
-          tensor_split: list[float] | None = None,
-          overrides: list[tuple[str, str]] | None = None, n_ctx: int | None = None,
-          kv_bytes_per_value: float = 2.0) -> Placement:
-    """Mainline llama.cpp's placement of every tensor, and the KV cache for n_ctx."""
-    n = model.n_layer
+def row_bytes(type_name: str, n: int) -> int:
+    """ggml_row_size: bytes of n values of a ggml type (f16, q8_0, ...)."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name.upper()]]
+    return n // block * size
+
+
+def kv_layer_bytes(model: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
+    """One layer's K and V cache for n_ctx cells."""
+    gqa = model.n_head_kv
+    return (row_bytes(type_k, model.head_dim_k * gqa) + row_bytes(type_v, model.head_dim_v * gqa)) \
+        * n_ctx
+
+
+def layer_devices(n_layer: int, devices: list[Device], ngl: int | None = None,
+                  tensor_split: list[float] | None = None) -> dict[int, str]:
+    """Mainline's device for each layer 0..n_layer (the output layer last); "CPU" for the
+    layers before the first offloaded one."""
+    n = n_layer
     ngl = n + 1 if ngl is None or ngl < 0 else ngl
     start = max(n + 1 - ngl, 0)
     act = min(ngl, n + 1) if devices else 0
@@ -244,9 +272,39 @@ def place(model: ModelInfo, devices: list[Device], ngl: int | None = None,
         i = bisect_right(points, float(np.float32(il - start) / np.float32(act)))
         return devices[min(i, len(devices) - 1)].name
 
-    out = Placement()
-    out.layer_device = {il: device_of(il) for il in range(n + 1)}
-    output_dev = out.layer_device[n]
+    return {il: device_of(il) for il in range(n + 1)}
+
+
+def split_margin(n_layer: int, weights: list[float], ngl: int | None = None) -> float:
+    """How far (as a share of all layers) the nearest layer sits from a split point: near 0,
+    a small change in the weights (the devices' free memory) moves a layer across."""
+    n = n_layer
+    ngl = n + 1 if ngl is None or ngl < 0 else ngl
+    act = min(ngl, n + 1)
+    if len(weights) < 2 or act <= 0:
+        return 1.0
+    fractions = [float(np.float32(i) / np.float32(act)) for i in range(act)]
+    return min(abs(f - p) for p in split_points(weights)[:-1] for f in fractions)
+
+
+def place(model: ModelInfo, devices: list[Device], ngl: int | None = None,
+          tensor_split: list[float] | None = None,
+          overrides: list[tuple[str, str]] | None = None, n_ctx: int | None = None,
+          cache_types: tuple[str, str] = ("f16", "f16")) -> Placement:
+    """Mainline llama.cpp's placement of every tensor, and the KV cache for n_ctx."""
+    return fill(model, layer_devices(model.n_layer, devices, ngl, tensor_split), overrides,
+                n_ctx, cache_types)
+
+
+def fill(model: ModelInfo, layer_device: dict[int, str],
+         overrides: list[tuple[str, str]] | None, n_ctx: int | None,
+         cache_types: tuple[str, str] = ("f16", "f16")) -> Placement:
+    """Every tensor's bytes on its buffer, given the device of each layer (n_layer is the
+    output layer; "CPU" for the host): the input layer stays on the CPU, a model without
+    output.weight loads token_embd again with the output layer, -ot rules win."""
+    n = model.n_layer
+    out = Placement(layer_device=dict(layer_device))
+    output_dev = layer_device[n]
     rules = [(re.compile(p), buf) for p, buf in overrides or []]
 
     def add(where: str, t: Tensor) -> None:
@@ -258,7 +316,7 @@ def place(model: ModelInfo, devices: list[Device], ngl: int | None = None,
         if target is not None:
             add(target, t)
         elif t.layer is not None:
-            add(out.layer_device[t.layer], t)
+            add(layer_device[t.layer], t)
         elif t.name.startswith("token_embd"):
             add("CPU", t)  # the input layer always stays on the CPU
             if model.tied and output_dev != "CPU":
@@ -266,15 +324,131 @@ def place(model: ModelInfo, devices: list[Device], ngl: int | None = None,
         else:
             add(output_dev, t)  # output, output_norm and other non-block tensors
     if n_ctx:
-        per_layer = n_ctx * model.n_head_kv * (model.head_dim_k + model.head_dim_v)
+        per_layer = kv_layer_bytes(model, n_ctx, *cache_types)
         for il in range(n):
-            where = out.layer_device[il]
-            out.kv[where] = out.kv.get(where, 0) + int(per_layer * kv_bytes_per_value)
+            where = layer_device[il]
+            out.kv[where] = out.kv.get(where, 0) + per_layer
     return out
 
 
+# ik_llama.cpp (src/llama.cpp, get_layer_sizes and llm_load_tensors, build 4411) sizes each
+# layer as weights + KV for the model's whole trained context, plus an activation estimate,
+# and fills devices greedily in the order of its split; see ik_layer_devices.
+IK_MARGIN = 1024 * MIB  #: free memory ik_llama.cpp keeps back on every device
+IK_UBATCH = 512  #: llama-bench never passes its -ub to the model loader
+_IK_EXPS = {"ffn_gate_up_exps", "ffn_up_exps", "ffn_gate_exps", "ffn_down_exps"}
+_IK_SHEXP = {"ffn_up_shexp", "ffn_gate_shexp", "ffn_down_shexp"}
+_IK_DENSE = {"ffn_up", "ffn_gate", "ffn_down"}
+_IK_NORMS = {"attn_norm", "attn_norm_2", "attn_output_norm", "post_attention_norm", "ffn_norm",
+             "post_ffw_norm", "layer_output_norm"}
+
+
+def ik_layer_sizes(model: ModelInfo, kv_ctx: int, n_ubatch: int = IK_UBATCH,
+                   cache_types: tuple[str, str] = ("f16", "f16")) -> tuple[list[float], float]:
+    """ik_llama.cpp's own size of each of the n_layer + 1 layers (its "Layer sizes" table)
+    and the largest per-layer compute estimate it sets aside on every device."""
+    n = model.n_layer
+    result = [0.0] * (n + 1)
+    exps, shexp, dense = [0] * n, [0] * n, [0] * n
+    norm = [False] * n
+    ow = embd = 0
+    for t in model.tensors:
+        if t.name == "token_embd.weight":
+            embd = t.n_bytes
+            continue
+        if t.name == "output.weight":
+            ow = t.n_bytes
+            continue
+        if t.layer is None or not 0 <= t.layer < n:
+            continue
+        il = t.layer
+        result[il] += t.n_bytes
+        if t.name.endswith(".bias"):
+            continue
+        kind = t.name.split(".")[2]
+        ne1 = t.dims[1] if len(t.dims) > 1 else 1
+        if kind in _IK_EXPS:
+            exps[il] += ne1 * n_ubatch * model.n_expert_used * 4
+        elif kind in _IK_SHEXP:
+            shexp[il] += ne1 * n_ubatch * 4
+        elif kind in _IK_DENSE:
+            dense[il] += ne1 * n_ubatch * 4
+        elif kind in _IK_NORMS:
+            norm[il] = True
+    compute = [max(exps[il], shexp[il], dense[il])
+               + model.n_embd * n_ubatch * 4 * (2 if norm[il] else 1) for il in range(n)]
+    max_compute = float(max(compute, default=0))
+    kv = kv_layer_bytes(model, kv_ctx, *cache_types)
+    for il in range(n):
+        result[il] += kv
+    output = model.n_vocab * n_ubatch * 4
+    result[n] = float(ow or embd) + int(max(output, max_compute) - max_compute)
+    return result, max_compute
+
+
+def ik_layer_devices(sizes: list[float], max_compute: float, weights: list[float],
+                     ngl: int | None = None) -> list[int]:
+    """ik_llama.cpp's greedy assignment: the split slot (index into ``weights``) of each
+    layer 0..n_layer (the last is the output layer), -1 for a layer left on the CPU.
+    ``weights`` are the -ts values, or each device's free bytes less its margin."""
+    n = len(sizes) - 1
+    ngl = n + 1 if ngl is None or ngl < 0 else ngl
+    count = len(weights)
+    f32 = np.float32
+    splits = [f32(1.0)]
+    if count > 1:
+        acc, cum = f32(0), []
+        for w in weights:
+            acc = f32(acc + f32(w))
+            cum.append(acc)
+        splits = [f32(c / acc) for c in cum]
+    slot = [count - 1] * (n + 1)
+    start = max(n - ngl, 0)
+    if count > 1:
+        n_last = n + 1 if ngl > n else n
+        total = max_compute * count + sum(sizes[start:n_last])
+        last, loaded = start, f32(0)
+        for k in range(count):
+            loaded = f32(loaded + max_compute)
+            split_size = f32(float(splits[k]) * total)
+            il = last
+            while il < n_last:
+                if float(loaded) + sizes[il] <= float(split_size):
+                    slot[il] = k
+                    loaded = f32(float(loaded) + sizes[il])
+                    il += 1
+                    continue
+                if float(loaded) + sizes[il] - float(split_size) < float(f32(split_size - loaded)):
+                    slot[il] = k
+                    loaded = f32(float(loaded) + sizes[il])
+                    il += 1
+                break
+            last = il
+    for il in range(start):
+        slot[il] = -1
+    if ngl <= n:
+        slot[n] = -1
+    return slot
+
+
+def ik_split_for(sizes: list[float], max_compute: float, counts: list[int]) -> list[float]:
+    """-ts values that make ik_llama.cpp's greedy fill give slot k exactly counts[k] layers
+    (all layers offloaded): each slot's weight is what it loads (its compute reserve and its
+    layers), with each cut placed a quarter into the next slot's first layer, so rounding
+    cannot move a layer across it. Checked against ik_layer_devices by the caller."""
+    cum, il, cuts = 0.0, 0, []
+    for k, c in enumerate(counts):
+        cum += max_compute + sum(sizes[il:il + c])
+        il += c
+        nxt = sizes[il] if il < len(sizes) and k < len(counts) - 1 else 0.0
+        cuts.append(cum + nxt / 4)
+    cuts[-1] = max(cuts[-1], cum)
+    weights = [b - a for a, b in zip([0.0] + cuts[:-1], cuts)]
+    return [round(w / MIB, 3) for w in weights]
+
+
 def layer_bytes(model: ModelInfo, n_ctx: int | None = None,
-                kv_bytes_per_value: float = 2.0) -> list[int]:
+                cache_types: tuple[str, str] = ("f16", "f16")) -> list[int]:
     """Bytes each of the n_layer + 1 offloadable layers brings to its device: weights (and KV),
     the last entry being the output layer (with token_embd again when embeddings are tied)."""
     sizes = [0] * (model.n_layer + 1)
@@ -284,22 +458,23 @@ def layer_bytes(model: ModelInfo, n_ctx: int | None = None,
         elif not t.name.startswith("token_embd") or model.tied:
             sizes[model.n_layer] += _padded(t.n_bytes)
     if n_ctx:
-        per_layer = int(n_ctx * model.n_head_kv * (model.head_dim_k + model.head_dim_v)
-                        * kv_bytes_per_value)
+        per_layer = kv_layer_bytes(model, n_ctx, *cache_types)
         for il in range(model.n_layer):
             sizes[il] += per_layer
     return sizes
 
 
-def suggest_split(model: ModelInfo, capacities_mib: list[float], n_ctx: int | None = None
-                  ) -> tuple[list[float], float]:
+def suggest_split(model: ModelInfo, capacities_mib: list[float], n_ctx: int | None = None,
+                  cache_types: tuple[str, str] = ("f16", "f16"),
+                  fixed_mib: list[float] | None = None) -> tuple[list[float], float]:
     """A tensor split that fits: (layer counts per device as split weights, the fullest
     device's share of its capacity). Layers go to devices in order in contiguous runs (that
     is all a split can express), so the best split is the one whose fullest device is least
     full: found by bisecting on that fill with a greedy fill of each device. Split weights
     equal to layer counts give each device exactly its count under llama.cpp's rule."""
-    sizes = layer_bytes(model, n_ctx)
-    caps = [max(c, 0.0) * MIB for c in capacities_mib]
+    sizes = layer_bytes(model, n_ctx, cache_types)
+    caps = [max(c - (fixed_mib[i] if fixed_mib else 0.0), 0.0) * MIB
+            for i, c in enumerate(capacities_mib)]
 
     def fill(u: float) -> list[int] | None:
         counts, i = [], 0

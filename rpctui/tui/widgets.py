@@ -90,7 +90,10 @@ def render_node(state: ClusterState, name: str) -> Text:
         if node.fix:
             t.append(f"fix: {node.fix}\n", style="yellow")
     tel = state.telemetry.get(name)
-    need = sum(r[2] + r[3] for r in state.plan.rows if r[1] == name) if state.plan else None
+    need = None
+    if state.plan:  # the plan's weights, KV and estimated compute on this node's devices
+        compute = dict(state.plan.compute)
+        need = sum(r[2] + r[3] + compute.get(r[0], 0.0) for r in state.plan.rows if r[1] == name)
     sample = tel.sample if tel else None
     if sample and sample.mem_total_mib and tel and tel.used_mib is not None:
         t.append("RAM  ")

@@ -1,0 +1,85 @@
+"""The planner against real CUDA loads (run on the `device` machine by bench/device_plan.sh).
+
+Two `ggml-rpc-server -d CUDA0` on one H100 plus the client's own CUDA0 (which comes after
+the RPC devices): default split, explicit splits with and without the local GPU, tied
+embeddings, a mixture of experts, and -ot onto a server. For each, `rpctui plan --json`
+then `rpctui run`; prints every device's planned and allocated model, KV and compute MiB
+and writes them to $OUT/cuda_plan.json.
+
+    RPCTUI_BIN_DIR=/tmp/build/bin python3 bench/cuda_plan.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rpctui.llama.tinymodel import ensure_model  # noqa: E402
+
+#: (model, tensor split, -ot rule onto the second server, prompt tokens)
+CONFIGS = (
+    ("tiny", None, None, 512),
+    ("small", [1, 2, 1], None, 512),
+    ("tiny-tied", [1, 1], None, 256),
+    ("small", [2, 1, 1], r"blk\.[0-2]\.ffn_.*", 512),
+    ("tiny-moe", [1, 1, 0], None, 1024),
+)
+
+
+def profile(bin_dir: str, model: str, split: list[float] | None, ot: str | None,
+            prompt: int) -> str:
+    servers = "".join(f'[[nodes.servers]]\nport = {p}\ndevices = ["CUDA0"]\n\n'
+                      for p in (50052, 50053))
+    extra = f"tensor_split = {split}\n" if split else ""
+    if ot:
+        extra += f"override_tensors = [{{ pattern = '{ot}', server = \"gpu:50053\" }}]\n"
+    return (f'name = "cuda-plan"\nheadroom_mib = 0\nsample_interval_s = 0\n\n'
+            f'[[nodes]]\nname = "gpu"\nhost = "local"\nmain = true\nbin_dir = "{bin_dir}"\n\n'
+            f'{servers}[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [{prompt}]\n'
+            f'gen_tokens = [32]\nrepetitions = 1\n{extra}')
+
+
+def main() -> None:
+    bin_dir = os.environ["RPCTUI_BIN_DIR"]
+    work = Path(tempfile.mkdtemp(prefix="rpctui-cuda-plan-"))
+    env = {**os.environ, "XDG_DATA_HOME": str(work / "data")}
+    results = []
+    for i, (name, split, ot, prompt) in enumerate(CONFIGS):
+        path = work / f"{i}.toml"
+        path.write_text(profile(bin_dir, str(ensure_model(name)), split, ot, prompt))
+        cli = [sys.executable, "-m", "rpctui.cli"]
+        plan = subprocess.run([*cli, "plan", str(path), "--json"], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
+        run = subprocess.run([*cli, "run", str(path), "--force"], cwd=ROOT, env=env,
+                             capture_output=True, text=True)
+        runs = sorted((work / "data" / "rpctui" / "runs").glob("*.jsonl"),
+                      key=lambda p: p.stat().st_mtime)
+        events = [json.loads(line) for line in runs[-1].read_text().splitlines()]
+        keep = [e for e in events if e["type"] in ("BufferAllocated", "BufferPlanned",
+                                                    "PlanChecked", "NodeProbed")]
+        results.append({"model": name, "split": split, "ot": ot, "prompt": prompt,
+                        "profile": path.read_text(), "plan_rc": plan.returncode,
+                        "plan": json.loads(plan.stdout) if plan.returncode == 0 else plan.stderr,
+                        "run_rc": run.returncode, "run_stderr": run.stderr[-3000:],
+                        "events": keep})
+        print(f"== {name} split {split} ot {ot} p{prompt}: plan rc {plan.returncode}, "
+              f"run rc {run.returncode}")
+        for e in keep:
+            if e["type"] == "PlanChecked":
+                for row in e["rows"]:
+                    print("   model/KV", row)
+                for row in e["compute"]:
+                    print("   compute", row)
+    out = Path(os.environ.get("OUT", work))
+    (out / "cuda_plan.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
