@@ -28,12 +28,13 @@ def main() -> None:
     rig = Rig(4, prefix="ra", net=208).up()
     worst = {"model": (0.0, ""), "kv": (0.0, "")}
     try:
-        for i, (servers, model, split, build, ot) in enumerate(CONFIGS):
+        for i, config in enumerate(CONFIGS):
+            servers, model, split, build, ot, *ngl = config
             work = Path(tempfile.mkdtemp(prefix=f"rpctui-plan{i}-"))
             label = (f"{build} {model} {servers} servers split {split or 'default'}"
-                     + (" -ot" if ot else ""))
+                     + (" -ot" if ot else "") + (f" -ngl {ngl[0]}" if ngl else ""))
             for kind, device, predicted, actual in predicted_and_actual(
-                    rig, Bins(), work, servers, model, split, build, ot):
+                    rig, Bins(), work, *config):
                 err = abs(predicted - actual)
                 rel = err / actual if actual else 0.0
                 print(f"  {label:48s} {kind:5s} {device:26s} predicted {predicted:8.2f} "

@@ -23,8 +23,8 @@ from rpctui.llama.compute import (default_flash_attn, error_of, estimate_mib, pa
 from rpctui.errors import UserError
 from rpctui.llama.plan import (_EXPERT, IK_MARGIN, IK_UBATCH, MIB, Device, ModelInfo, Placement,
                                _Header, fill, ik_layer_devices, ik_layer_sizes, ik_split_for,
-                               layer_devices, read_model, split_margin, shards, suggest_expert_overrides,
-                               suggest_split)
+                               layer_devices, offloaded, read_model, shards, split_margin,
+                               suggest_expert_overrides, suggest_split)
 from rpctui.profile import Profile, endpoint
 
 #: how much of a remote model file is fetched to read its header: a little first (most
@@ -157,8 +157,8 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
                  layer_devices(model.n_layer, devices, job.ngl, ts))
         pp = pipeline_parallel(main.flavour, len(devices), all_offloaded, bool(rules),
                                not {"-nkvo", "--no-kv-offload"} & set(job.extra_args))
-        return with_compute(fill(of, where, rules, n_ctx, types), model, main.flavour,
-                            tokens, n_ctx, fa, pp)
+        placed = fill(of, where, rules, n_ctx, types, mmap=job.mmap is not False)
+        return with_compute(placed, model, main.flavour, tokens, n_ctx, fa, pp)
 
     placement = placed(split, overrides)
     plan = Plan(model, devices, placement, n_ctx, profile.headroom_mib, main.flavour)
@@ -178,7 +178,8 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
         fixed = [0.0 if d.name == "CPU" else estimate_mib(
             model, main.flavour, tokens, n_ctx, fa, "output" if i == len(order) - 1
             else "layers", placement.pipeline) or 0.0 for i, d in enumerate(order)]
-        counts, plan.suggested_fill = suggest_split(model, room, n_ctx, types, fixed)
+        counts, plan.suggested_fill = suggest_split(
+            model, room, n_ctx, types, fixed, offloaded(model.n_layer, job.ngl, main.flavour))
         plan.suggested_split = ik.split_for(counts) if ik else counts
         again = placed(plan.suggested_split, overrides)
         plan.suggested_fits = _rows(devices, again, profile.headroom_mib)[1]
@@ -253,7 +254,9 @@ class IkRule:
 
     def split_for(self, counts: list[float]) -> list[float]:
         """-ts values (in slot order) giving each device of ik's numbering ``counts`` layers."""
-        ts = ik_split_for(self.sizes, self.max_compute, [int(c) for c in counts])
+        span = offloaded(self.model.n_layer, self.job.ngl, "ik")
+        ts = ik_split_for([self.sizes[il] for il in span], self.max_compute,
+                          [int(c) for c in counts])
         got = ik_layer_devices(self.sizes, self.max_compute, [w * MIB for w in ts], self.job.ngl)
         assert [got.count(k) for k in range(len(counts))] == [int(c) for c in counts], (ts, got)
         return ts

@@ -53,6 +53,33 @@ def status_lines(state: ClusterState) -> list[str]:
     return lines
 
 
+def plan_check_lines(state: ClusterState) -> list[str]:
+    """The memory plan next to what llama.cpp allocated, per job step: model and KV are
+    predicted, compute buffers estimated, so their errors are kept apart."""
+    out: list[str] = []
+    for check in state.plan_checks:
+        out.append(f"plan vs llama.cpp (step {check.step}, MiB): worst error "
+                   f"{check.worst_error_mib:.2f}")
+        for device, pm, am, pk, ak in check.rows:
+            out.append(f"  {device:28s} model {pm:9.2f} planned {am:9.2f} allocated   "
+                       f"KV {pk:7.2f} planned {ak:7.2f} allocated")
+        if check.compute:
+            out.append(f"  compute buffers (estimated, worst error {check.compute_worst_pct:.0f} %):")
+        for device, est, got in check.compute:
+            out.append(f"  {device:28s} compute {est:7.2f} estimated {got:7.2f} allocated")
+    if not out and state.plan is not None:
+        plan = state.plan
+        compute = dict(plan.compute)
+        out.append(f"memory plan ({plan.flavour}, KV for {plan.n_ctx} tokens, MiB; compute "
+                   f"estimated):")
+        for device, node, model, kv, usable, fits in plan.rows:
+            need = model + kv + compute.get(device, 0.0)
+            out.append(f"  {device:28s} {node:10s} {model:9.2f} + {kv:7.2f} + "
+                       f"{compute.get(device, 0.0):7.2f} = {need:9.2f} of {usable:9.0f}"
+                       f"{'' if fits else '  DOES NOT FIT'}")
+    return out
+
+
 def final_report(state: ClusterState) -> list[str]:
     out: list[str] = []
     if state.distributions:
@@ -76,16 +103,7 @@ def final_report(state: ClusterState) -> list[str]:
             gpu = f", GPU {tel.peak_gpu_mib:.0f} MiB" if tel.peak_gpu_mib else ""
             out.append(f"  {name:12s} servers {tel.peak_procs_mib:8.1f} MiB resident, "
                        f"node RAM in use {tel.peak_used_mib:8.0f} MiB{gpu}")
-    for check in state.plan_checks:
-        out.append(f"plan vs llama.cpp (step {check.step}, MiB): worst error "
-                   f"{check.worst_error_mib:.2f}")
-        for device, pm, am, pk, ak in check.rows:
-            out.append(f"  {device:28s} model {pm:9.2f} planned {am:9.2f} allocated   "
-                       f"KV {pk:7.2f} planned {ak:7.2f} allocated")
-        if check.compute:
-            out.append(f"  compute buffers (estimated, worst error {check.compute_worst_pct:.0f} %):")
-        for device, est, got in check.compute:
-            out.append(f"  {device:28s} compute {est:7.2f} estimated {got:7.2f} allocated")
+    out += plan_check_lines(state)
     for w in state.warnings:
         out.append(f"warning: {w.message}")
     return out

@@ -17,8 +17,9 @@ from rpctui.profile_load import load_profile
 from tests.conftest import recorded_events, rig_profile, rpctui
 from tests.rig import Rig
 
-# (servers, model, tensor split, build, -ot rule): architectures and sizes, default and
-# explicit splits, 2 and 4 servers, two builds, and tensors overridden onto a server.
+# (servers, model, tensor split, build, -ot rule[, -ngl]): architectures and sizes, default
+# and explicit splits, 2 and 4 servers, three builds, tensors overridden onto a server, and
+# partial offload.
 OT_FFN_0_2_TO_N2 = (r"blk\.[0-2]\.ffn_.*", "n2:50052")
 CONFIGS = [
     (2, "tiny", None, "mainline", None),
@@ -35,18 +36,22 @@ CONFIGS = [
     (2, "tiny", None, "ik", None),
     (4, "small", None, "ik", None),
     (2, "tiny-tied", [0, 2, 1], "ik", None),
+    # partial offload: the first layers stay on the main node's CPU (and ik's output too)
+    (2, "small", None, "mainline", None, 10),
+    (2, "small", [0, 1, 1], "ik", None, 12),
 ]
 
 
 def predicted_and_actual(rig: Rig, bins, tmp_path: Path, servers: int, model_name: str,
                          split: list[float] | None, build: str,
-                         ot: tuple[str, str] | None = None) -> list[tuple[str, str, float, float]]:
+                         ot: tuple[str, str] | None = None,
+                         ngl: int = 99) -> list[tuple[str, str, float, float]]:
     """(kind, device, predicted MiB, llama.cpp's MiB) for every RPC device of one real load."""
     model = str(ensure_model(model_name))
     ts = f"tensor_split = {split}\n" if split else ""
     if ot:
         ts += f"override_tensors = [{{ pattern = '{ot[0]}', server = \"{ot[1]}\" }}]\n"
-    job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [32]\ngen_tokens = [8]\n'
+    job = (f'[job]\nmodel = "{model}"\nngl = {ngl}\nprompt_tokens = [32]\ngen_tokens = [8]\n'
            f'repetitions = 1\n{ts}')
     profile = rig_profile(rig, tmp_path / f"{model_name}-{servers}.toml", bin_dir=bins[build],
                           model=model, servers=servers, job=job, extra="headroom_mib = 0")
@@ -72,12 +77,11 @@ def predicted_and_actual(rig: Rig, bins, tmp_path: Path, servers: int, model_nam
     return out
 
 
-@pytest.mark.parametrize("servers,model_name,split,build,ot", CONFIGS)
-def test_prediction_matches_llama_cpp(clean_rig: Rig, bins, tmp_path: Path, servers: int,
-                                      model_name: str, split: list[float] | None,
-                                      build: str, ot: tuple[str, str] | None) -> None:
-    for kind, device, predicted, actual in predicted_and_actual(
-            clean_rig, bins, tmp_path, servers, model_name, split, build, ot):
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(str(x) for x in c))
+def test_prediction_matches_llama_cpp(clean_rig: Rig, bins, tmp_path: Path,
+                                      config: tuple) -> None:  # type: ignore[type-arg]
+    for kind, device, predicted, actual in predicted_and_actual(clean_rig, bins, tmp_path,
+                                                                *config):
         # llama.cpp prints MiB with two decimals: allow that rounding plus the stated bound.
         bound = max(0.01 * actual, 1.0 if kind == "model" else 0.0) + 0.005
         assert abs(predicted - actual) <= bound, (kind, device, predicted, actual)

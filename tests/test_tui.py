@@ -44,6 +44,24 @@ async def test_replay_of_a_real_gpu_run_fills_the_views() -> None:
     assert app.return_value == 0
 
 
+async def test_job_view_shows_the_plan_next_to_what_llama_cpp_allocated() -> None:
+    """A real 4-node rig recording: after the job, the job view lists each device's planned
+    and allocated buffers (the plan check the run kept)."""
+    rig4 = Path(__file__).parent / "fixtures" / "rig4-midload-warning.jsonl"
+    app = RpcTuiApp(replay=rig4, replay_speed=0, record=False)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("l")
+        await pilot.pause()
+        app.redraw()
+        shown = str(app.query_one(JobView).query_one("#command").render())
+        check = app.state.plan_checks[0]
+        assert f"plan vs llama.cpp (step 0, MiB): worst error {check.worst_error_mib:.2f}" in shown
+        device, planned, allocated = check.rows[0][0], check.rows[0][1], check.rows[0][2]
+        assert device in shown and f"{planned:9.2f} planned {allocated:9.2f} allocated" in shown
+        await pilot.press("q")
+
+
 async def test_theme_is_ours_and_remembered(tmp_path: Path) -> None:
     app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
     async with app.run_test() as pilot:

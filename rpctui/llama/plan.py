@@ -34,6 +34,8 @@ class Tensor:
     n_bytes: int
     layer: int | None  #: block index, or None for input/output/other tensors
     dims: tuple[int, ...] = ()  #: ne[0], ne[1], ... as ggml orders them
+    offset: int = 0  #: where its data starts in its shard's data section
+    shard: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class _Header:
 
         self.fields: dict[str, object] = {}
         self.lengths: dict[str, int] = {}  #: element counts of the arrays that were skipped
-        self.tensors: list[tuple[str, list[int], int]] = []
+        self.tensors: list[tuple[str, list[int], int, int]] = []
         with fh or path.open("rb") as fh:
             data = fh.read(1 << 20)
             pos = 0
@@ -144,8 +146,8 @@ class _Header:
                 (n_dims,) = take("I")
                 dims = list(take("Q" * n_dims))
                 (ttype,) = take("I")
-                take("Q")  # offset
-                self.tensors.append((name, dims, ttype))
+                (offset,) = take("Q")
+                self.tensors.append((name, dims, ttype, offset))
 
 
 def _n_bytes(dims: list[int], ttype: int) -> int:
@@ -163,13 +165,13 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
     ``opener`` gives the start of a file that is not on this machine."""
     tensors: list[Tensor] = []
     meta: _Header | None = None
-    for shard in shards(path):
+    for i, shard in enumerate(shards(path)):
         header = _Header(shard, opener(shard) if opener else None)
         meta = meta or header
-        for name, dims, ttype in header.tensors:
+        for name, dims, ttype, offset in header.tensors:
             m = _BLOCK.match(name)
             tensors.append(Tensor(name, _n_bytes(dims, ttype), int(m.group(1)) if m else None,
-                                  tuple(dims)))
+                                  tuple(dims), offset, i))
     assert meta is not None
     f = meta.fields
 
@@ -254,6 +256,17 @@ def kv_layer_bytes(model: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: st
         * n_ctx
 
 
+def offloaded(n_layer: int, ngl: int | None, flavour: str = "mainline") -> range:
+    """The layers a split distributes (n_layer is the output layer). Mainline offloads the
+    last ngl of the n_layer + 1; ik_llama.cpp the last ngl repeating layers, and the output
+    layer only when ngl exceeds n_layer."""
+    n = n_layer
+    ngl = n + 1 if ngl is None or ngl < 0 else ngl
+    if flavour == "ik":
+        return range(max(n - ngl, 0), n + 1 if ngl > n else n)
+    return range(max(n + 1 - ngl, 0), n + 1)
+
+
 def layer_devices(n_layer: int, devices: list[Device], ngl: int | None = None,
                   tensor_split: list[float] | None = None) -> dict[int, str]:
     """Mainline's device for each layer 0..n_layer (the output layer last); "CPU" for the
@@ -298,18 +311,24 @@ def place(model: ModelInfo, devices: list[Device], ngl: int | None = None,
 
 def fill(model: ModelInfo, layer_device: dict[int, str],
          overrides: list[tuple[str, str]] | None, n_ctx: int | None,
-         cache_types: tuple[str, str] = ("f16", "f16")) -> Placement:
+         cache_types: tuple[str, str] = ("f16", "f16"), mmap: bool = True) -> Placement:
     """Every tensor's bytes on its buffer, given the device of each layer (n_layer is the
     output layer; "CPU" for the host): the input layer stays on the CPU, a model without
-    output.weight loads token_embd again with the output layer, -ot rules win."""
+    output.weight loads token_embd again with the output layer, -ot rules win. With mmap,
+    the host's buffer is the file range from its first tensor to the end of its last, per
+    shard (llama_model_loader::get_mapping_range), other devices' tensors in between too."""
     n = model.n_layer
     out = Placement(layer_device=dict(layer_device))
     output_dev = layer_device[n]
     rules = [(re.compile(p), buf) for p, buf in overrides or []]
+    mapped: dict[int, tuple[int, int]] = {}  # shard -> (first, last) byte of host tensors
 
     def add(where: str, t: Tensor) -> None:
         key = "CPU_Mapped" if where == "CPU" else where
         out.model[key] = out.model.get(key, 0) + _padded(t.n_bytes)
+        if key == "CPU_Mapped":
+            first, last = mapped.get(t.shard, (t.offset, t.offset + t.n_bytes))
+            mapped[t.shard] = (min(first, t.offset), max(last, t.offset + t.n_bytes))
 
     for t in model.tensors:
         target = next((buf for rx, buf in rules if rx.search(t.name)), None)
@@ -323,6 +342,8 @@ def fill(model: ModelInfo, layer_device: dict[int, str],
                 add(output_dev, t)  # tied embeddings: loaded again for the output layer
         else:
             add(output_dev, t)  # output, output_norm and other non-block tensors
+    if mmap and mapped:
+        out.model["CPU_Mapped"] = sum(last - first for first, last in mapped.values())
     if n_ctx:
         per_layer = kv_layer_bytes(model, n_ctx, *cache_types)
         for il in range(n):
@@ -466,13 +487,16 @@ def layer_bytes(model: ModelInfo, n_ctx: int | None = None,
 
 def suggest_split(model: ModelInfo, capacities_mib: list[float], n_ctx: int | None = None,
                   cache_types: tuple[str, str] = ("f16", "f16"),
-                  fixed_mib: list[float] | None = None) -> tuple[list[float], float]:
+                  fixed_mib: list[float] | None = None,
+                  layers: range | None = None) -> tuple[list[float], float]:
     """A tensor split that fits: (layer counts per device as split weights, the fullest
     device's share of its capacity). Layers go to devices in order in contiguous runs (that
     is all a split can express), so the best split is the one whose fullest device is least
     full: found by bisecting on that fill with a greedy fill of each device. Split weights
     equal to layer counts give each device exactly its count under llama.cpp's rule."""
     sizes = layer_bytes(model, n_ctx, cache_types)
+    if layers is not None:  # partial offload: only these layers are split
+        sizes = [sizes[il] for il in layers]
     caps = [max(c - (fixed_mib[i] if fixed_mib else 0.0), 0.0) * MIB
             for i, c in enumerate(capacities_mib)]
 

@@ -11,7 +11,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Input, RichLog, Static
 
-from rpctui.report import human_bytes
+from rpctui.report import human_bytes, plan_check_lines
 from rpctui.results import result_rows
 from rpctui.state import ClusterState
 
@@ -253,6 +253,9 @@ class JobView(Vertical):
         scaling = scaling_lines(rows)
         if scaling:
             commands += ["", *scaling]
+        plan = plan_check_lines(state)
+        if plan:
+            commands += ["", *plan]
         self.query_one("#command", Static).update("\n".join(commands) or "no job yet")
         table = self.query_one(DataTable)
         for r in rows[self.rows_shown:]:
