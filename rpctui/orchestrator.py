@@ -169,6 +169,9 @@ class Orchestrator:
             self.emit(ev.Notice, node=main.label, message=f"no memory plan ({exc}); the load "
                       f"is not checked before it starts")
             return True
+        for message, fix in plan.warnings:
+            self.emit(ev.PreflightIssue, node=main.label, check="plan", message=message,
+                      fix=fix, fatal=False)
         self.emit(ev.BufferPlanned, flavour=plan.flavour, n_ctx=plan.n_ctx,
                   headroom_mib=plan.headroom_mib,
                   rows=tuple((r["device"], r["node"], r["model_mib"], r["kv_mib"],

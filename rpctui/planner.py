@@ -18,8 +18,8 @@ from typing import Any
 
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
-from rpctui.llama.compute import (default_flash_attn, error_of, estimate_mib, padded_ctx,
-                                  pipeline_parallel, reserve_tokens)
+from rpctui.llama.compute import (backend_of, default_flash_attn, error_of, estimate_mib,
+                                  fa_supported, padded_ctx, pipeline_parallel, reserve_tokens)
 from rpctui.errors import UserError
 from rpctui.llama.plan import (_EXPERT, IK_MARGIN, IK_UBATCH, MIB, Device, ModelInfo, Placement,
                                _Header, fill, ik_layer_devices, ik_layer_sizes, ik_split_for,
@@ -50,11 +50,14 @@ class Plan:
     #: -ot rules for a mixture of experts: (pattern, node:port of the server)
     suggested_overrides: list[tuple[str, str]] | None = None
     notes: list[str] = field(default_factory=list)
+    #: what will fail at run time: (message, fix)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.path, "arch": self.model.arch, "n_layer": self.model.n_layer,
                 "model_mib": round(self.model.size_bytes / MIB, 2), "n_ctx": self.n_ctx,
                 "flavour": self.flavour, "notes": self.notes,
+                "warnings": [{"message": m, "fix": f} for m, f in self.warnings],
                 "headroom_mib": self.headroom_mib, "devices": self.rows, "fits": self.fits,
                 "suggested_tensor_split": self.suggested_split,
                 "suggested_fits": self.suggested_fits, "suggested_fill": self.suggested_fill,
@@ -102,10 +105,11 @@ def devices_for(profile: Profile, caps: dict[str, Capabilities]) -> list[Device]
             total = float(dev.total_mib) if dev and dev.total_mib is not None else None
             usable = min(free, float(server.memory_mib)) if server.memory_mib else free
             out.append(Device(largv.rpc_buffer(main, endpoint(node, server), i), node.label,
-                              usable, total, reported_mib=free))
+                              usable, total, reported_mib=free, backend=backend_of(name)))
     for d in main.client_devices:
         out.append(Device(d.name, profile.main_node.label, float(d.free_mib or 0),
-                          float(d.total_mib) if d.total_mib else None))
+                          float(d.total_mib) if d.total_mib else None,
+                          backend=backend_of(d.name)))
     return out
 
 
@@ -157,11 +161,20 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
                  layer_devices(model.n_layer, devices, job.ngl, ts))
         pp = pipeline_parallel(main.flavour, len(devices), all_offloaded, bool(rules),
                                not {"-nkvo", "--no-kv-offload"} & set(job.extra_args))
-        placed = fill(of, where, rules, n_ctx, types, mmap=job.mmap is not False)
+        placed = fill(of, where, rules, n_ctx, types, mmap=job.mmap is not False,
+                      backends={d.name: d.backend for d in devices})
         return with_compute(placed, model, main.flavour, tokens, n_ctx, fa, pp)
 
     placement = placed(split, overrides)
+    fa_note = _flash_attention(job.flash_attn, main.flavour, model, devices, placement)
+    if fa_note and fa_note[0] != fa:  # "auto" resolves otherwise: estimate for that
+        fa = fa_note[0]
+        placement = placed(split, overrides)
     plan = Plan(model, devices, placement, n_ctx, profile.headroom_mib, main.flavour)
+    if fa_note and fa_note[2]:
+        plan.warnings.append((fa_note[1], "set flash_attn = false in [job]"))
+    elif fa_note:
+        plan.notes.append(fa_note[1])
     plan.rows, plan.fits = _rows(devices, placement, profile.headroom_mib)
     if ik:
         plan.notes += ik.notes(placement)
@@ -186,6 +199,30 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
     if experts_on:
         _suggest_experts(plan, profile, main, model, devices, experts_on, eps, split, placed)
     return plan
+
+
+def _flash_attention(asked: bool | None, flavour: str, model: ModelInfo,
+                     devices: list[Device], p: Placement) -> tuple[bool, str, bool] | None:
+    """Flash attention against the GPUs that hold layers: (what the build will use, what to
+    say, whether it is a warning). Current mainline's "auto" asks only its local devices;
+    CUDA and HIP have kernels for some head sizes only, and a CUDA rpc-server given a head
+    size it has no kernel for aborts (fattn.cu: fatal error)."""
+    head = model.head_dim_k
+    holders = set(p.layer_device.values())
+    lacking = [d for d in devices if d.name in holders and not fa_supported(d.backend, head)]
+    if not lacking:
+        return None
+    local = [d.name for d in lacking if not d.name.startswith("RPC")]
+    remote = [d.name for d in lacking if d.name.startswith("RPC")]
+    if asked is None and flavour == "mainline" and local:
+        return (False, f"flash attention \"auto\" turns off: {', '.join(local)} has no kernel "
+                       f"for {head}-wide heads", False)
+    if asked is False or (asked is None and flavour != "mainline"):
+        return None  # off, or a build whose default and kernels were not checked
+    names = ", ".join(remote or local)
+    return (True, f"flash attention is on, and {names} has no flash-attention kernel for "
+                  f"{head}-wide heads: its rpc-server will abort mid-job (fattn.cu: fatal "
+                  f"error)", True)
 
 
 def with_compute(p: Placement, model: ModelInfo, flavour: str, tokens: int, n_ctx: int,
@@ -327,6 +364,7 @@ def render(plan: Plan) -> str:
             f"{', tied embeddings' if m.tied else ''}; KV for {plan.n_ctx} tokens; "
             f"headroom {plan.headroom_mib:g} MiB")
     lines = [head]
+    lines += [f"warning: {m}\n  fix: {f}" for m, f in plan.warnings]
     lines += [f"note: {n}" for n in plan.notes]
     cols = ("device", "node", "model_mib", "kv_mib", "compute_mib", "need_mib", "free_mib", "fits")
     lines.append("| " + " | ".join("compute_mib (est.)" if c == "compute_mib" else c

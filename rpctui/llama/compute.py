@@ -168,6 +168,15 @@ def backend_of(device: str) -> str:
             "metal": "metal", "sycl": "sycl"}.get(name, "cpu")
 
 
+#: head sizes with a CUDA flash-attention kernel (ggml-cuda/fattn.cu, current mainline); HIP
+#: builds the same code
+CUDA_FA_HEAD_DIMS = frozenset({40, 64, 72, 80, 96, 112, 128, 192, 256, 320, 512, 576})
+
+
+def fa_supported(backend: str, head_dim: int) -> bool:
+    return head_dim in CUDA_FA_HEAD_DIMS if backend in ("cuda", "rocm") else True
+
+
 def default_flash_attn(flavour: str) -> bool:
     """What each flavour does when -fa is not given (mainline's auto turns it on for the
     CPU, RPC, CUDA and Vulkan backends; b6110's llama-bench defaults to off)."""

@@ -23,7 +23,12 @@ from pathlib import Path
 import numpy as np
 
 MIB = 1024 * 1024
-ALIGN = 32  #: tensor alignment in CPU and RPC buffers
+ALIGN = 32  #: tensor alignment in CPU buffers (and RPC buffers of CPU servers)
+#: buffer alignment per backend (ggml-*/get_alignment): CUDA and HIP 128; Vulkan's is the
+#: device's minStorageBufferOffsetAlignment (4 to 256), taken here as the CPU's
+ALIGNMENT = {"cpu": 32, "cuda": 128, "rocm": 128, "vulkan": 32, "metal": 32, "sycl": 32}
+#: CUDA and HIP pad the last row of a quantized matrix to a multiple of this many values
+MATRIX_ROW_PADDING = 512
 _SHARD = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
@@ -36,6 +41,7 @@ class Tensor:
     dims: tuple[int, ...] = ()  #: ne[0], ne[1], ... as ggml orders them
     offset: int = 0  #: where its data starts in its shard's data section
     shard: int = 0
+    ttype: int = 0  #: its ggml type (GGMLQuantizationType)
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,7 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
         for name, dims, ttype, offset in header.tensors:
             m = _BLOCK.match(name)
             tensors.append(Tensor(name, _n_bytes(dims, ttype), int(m.group(1)) if m else None,
-                                  tuple(dims), offset, i))
+                                  tuple(dims), offset, i, ttype))
     assert meta is not None
     f = meta.fields
 
@@ -205,6 +211,7 @@ class Device:
     free_mib: float  #: what may be used: free memory, or the profile's budget when smaller
     total_mib: float | None = None
     reported_mib: float | None = None  #: free memory as the server reports it to the client
+    backend: str = "cpu"  #: the backend behind it (a server's device: cuda, vulkan, ...)
 
     @property
     def split_weight(self) -> float:
@@ -227,8 +234,21 @@ class Placement:
         return {k: v / MIB for k, v in getattr(self, kind).items()}
 
 
-def _padded(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
+def _padded(n: int, align: int = ALIGN) -> int:
+    return (n + align - 1) // align * align
+
+
+def alloc_bytes(t: Tensor, backend: str = "cpu") -> int:
+    """What a tensor takes in a buffer of this backend (ggml_backend_buft_get_alloc_size,
+    padded to the buffer's alignment)."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    size = t.n_bytes
+    if backend in ("cuda", "rocm") and t.dims and t.dims[0] % MATRIX_ROW_PADDING:
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(t.ttype)]
+        if block > 1:  # quantized
+            size += (MATRIX_ROW_PADDING - t.dims[0] % MATRIX_ROW_PADDING) // block * type_size
+    return _padded(size, ALIGNMENT.get(backend, ALIGN))
 
 
 def split_points(weights: list[float]) -> list[float]:
@@ -306,12 +326,13 @@ def place(model: ModelInfo, devices: list[Device], ngl: int | None = None,
           cache_types: tuple[str, str] = ("f16", "f16")) -> Placement:
     """Mainline llama.cpp's placement of every tensor, and the KV cache for n_ctx."""
     return fill(model, layer_devices(model.n_layer, devices, ngl, tensor_split), overrides,
-                n_ctx, cache_types)
+                n_ctx, cache_types, backends={d.name: d.backend for d in devices})
 
 
 def fill(model: ModelInfo, layer_device: dict[int, str],
          overrides: list[tuple[str, str]] | None, n_ctx: int | None,
-         cache_types: tuple[str, str] = ("f16", "f16"), mmap: bool = True) -> Placement:
+         cache_types: tuple[str, str] = ("f16", "f16"), mmap: bool = True,
+         backends: dict[str, str] | None = None) -> Placement:
     """Every tensor's bytes on its buffer, given the device of each layer (n_layer is the
     output layer; "CPU" for the host): the input layer stays on the CPU, a model without
     output.weight loads token_embd again with the output layer, -ot rules win. With mmap,
@@ -325,7 +346,7 @@ def fill(model: ModelInfo, layer_device: dict[int, str],
 
     def add(where: str, t: Tensor) -> None:
         key = "CPU_Mapped" if where == "CPU" else where
-        out.model[key] = out.model.get(key, 0) + _padded(t.n_bytes)
+        out.model[key] = out.model.get(key, 0) + alloc_bytes(t, (backends or {}).get(key, "cpu"))
         if key == "CPU_Mapped":
             first, last = mapped.get(t.shard, (t.offset, t.offset + t.n_bytes))
             mapped[t.shard] = (min(first, t.offset), max(last, t.offset + t.n_bytes))

@@ -33,14 +33,16 @@ class TinySpec:
     tied_embeddings: bool = False  #: no output.weight: token_embd is reused for the output
     experts: int = 0  #: a mixture of experts (Mixtral-style llama) when more than 0
     experts_used: int = 2
+    quant: str = ""  #: a ggml type for the weight matrices (e.g. q8_0) instead of f16
     seed: int = 42
 
     @property
     def stem(self) -> str:
         tied = "-tied" if self.tied_embeddings else ""
         moe = f"-{self.experts}x{self.experts_used}moe" if self.experts else ""
+        quant = f"-{self.quant}" if self.quant else ""
         return (f"tiny-llama-{self.layers}L-{self.embd}e-{self.ff}f-{self.heads}h-"
-                f"{self.kv_heads}kv{tied}{moe}-s{self.seed}")
+                f"{self.kv_heads}kv{tied}{moe}{quant}-s{self.seed}")
 
 
 BUILTIN: dict[str, TinySpec] = {
@@ -48,6 +50,9 @@ BUILTIN: dict[str, TinySpec] = {
     "tiny-tied": TinySpec(tied_embeddings=True),
     "small": TinySpec(layers=16, embd=512, ff=1536),
     "tiny-moe": TinySpec(ff=512, experts=4),
+    # quantized, with rows whose sizes are not multiples of 128 bytes nor of 512 values:
+    # where GPU backends pad (CUDA: 128-byte alignment, quantized rows to 512 values)
+    "tiny-q8": TinySpec(embd=288, ff=800, heads=8, kv_heads=4, quant="q8_0"),
 }
 
 
@@ -99,7 +104,8 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     if spec.experts:
         writer.add_expert_count(spec.experts)
         writer.add_expert_used_count(spec.experts_used)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if spec.quant == "q8_0"
+                         else gguf.LlamaFileType.MOSTLY_F16)
     n_vocab = 0
     for key, fld in vocab.fields.items():
         if not key.startswith("tokenizer."):
@@ -123,6 +129,17 @@ def write_model(spec: TinySpec, path: Path) -> Path:
 
     head_dim = spec.embd // spec.heads
     kv = spec.kv_heads * head_dim
+    add = writer.add_tensor
+
+    def add_weight(name: str, value: np.ndarray) -> None:
+        if not spec.quant or value.ndim != 2 or name.startswith("token_embd"):
+            add(name, value)
+            return
+        qtype = gguf.GGMLQuantizationType[spec.quant.upper()]
+        data = gguf.quants.quantize(value.astype(np.float32), qtype)
+        add(name, data, raw_dtype=qtype)
+
+    writer.add_tensor = add_weight  # type: ignore[method-assign]
     writer.add_tensor("token_embd.weight", weight(n_vocab, spec.embd))
     for i in range(spec.layers):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", norm(spec.embd))
