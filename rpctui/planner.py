@@ -292,11 +292,14 @@ class IkRule:
     def split_for(self, counts: list[float]) -> list[float]:
         """-ts values (in slot order) giving each device of ik's numbering ``counts`` layers."""
         span = offloaded(self.model.n_layer, self.job.ngl, "ik")
-        ts = ik_split_for([self.sizes[il] for il in span], self.max_compute,
-                          [int(c) for c in counts])
-        got = ik_layer_devices(self.sizes, self.max_compute, [w * MIB for w in ts], self.job.ngl)
-        assert [got.count(k) for k in range(len(counts))] == [int(c) for c in counts], (ts, got)
-        return ts
+        want = [int(c) for c in counts]
+        for digits in (3, 6, 9):  # short values, unless rounding would move a layer
+            ts = ik_split_for([self.sizes[il] for il in span], self.max_compute, want, digits)
+            got = ik_layer_devices(self.sizes, self.max_compute, [w * MIB for w in ts],
+                                   self.job.ngl)
+            if [got.count(k) for k in range(len(want))] == want:
+                break
+        return ts  # the plan of the suggestion is checked like any other
 
     def notes(self, placement: Placement) -> list[str]:
         out = [f"ik_llama.cpp's rule: layers sized with KV for {self.kv_ctx} tokens and "

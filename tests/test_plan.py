@@ -352,3 +352,22 @@ def test_compute_estimates_hold_on_unseen_shapes(bins, tmp_path: Path, build: st
         assert allocated > 0
         assert abs(estimated - allocated) <= max(0.07 * allocated, 0.05), (device, estimated,
                                                                            allocated)
+
+
+def test_ik_split_gives_each_slot_its_layers() -> None:
+    """The -ts values written for ik_llama.cpp make its greedy fill give every slot exactly
+    the layers asked, over many layer sizes, counts and empty slots (its fill reproduced)."""
+    from rpctui.llama.plan import MIB, ik_layer_devices, ik_split_for
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n = int(rng.integers(2, 80))
+        sizes = [float(x) for x in rng.uniform(0.01, 900, n) * MIB]
+        sizes[-1] *= float(rng.uniform(1, 20))  # the output layer, often the largest
+        slots = int(rng.integers(2, 6))
+        cuts = sorted(int(c) for c in rng.integers(0, n + 1, slots - 1))
+        counts = [b - a for a, b in zip([0, *cuts], [*cuts, n])]
+        compute = float(rng.uniform(0, 2000)) * MIB
+        ts = ik_split_for(sizes, compute, counts, 9)
+        got = ik_layer_devices(sizes, compute, [w * MIB for w in ts], 999)
+        assert [got.count(k) for k in range(slots)] == counts, (counts, ts)

@@ -473,7 +473,8 @@ def ik_layer_devices(sizes: list[float], max_compute: float, weights: list[float
     return slot
 
 
-def ik_split_for(sizes: list[float], max_compute: float, counts: list[int]) -> list[float]:
+def ik_split_for(sizes: list[float], max_compute: float, counts: list[int],
+                 digits: int = 3) -> list[float]:
     """-ts values that make ik_llama.cpp's greedy fill give slot k exactly counts[k] layers
     (all layers offloaded): each slot's weight is what it loads (its compute reserve and its
     layers), with each cut placed a quarter into the next slot's first layer, so rounding
@@ -486,7 +487,7 @@ def ik_split_for(sizes: list[float], max_compute: float, counts: list[int]) -> l
         cuts.append(cum + nxt / 4)
     cuts[-1] = max(cuts[-1], cum)
     weights = [b - a for a, b in zip([0.0] + cuts[:-1], cuts)]
-    return [round(w / MIB, 3) for w in weights]
+    return [round(w / MIB, digits) for w in weights]
 
 
 def layer_bytes(model: ModelInfo, n_ctx: int | None = None,
