@@ -9,7 +9,8 @@ alone does not describe, so rpctui estimates them with a rule fitted on recorded
     .venv/bin/python bench/compute_fit.py check                # shapes the fit never saw
 
 `collect` runs `rpctui run` on two loopback rpc-servers for each flavour (current mainline,
-seed-era b6110, ik_llama.cpp), each generated model (dense, tied embeddings, larger, MoE),
+seed-era b6110, ik_llama.cpp), each generated model (dense, tied embeddings, larger, MoE;
+RPCTUI_MODELS chooses others, such as tiny-mla, which the rule is not fitted on),
 prompts of 32/128/512 tokens, a smaller -ub with the largest prompt, and flash attention
 on and off; the split puts layers on both servers and the output layer on the second. Each
 run is recorded as usual (JSONL); the compute buffer lines it parsed become the data.
@@ -132,9 +133,10 @@ def collect(out: Path) -> None:
     port = 52100
     device = os.environ.get("RPCTUI_DEVICE")
     flavours = os.environ.get("RPCTUI_FLAVOURS", ",".join(FLAVOURS)).split(",")
+    models = os.environ.get("RPCTUI_MODELS", ",".join(MODELS)).split(",")
     for flavour in flavours:
         bin_dir = bin_dir_of(flavour)
-        for name in MODELS:
+        for name in models:
             model = str(ensure_model(name))
             for prompt, ubatch, fa, pipeline in grid(flavour):
                 profile = work / f"{flavour}-{name}-{prompt}-{ubatch}-{fa}-{pipeline}.toml"

@@ -42,6 +42,9 @@ CONFIGS = [
     # quantized (Q8_0) rows of 288 and 800 values
     (2, "tiny-q8", None, "mainline", None),
     (3, "tiny-q8", [0, 2, 1, 1], "ik", None),
+    # DeepSeek-style latent attention: current mainline keeps no V cache, b6110 does
+    (2, "tiny-mla", None, "mainline", None),
+    (2, "tiny-mla", [1, 1], "b6110", None),
 ]
 
 

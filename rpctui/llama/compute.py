@@ -204,10 +204,8 @@ def reserve_tokens(flavour: str, n_tokens: int, n_ctx: int, ubatch: int | None,
 
 def ffn_widths(model: ModelInfo) -> tuple[int, int]:
     """Feed-forward activations per token: (dense n_ff, expert n_ff times experts used)."""
-    dense = [t.dims[1] for t in model.tensors
-             if t.layer == 0 and ".ffn_up." in t.name and len(t.dims) > 1]
-    experts = [t.dims[1] for t in model.tensors
-               if t.layer == 0 and ".ffn_up_exps." in t.name and len(t.dims) > 1]
+    dense = [t.dims[1] for t in model.tensors if ".ffn_up." in t.name and len(t.dims) > 1]
+    experts = [t.dims[1] for t in model.tensors if ".ffn_up_exps." in t.name and len(t.dims) > 1]
     return (max(dense, default=0), max(experts, default=0) * max(model.n_expert_used, 1)
             if experts else 0)
 
@@ -215,7 +213,7 @@ def ffn_widths(model: ModelInfo) -> tuple[int, int]:
 def features(model: ModelInfo, tokens: int, n_ctx: int, flash_attn: bool, role: str
              ) -> list[float]:
     """The rule's inputs for one device, in f32 elements (MiB for the constant)."""
-    n_head = model.n_embd // max(model.head_dim_k, 1)
+    n_head = model.n_head or model.n_embd // max(model.head_dim_k, 1)
     dense, experts = ffn_widths(model)
     t = float(tokens)
     return [t * model.n_embd, t * dense, t * experts, t * n_ctx,

@@ -57,6 +57,12 @@ class ModelInfo:
     n_ctx_train: int = 0
     n_vocab: int = 0
     n_expert_used: int = 0
+    #: multi-head latent attention (DeepSeek-style GGUFs with key_length_mla): the KV cache
+    #: holds one latent row per token (key_length wide, head_count_kv 1)
+    mla: bool = False
+    n_head: int = 0  #: query heads
+    #: whether the build keeps a V cache (current mainline keeps none for MLA models)
+    v_cache: bool = True
 
     @property
     def tied(self) -> bool:
@@ -199,7 +205,10 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
     return ModelInfo(str(path), arch, n_layer, n_embd, kv, int(key_len or head_dim),
                      int(val_len or head_dim), tuple(tensors),
                      n_ctx_train=first(f"{arch}.context_length") or 0, n_vocab=vocab,
-                     n_expert_used=first(f"{arch}.expert_used_count") or 0)
+                     n_expert_used=first(f"{arch}.expert_used_count") or 0,
+                     mla=bool(first(f"{arch}.attention.key_length_mla")
+                              and first(f"{arch}.attention.value_length_mla")),
+                     n_head=n_head)
 
 
 @dataclass(frozen=True)
@@ -272,8 +281,8 @@ def row_bytes(type_name: str, n: int) -> int:
 def kv_layer_bytes(model: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
     """One layer's K and V cache for n_ctx cells."""
     gqa = model.n_head_kv
-    return (row_bytes(type_k, model.head_dim_k * gqa) + row_bytes(type_v, model.head_dim_v * gqa)) \
-        * n_ctx
+    v = row_bytes(type_v, model.head_dim_v * gqa) if model.v_cache else 0
+    return (row_bytes(type_k, model.head_dim_k * gqa) + v) * n_ctx
 
 
 def offloaded(n_layer: int, ngl: int | None, flavour: str = "mainline") -> range:

@@ -34,6 +34,9 @@ class TinySpec:
     experts: int = 0  #: a mixture of experts (Mixtral-style llama) when more than 0
     experts_used: int = 2
     quant: str = ""  #: a ggml type for the weight matrices (e.g. q8_0) instead of f16
+    #: "deepseek2": multi-head latent attention (kv_lora_rank 64, 16 rope dims), one dense
+    #: leading layer, then experts plus a shared expert, as DeepSeek V3/R1 GGUFs have them
+    arch: str = "llama"
     seed: int = 42
 
     @property
@@ -41,7 +44,7 @@ class TinySpec:
         tied = "-tied" if self.tied_embeddings else ""
         moe = f"-{self.experts}x{self.experts_used}moe" if self.experts else ""
         quant = f"-{self.quant}" if self.quant else ""
-        return (f"tiny-llama-{self.layers}L-{self.embd}e-{self.ff}f-{self.heads}h-"
+        return (f"tiny-{self.arch}-{self.layers}L-{self.embd}e-{self.ff}f-{self.heads}h-"
                 f"{self.kv_heads}kv{tied}{moe}{quant}-s{self.seed}")
 
 
@@ -53,6 +56,7 @@ BUILTIN: dict[str, TinySpec] = {
     # quantized, with rows whose sizes are not multiples of 128 bytes nor of 512 values:
     # where GPU backends pad (CUDA: 128-byte alignment, quantized rows to 512 values)
     "tiny-q8": TinySpec(embd=288, ff=800, heads=8, kv_heads=4, quant="q8_0"),
+    "tiny-mla": TinySpec(layers=6, ff=512, kv_heads=1, experts=4, arch="deepseek2"),
 }
 
 
@@ -91,7 +95,7 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     vocab = gguf.GGUFReader(vocab_path())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    writer = gguf.GGUFWriter(str(tmp), "llama")
+    writer = gguf.GGUFWriter(str(tmp), spec.arch)
     writer.add_name(spec.stem)
     writer.add_context_length(spec.ctx)
     writer.add_embedding_length(spec.embd)
@@ -99,8 +103,20 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     writer.add_feed_forward_length(spec.ff)
     writer.add_head_count(spec.heads)
     writer.add_head_count_kv(spec.kv_heads)
-    writer.add_rope_dimension_count(spec.embd // spec.heads)
+    writer.add_rope_dimension_count(MLA_ROPE if spec.arch == "deepseek2" else spec.embd // spec.heads)
     writer.add_layer_norm_rms_eps(1e-5)
+    if spec.arch == "deepseek2":
+        writer.add_q_lora_rank(MLA_Q_RANK)
+        writer.add_kv_lora_rank(MLA_KV_RANK)
+        writer.add_key_length(MLA_KV_RANK + MLA_ROPE)  # what the cache holds per token
+        writer.add_value_length(MLA_KV_RANK)
+        writer.add_key_length_mla(MLA_NOPE + MLA_ROPE)  # per head, after decompression
+        writer.add_value_length_mla(MLA_V)
+        writer.add_leading_dense_block_count(1)
+        writer.add_expert_feed_forward_length(spec.ff // 4)
+        writer.add_expert_shared_count(1)
+        writer.add_expert_weights_scale(1.0)
+        writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SOFTMAX)
     if spec.experts:
         writer.add_expert_count(spec.experts)
         writer.add_expert_used_count(spec.experts_used)
@@ -141,7 +157,7 @@ def write_model(spec: TinySpec, path: Path) -> Path:
 
     writer.add_tensor = add_weight  # type: ignore[method-assign]
     writer.add_tensor("token_embd.weight", weight(n_vocab, spec.embd))
-    for i in range(spec.layers):
+    for i in range(spec.layers if spec.arch != "deepseek2" else 0):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", norm(spec.embd))
         writer.add_tensor(f"blk.{i}.attn_q.weight", weight(spec.embd, spec.embd))
         writer.add_tensor(f"blk.{i}.attn_k.weight", weight(kv, spec.embd))
@@ -159,6 +175,8 @@ def write_model(spec: TinySpec, path: Path) -> Path:
             writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(spec.ff, spec.embd))
             writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(spec.ff, spec.embd))
             writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(spec.embd, spec.ff))
+    if spec.arch == "deepseek2":
+        _deepseek2_layers(spec, writer, weight, norm, rng)
     writer.add_tensor("output_norm.weight", norm(spec.embd))
     if not spec.tied_embeddings:
         writer.add_tensor("output.weight", weight(n_vocab, spec.embd))
@@ -168,3 +186,38 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     writer.close()
     tmp.rename(path)
     return path
+
+
+MLA_Q_RANK, MLA_KV_RANK, MLA_ROPE, MLA_NOPE, MLA_V = 64, 64, 16, 32, 32
+
+
+def _deepseek2_layers(spec: TinySpec, writer, weight, norm, rng) -> None:  # type: ignore[no-untyped-def]
+    """DeepSeek V3-style blocks (src/models/deepseek2.cpp): low-rank Q, the latent KV with
+    split K/V decompression (attn_k_b, attn_v_b), a dense first layer, then experts."""
+    e, h, ff_exp = spec.embd, spec.heads, spec.ff // 4
+    for i in range(spec.layers):
+        p = f"blk.{i}."
+        writer.add_tensor(p + "attn_norm.weight", norm(e))
+        writer.add_tensor(p + "attn_q_a_norm.weight", norm(MLA_Q_RANK))
+        writer.add_tensor(p + "attn_kv_a_norm.weight", norm(MLA_KV_RANK))
+        writer.add_tensor(p + "attn_q_a.weight", weight(MLA_Q_RANK, e))
+        writer.add_tensor(p + "attn_q_b.weight", weight(h * (MLA_NOPE + MLA_ROPE), MLA_Q_RANK))
+        writer.add_tensor(p + "attn_kv_a_mqa.weight", weight(MLA_KV_RANK + MLA_ROPE, e))
+        writer.add_tensor(p + "attn_k_b.weight", weight(h, MLA_KV_RANK, MLA_NOPE))
+        writer.add_tensor(p + "attn_v_b.weight", weight(h, MLA_V, MLA_KV_RANK))
+        writer.add_tensor(p + "attn_output.weight", weight(e, h * MLA_V))
+        writer.add_tensor(p + "ffn_norm.weight", norm(e))
+        if i == 0:
+            writer.add_tensor(p + "ffn_gate.weight", weight(spec.ff, e))
+            writer.add_tensor(p + "ffn_down.weight", weight(e, spec.ff))
+            writer.add_tensor(p + "ffn_up.weight", weight(spec.ff, e))
+            continue
+        n = spec.experts
+        writer.add_tensor(p + "ffn_gate_inp.weight",
+                          rng.standard_normal((n, e), dtype=np.float32) * 0.02)
+        writer.add_tensor(p + "ffn_gate_exps.weight", weight(n, ff_exp, e))
+        writer.add_tensor(p + "ffn_up_exps.weight", weight(n, ff_exp, e))
+        writer.add_tensor(p + "ffn_down_exps.weight", weight(n, e, ff_exp))
+        writer.add_tensor(p + "ffn_gate_shexp.weight", weight(ff_exp, e))
+        writer.add_tensor(p + "ffn_down_shexp.weight", weight(e, ff_exp))
+        writer.add_tensor(p + "ffn_up_shexp.weight", weight(ff_exp, e))
