@@ -53,6 +53,8 @@ class Monitor:
         self.available: dict[str, tuple[float, float]] = {}  # node -> (available, total) MiB
         self.loads: dict[str, _Load] = {}
         self.buffers: dict[tuple[str, str], list[float]] = {}
+        self._model_block: dict[tuple[str, str], float] = {}  #: this load's model lines
+        self._last_kind = ""
         self.step = 0
         self.armed: set[tuple[str, str]] = set()
         self.predicted: set[str] = set()
@@ -135,7 +137,7 @@ class Monitor:
 
     def _job_started(self, e: ev.JobStarted) -> list[ev.Event]:
         self.step = e.step
-        self.buffers = {}
+        self.buffers, self._model_block, self._last_kind = {}, {}, ""
         self.predicted = set()
         self.loads = {ep: _Load(self.endpoints.get(ep, ""), e.t, self._received(ep), self._rss(ep),
                                 self._node_rx(self.endpoints.get(ep, "")), last_t=e.t)
@@ -152,8 +154,17 @@ class Monitor:
         key = (e.endpoint or e.device, e.device)
         sizes = self.buffers.setdefault(key, [0.0, 0.0, 0.0])
         # A bench re-allocates KV and compute buffers per test: keep the largest of each.
+        # One load prints its model buffers together, the host's once per shard of a split
+        # model: those add up.
         i = ("model", "kv", "compute").index(e.kind)
-        sizes[i] = max(sizes[i], e.mib)
+        if e.kind == "model":
+            if self._last_kind != "model":
+                self._model_block = {}
+            self._model_block[key] = self._model_block.get(key, 0.0) + e.mib
+            sizes[0] = max(sizes[0], self._model_block[key])
+        else:
+            sizes[i] = max(sizes[i], e.mib)
+        self._last_kind = e.kind
         out: list[ev.Event] = []
         load = self.loads.get(e.endpoint)
         if e.kind == "model" and load is not None:

@@ -160,7 +160,7 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
     def placed(ts: list[float] | None, rules: list[tuple[str, str]] | None,
                of: ModelInfo = model) -> Placement:
         where = (ik.layer_devices(ts) if ik else
-                 layer_devices(model.n_layer, devices, job.ngl, ts))
+                 layer_devices(model.n_layer, devices, job.ngl, ts, main.flavour))
         pp = pipeline_parallel(main.flavour, len(devices), all_offloaded, bool(rules),
                                not {"-nkvo", "--no-kv-offload"} & set(job.extra_args))
         placed = fill(of, where, rules, n_ctx, types, mmap=job.mmap is not False,

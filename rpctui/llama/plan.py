@@ -291,18 +291,20 @@ def offloaded(n_layer: int, ngl: int | None, flavour: str = "mainline") -> range
     layer only when ngl exceeds n_layer."""
     n = n_layer
     ngl = n + 1 if ngl is None or ngl < 0 else ngl
-    if flavour == "ik":
+    if flavour in ("ik", "seed-era"):  # seed-era: the first offloaded is n_layer - ngl too
         return range(max(n - ngl, 0), n + 1 if ngl > n else n)
     return range(max(n + 1 - ngl, 0), n + 1)
 
 
 def layer_devices(n_layer: int, devices: list[Device], ngl: int | None = None,
-                  tensor_split: list[float] | None = None) -> dict[int, str]:
+                  tensor_split: list[float] | None = None,
+                  flavour: str = "mainline") -> dict[int, str]:
     """Mainline's device for each layer 0..n_layer (the output layer last); "CPU" for the
-    layers before the first offloaded one."""
+    layers before the first offloaded one (n_layer + 1 - ngl; in seed-era builds n_layer -
+    ngl, so that their output layer stays on the CPU unless ngl exceeds n_layer)."""
     n = n_layer
     ngl = n + 1 if ngl is None or ngl < 0 else ngl
-    start = max(n + 1 - ngl, 0)
+    start = max((n if flavour == "seed-era" else n + 1) - ngl, 0)
     act = min(ngl, n + 1) if devices else 0
     weights = (tensor_split if tensor_split and any(tensor_split)
                else [d.split_weight for d in devices])

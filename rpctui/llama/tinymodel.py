@@ -37,6 +37,9 @@ class TinySpec:
     #: "deepseek2": multi-head latent attention (kv_lora_rank 64, 16 rope dims), one dense
     #: leading layer, then experts plus a shared expert, as DeepSeek V3/R1 GGUFs have them
     arch: str = "llama"
+    #: split into shards of at most this many tensors (as convert_hf_to_gguf.py
+    #: --split-max-tensors writes them, through the same gguf writer)
+    split_tensors: int = 0
     seed: int = 42
 
     @property
@@ -44,6 +47,7 @@ class TinySpec:
         tied = "-tied" if self.tied_embeddings else ""
         moe = f"-{self.experts}x{self.experts_used}moe" if self.experts else ""
         quant = f"-{self.quant}" if self.quant else ""
+        quant += f"-split{self.split_tensors}" if self.split_tensors else ""
         return (f"tiny-{self.arch}-{self.layers}L-{self.embd}e-{self.ff}f-{self.heads}h-"
                 f"{self.kv_heads}kv{tied}{moe}{quant}-s{self.seed}")
 
@@ -57,6 +61,7 @@ BUILTIN: dict[str, TinySpec] = {
     # where GPU backends pad (CUDA: 128-byte alignment, quantized rows to 512 values)
     "tiny-q8": TinySpec(embd=288, ff=800, heads=8, kv_heads=4, quant="q8_0"),
     "tiny-mla": TinySpec(layers=6, ff=512, kv_heads=1, experts=4, arch="deepseek2"),
+    "tiny-split": TinySpec(split_tensors=30),  # three shards
 }
 
 
@@ -84,6 +89,11 @@ def ensure_model(name: str = "tiny", folder: Path | None = None) -> Path:
     spec = BUILTIN[name]
     folder = folder or cache_dir() / "models"
     path = folder / f"{spec.stem}.gguf"
+    if spec.split_tensors:
+        first = sorted(folder.glob(f"{spec.stem}-00001-of-*.gguf"))
+        if first:
+            return first[0]
+        return write_model(spec, path)
     if not path.is_file():
         write_model(spec, path)
     return path
@@ -94,8 +104,10 @@ def write_model(spec: TinySpec, path: Path) -> Path:
 
     vocab = gguf.GGUFReader(vocab_path())
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    writer = gguf.GGUFWriter(str(tmp), spec.arch)
+    staging = path.parent / f".tmp{os.getpid()}-{spec.stem}"
+    staging.mkdir(exist_ok=True)
+    tmp = staging / path.name
+    writer = gguf.GGUFWriter(str(tmp), spec.arch, split_max_tensors=spec.split_tensors)
     writer.add_name(spec.stem)
     writer.add_context_length(spec.ctx)
     writer.add_embedding_length(spec.embd)
@@ -184,8 +196,11 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    tmp.rename(path)
-    return path
+    written = sorted(staging.iterdir())
+    for f in reversed(written):  # every shard (or the one file) into place, the first shard last
+        f.rename(path.parent / f.name)
+    staging.rmdir()
+    return path.parent / written[0].name
 
 
 MLA_Q_RANK, MLA_KV_RANK, MLA_ROPE, MLA_NOPE, MLA_V = 64, 64, 16, 32, 32
