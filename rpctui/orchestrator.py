@@ -176,7 +176,7 @@ class Orchestrator:
                   headroom_mib=plan.headroom_mib,
                   rows=tuple((r["device"], r["node"], r["model_mib"], r["kv_mib"],
                               r["free_mib"] or 0.0, r["fits"]) for r in plan.rows
-                             if r["free_mib"] is not None),
+                             if r["scope"] == "device"),
                   compute=tuple((d, round(mib, 2)) for d, mib in
                                 sorted(plan.placement.mib("compute").items())))
         if plan.fits:

@@ -192,7 +192,10 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
                           "the next device; set tensor_split (rpctui plan --apply) to pin it")
     if tensor_split is None and not overrides:
         order = ik.raw if ik else devices
-        room = [d.free_mib - profile.headroom_mib for d in order]
+        pools = {d.name: len(ds) for ds in shared_ram(devices).values() for d in ds}
+        # servers sharing a node's RAM each get their share of it (and headroom)
+        room = [min(d.free_mib, d.split_weight / pools.get(d.name, 1)) - profile.headroom_mib
+                for d in order]
         # each device reserves a compute buffer; the last one also the output's
         fixed = [0.0 if d.name == "CPU" else estimate_mib(
             model, main.flavour, tokens, n_ctx, fa, "output" if i == len(order) - 1
@@ -344,6 +347,15 @@ def _suggest_experts(plan: Plan, profile: Profile, main: Capabilities, model: Mo
     plan.suggested_fits = _rows(devices, again, profile.headroom_mib)[1]
 
 
+def shared_ram(devices: list[Device]) -> dict[str, list[Device]]:
+    """Nodes with more than one CPU-backed server device: they share that node's RAM."""
+    by_node: dict[str, list[Device]] = {}
+    for d in devices:
+        if d.backend == "cpu" and d.name.startswith("RPC"):
+            by_node.setdefault(d.node, []).append(d)
+    return {node: ds for node, ds in by_node.items() if len(ds) > 1}
+
+
 def _rows(devices: list[Device], p: Placement, headroom: float) -> tuple[list[dict[str, Any]], bool]:
     rows = []
     fits = True
@@ -354,12 +366,27 @@ def _rows(devices: list[Device], p: Placement, headroom: float) -> tuple[list[di
         need = model.get(d.name, 0.0) + kv.get(d.name, 0.0) + compute.get(d.name, 0.0)
         ok = need <= d.free_mib - headroom
         fits = fits and ok
-        rows.append({"device": d.name, "node": d.node, "model_mib": round(model.get(d.name, 0.0), 2),
+        rows.append({"device": d.name, "node": d.node, "scope": "device",
+                     "model_mib": round(model.get(d.name, 0.0), 2),
                      "kv_mib": round(kv.get(d.name, 0.0), 2),
                      "compute_mib": round(compute.get(d.name, 0.0), 2), "need_mib": round(need, 2),
                      "free_mib": round(d.free_mib, 1), "fits": ok})
+    # Servers of the CPU backend on one node each report that node's free RAM: together
+    # they must fit in it once.
+    for node, shared in shared_ram(devices).items():
+        names = {d.name for d in shared}
+        part = [r for r in rows if r["device"] in names]
+        need = sum(r["need_mib"] for r in part)
+        free = max(d.reported_mib if d.reported_mib is not None else d.free_mib for d in shared)
+        ok = need <= free - headroom
+        fits = fits and ok
+        rows.append({"device": f"RAM of {node} ({len(shared)} servers)", "node": node,
+                     "scope": "node", "model_mib": round(sum(r["model_mib"] for r in part), 2),
+                     "kv_mib": round(sum(r["kv_mib"] for r in part), 2),
+                     "compute_mib": round(sum(r["compute_mib"] for r in part), 2),
+                     "need_mib": round(need, 2), "free_mib": round(free, 1), "fits": ok})
     host = model.get("CPU_Mapped", 0.0) + kv.get("CPU", 0.0) + compute.get("CPU", 0.0)
-    rows.append({"device": "CPU (main node)", "node": "",
+    rows.append({"device": "CPU (main node)", "node": "", "scope": "host",
                  "model_mib": round(model.get("CPU_Mapped", 0.0), 2),
                  "kv_mib": round(kv.get("CPU", 0.0), 2),
                  "compute_mib": round(compute.get("CPU", 0.0), 2), "need_mib": round(host, 2),

@@ -68,7 +68,7 @@ def predicted_and_actual(rig: Rig, bins, tmp_path: Path, servers: int, model_nam
                           model=model, servers=servers, job=job, extra="headroom_mib = 0")
     plan = rpctui(tmp_path, "plan", str(profile), "--json")
     assert plan.returncode == 0, plan.stderr
-    rows = {r["device"]: r for r in json.loads(plan.stdout)["devices"]}
+    rows = {r["device"]: r for r in json.loads(plan.stdout)["devices"] if r["scope"] != "node"}
     run = rpctui(tmp_path, "run", str(profile))
     assert run.returncode == 0, run.stderr
     actual: dict[tuple[str, str], float] = {}
@@ -383,3 +383,24 @@ def test_ik_split_gives_each_slot_its_layers() -> None:
         ts = ik_split_for(sizes, compute, counts, 9)
         got = ik_layer_devices(sizes, compute, [w * MIB for w in ts], 999)
         assert [got.count(k) for k in range(slots)] == counts, (counts, ts)
+
+
+def test_servers_sharing_a_node_must_fit_in_its_ram_together() -> None:
+    """Two CPU rpc-servers on one node each report the node's whole free RAM: each fits on
+    its own, together they do not: the plan adds a row for the node's RAM that says so."""
+    from rpctui.llama.plan import Device, place
+    from rpctui.planner import _rows, shared_ram
+
+    model = read_model(ensure_model("small"))  # 16 layers of 6 MiB, a 31 MiB output layer
+    devices = [Device("RPC0[10.0.0.1:50052]", "n1", 100.0, reported_mib=100.0),
+               Device("RPC0[10.0.0.1:50053]", "n1", 100.0, reported_mib=100.0),
+               Device("RPC0[10.0.0.2:50052]", "n2", 4000.0, reported_mib=4000.0)]
+    assert list(shared_ram(devices)) == ["n1"]
+    rows, fits = _rows(devices, place(model, devices, 99, [1, 1, 0], n_ctx=256), 0.0)
+    by_name = {r["device"]: r for r in rows}
+    assert by_name["RPC0[10.0.0.1:50052]"]["fits"] and by_name["RPC0[10.0.0.1:50053]"]["fits"]
+    node = by_name["RAM of n1 (2 servers)"]
+    assert node["scope"] == "node" and node["free_mib"] == 100.0 and not node["fits"]
+    assert not fits
+    assert node["need_mib"] == round(by_name["RPC0[10.0.0.1:50052]"]["need_mib"]
+                                     + by_name["RPC0[10.0.0.1:50053]"]["need_mib"], 2)
