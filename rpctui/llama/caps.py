@@ -158,6 +158,7 @@ def capabilities_from_probe(node: str, raw: dict[str, Any]) -> Capabilities:
     tools: dict[str, Tool] = {}
     versions: list[tuple[int | None, str | None]] = []
     client_devices: tuple[Device, ...] = ()
+    listed = False
     for role, info in raw.get("binaries", {}).items():
         help_text = info.get("help", {}).get("output", "")
         tools[role] = Tool(info["path"], help_flags(help_text), help_text)
@@ -165,9 +166,14 @@ def capabilities_from_probe(node: str, raw: dict[str, Any]) -> Capabilities:
             versions.append(parse_version(info["version"].get("output", "")))
         if "list_devices" in info:
             client_devices = parse_devices(info["list_devices"].get("output", ""))
+            listed = True
     server_info = raw.get("binaries", {}).get("server", {})
     banner = server_info.get("banner", {}).get("output", "")
     devices = parse_devices(server_info.get("devices", {}).get("output", "")) or parse_devices(banner)
+    if not listed and raw.get("binaries", {}).get("bench"):
+        # A client that cannot list its devices (ik_llama.cpp has no --list-devices) runs the
+        # same build as this node's rpc-server: the server's GPUs are the client's.
+        client_devices = tuple(d for d in devices if not d.name.upper().startswith("CPU"))
     protocol = _PROTOCOL.search(banner)
     number, commit = next(((n, c) for n, c in versions if n is not None), (None, None))
     total = raw.get("mem_total_kib")
