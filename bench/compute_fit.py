@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from rpctui.llama.build import ensure_build  # noqa: E402
 from rpctui.llama.compute import backend_of  # noqa: E402
-from rpctui.llama.plan import read_model  # noqa: E402
+from rpctui.llama.gguf_header import read_model  # noqa: E402
 from rpctui.llama.tinymodel import ensure_model  # noqa: E402
 
 DATA = ROOT / "bench" / "compute_runs.json"

@@ -2,8 +2,9 @@
 the probe), the model's placement on them, a verdict per node, and a split that fits.
 
 Used by ``rpctui plan`` and by the preflight of ``check`` and ``run``, which refuse a plan
-that does not fit unless forced. Predicts mainline llama.cpp's placement; for other
-flavours the prediction is marked as such (ik_llama.cpp places layers greedily by size).
+that does not fit unless forced. Predicts the placement of the build the profile runs:
+mainline's rule (rpctui.llama.plan, seed-era included) or ik_llama.cpp's
+(rpctui.llama.ik_rule).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from rpctui.llama.caps import Capabilities
 from rpctui.llama.compute import (backend_of, default_flash_attn, error_of, estimate_mib,
                                   fa_supported, padded_ctx, pipeline_parallel, reserve_tokens)
 from rpctui.errors import UserError
-from rpctui.llama.plan import (_EXPERT, IK_MARGIN, IK_UBATCH, MIB, Device, ModelInfo, Placement,
-                               _Header, fill, ik_layer_devices, ik_layer_sizes, ik_split_for,
-                               layer_devices, offloaded, read_model, shards, split_margin,
-                               suggest_expert_overrides, suggest_split)
+from rpctui.llama.gguf_header import ModelInfo, _Header, read_model, shards
+from rpctui.llama.ik_rule import IkRule
+from rpctui.llama.plan import (_EXPERT, MIB, Device, Placement, fill, layer_devices,
+                               offloaded, split_margin, suggest_expert_overrides,
+                               suggest_split)
 from rpctui.profile import Profile, endpoint
 
 #: how much of a remote model file is fetched to read its header: a little first (most
@@ -63,12 +65,6 @@ class Plan:
                 "suggested_fits": self.suggested_fits, "suggested_fill": self.suggested_fill,
                 "suggested_override_tensors": [{"pattern": p, "server": s} for p, s in
                                                self.suggested_overrides or []]}
-
-
-def context_for(profile: Profile, flavour: str = "mainline") -> int:
-    """The context the job allocates KV for: ctx_size, or a bench's largest test, padded as
-    the build pads it."""
-    return graph_shape(profile, flavour)[0]
 
 
 def graph_shape(profile: Profile, flavour: str = "mainline") -> tuple[int, int, bool]:
@@ -260,69 +256,6 @@ def _compute_note(flavour: str, fa: bool, tokens: int, pipeline: bool) -> str:
             f"{'on' if fa else 'off'}{', pipeline parallelism' if pipeline else ''}): a rule "
             f"fitted on recorded runs, within {100 * max(errs):.0f} % on those "
             f"(bench/compute_fit.py)")
-
-
-class IkRule:
-    """ik_llama.cpp's placement. Its split has a slot per device: the servers in --rpc order,
-    then the main node's GPUs (or, on a CPU-only build, its CPU, with no free memory). It sizes
-    layers its own way (weights, KV for the model's whole trained context, the output layer
-    with its logits) and fills the slots greedily; but it then loads slot k's layers on
-    device k of its own numbering, which lists the local devices (the CPU on a CPU build)
-    before the servers: the first share of layers lands on the main node."""
-
-    def __init__(self, profile: Profile, main: Capabilities, model: ModelInfo,
-                 devices: list[Device]) -> None:
-        self.model, self.job = model, profile.job
-        rpc = [d for d in devices if d.name.startswith("RPC")]
-        local = [d for d in devices if not d.name.startswith("RPC")]
-        if not local:
-            local = [Device("CPU", profile.main_node.label, 0.0, reported_mib=0.0)]
-        self.slots = rpc + local  #: the split's order (model.devices)
-        self.raw = local + rpc  #: ik's own device numbering, where slot k's layers land
-        job = profile.job
-        bench = job.kind == "bench"
-        self.kv_ctx = (job.ctx_size if job.ctx_size and not bench else 0) or model.n_ctx_train
-        ubatch = job.ubatch_size or IK_UBATCH
-        if not bench:
-            ubatch = min(ubatch, job.batch_size or 2048, job.ctx_size or ubatch)
-        self.ubatch = IK_UBATCH if bench else ubatch
-        self.types = (job.cache_type_k or "f16", job.cache_type_v or "f16")
-        self.sizes, self.max_compute = ik_layer_sizes(model, self.kv_ctx, self.ubatch, self.types)
-
-    def weights(self, ts: list[float] | None) -> list[float]:
-        if ts and any(ts):
-            return (list(ts) + [0.0] * len(self.slots))[:len(self.slots)]
-        return [max(d.split_weight * MIB - IK_MARGIN, 0.0) for d in self.slots]
-
-    def layer_devices(self, ts: list[float] | None) -> dict[int, str]:
-        slots = ik_layer_devices(self.sizes, self.max_compute, self.weights(ts), self.job.ngl)
-        return {il: self.raw[k].name if k >= 0 else "CPU" for il, k in enumerate(slots)}
-
-    def split_for(self, counts: list[float]) -> list[float]:
-        """-ts values (in slot order) giving each device of ik's numbering ``counts`` layers."""
-        span = offloaded(self.model.n_layer, self.job.ngl, "ik")
-        want = [int(c) for c in counts]
-        for digits in (3, 6, 9):  # short values, unless rounding would move a layer
-            ts = ik_split_for([self.sizes[il] for il in span], self.max_compute, want, digits)
-            got = ik_layer_devices(self.sizes, self.max_compute, [w * MIB for w in ts],
-                                   self.job.ngl)
-            if [got.count(k) for k in range(len(want))] == want:
-                break
-        return ts  # the plan of the suggestion is checked like any other
-
-    def notes(self, placement: Placement) -> list[str]:
-        out = [f"ik_llama.cpp's rule: layers sized with KV for {self.kv_ctx} tokens and "
-               f"{self.max_compute / MIB:.2f} MiB of compute per device, filled greedily"]
-        on_cpu = [il for il, d in placement.layer_device.items() if d == "CPU"]
-        if on_cpu and self.raw[0].name == "CPU":
-            out.append(f"ik_llama.cpp loads split slot k on its device k, and its device 0 is "
-                       f"the main node's CPU: {len(on_cpu)} of {self.model.n_layer + 1} layers "
-                       f"stay there; the suggested split gives slot 0 nothing")
-        idle = [d.name for d in self.raw if d.name != "CPU"
-                and d.name not in placement.layer_device.values()]
-        if idle:
-            out.append(f"no layers on {', '.join(idle)}")
-        return out
 
 
 def _suggest_experts(plan: Plan, profile: Profile, main: Capabilities, model: ModelInfo,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rpctui.llama.plan import read_model
+from rpctui.llama.gguf_header import read_model
 from rpctui.llama.tinymodel import ensure_model
 from rpctui.profile_load import load_profile
 from tests.conftest import recorded_events, rig_profile, rpctui
@@ -230,7 +230,8 @@ def test_ik_rule_reproduces_its_own_layer_table() -> None:
     share on the main node's CPU, the second server idle."""
     import re
 
-    from rpctui.llama.plan import MIB, IK_MARGIN, ik_layer_devices, ik_layer_sizes
+    from rpctui.llama.ik_rule import IK_MARGIN, ik_layer_devices, ik_layer_sizes
+    from rpctui.llama.plan import MIB
 
     log = (Path(__file__).parent / "fixtures" / "ik-bench-2srv-v.log").read_text()
     model = read_model(ensure_model("tiny"))
@@ -369,7 +370,8 @@ def test_compute_estimates_hold_on_unseen_shapes(bins, tmp_path: Path, build: st
 def test_ik_split_gives_each_slot_its_layers() -> None:
     """The -ts values written for ik_llama.cpp make its greedy fill give every slot exactly
     the layers asked, over many layer sizes, counts and empty slots (its fill reproduced)."""
-    from rpctui.llama.plan import MIB, ik_layer_devices, ik_split_for
+    from rpctui.llama.ik_rule import ik_layer_devices, ik_split_for
+    from rpctui.llama.plan import MIB
 
     rng = np.random.default_rng(7)
     for _ in range(300):

@@ -7,20 +7,19 @@ normalised cumulative float32; layer il (and the output layer, index n_layer) go
 upper_bound(splits, (il - start) / act); the input layer (token_embd) always stays on the
 CPU; a model without output.weight loads token_embd again on the output layer's device;
 -ot matches win over the layer rule. KV cache: per layer, on that layer's device.
-ik_llama.cpp's own rule is reproduced too (ik_layer_sizes, ik_layer_devices). Compute
-buffers cannot be derived from the file: rpctui.llama.compute estimates them.
+ik_llama.cpp's own rule is in rpctui.llama.ik_rule. Compute buffers cannot be derived from
+the file: rpctui.llama.compute estimates them. The file is read by rpctui.llama.gguf_header.
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Callable
-from typing import BinaryIO
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from rpctui.llama.gguf_header import ModelInfo, Tensor, type_block, type_bytes
 
 MIB = 1024 * 1024
 ALIGN = 32  #: tensor alignment in CPU buffers (and RPC buffers of CPU servers)
@@ -29,186 +28,6 @@ ALIGN = 32  #: tensor alignment in CPU buffers (and RPC buffers of CPU servers)
 ALIGNMENT = {"cpu": 32, "cuda": 128, "rocm": 128, "vulkan": 32, "metal": 32, "sycl": 32}
 #: CUDA and HIP pad the last row of a quantized matrix to a multiple of this many values
 MATRIX_ROW_PADDING = 512
-_SHARD = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
-_BLOCK = re.compile(r"^blk\.(\d+)\.")
-
-
-@dataclass(frozen=True)
-class Tensor:
-    name: str
-    n_bytes: int
-    layer: int | None  #: block index, or None for input/output/other tensors
-    dims: tuple[int, ...] = ()  #: ne[0], ne[1], ... as ggml orders them
-    offset: int = 0  #: where its data starts in its shard's data section
-    shard: int = 0
-    ttype: int = 0  #: its ggml type (GGMLQuantizationType)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    path: str
-    arch: str
-    n_layer: int
-    n_embd: int
-    n_head_kv: int
-    head_dim_k: int
-    head_dim_v: int
-    tensors: tuple[Tensor, ...]
-    n_ctx_train: int = 0
-    n_vocab: int = 0
-    n_expert_used: int = 0
-    #: multi-head latent attention (DeepSeek-style GGUFs with key_length_mla): the KV cache
-    #: holds one latent row per token (key_length wide, head_count_kv 1)
-    mla: bool = False
-    n_head: int = 0  #: query heads
-    #: whether the build keeps a V cache (current mainline keeps none for MLA models)
-    v_cache: bool = True
-
-    @property
-    def tied(self) -> bool:
-        return not any(t.name == "output.weight" for t in self.tensors)
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(t.n_bytes for t in self.tensors)
-
-
-def shards(path: str | Path) -> list[Path]:
-    """Every shard of a split model (given any one of them), or just the file."""
-    p = Path(path)
-    m = _SHARD.match(p.name)
-    if not m:
-        return [p]
-    total = int(m.group(3))
-    return [p.with_name(f"{m.group(1)}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1)]
-
-
-_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
-           12: "d"}  # GGUF value types -> struct codes (8 = string, 9 = array)
-
-
-class _Header:
-    """A GGUF file's metadata and tensor table, read straight from its first bytes.
-
-    gguf.GGUFReader parses every array (a 150k-token vocabulary takes seconds); the planner
-    needs a handful of numbers and the tensor table, so arrays it does not need are skipped.
-    """
-
-    def __init__(self, path: Path, fh: BinaryIO | None = None) -> None:
-        import struct
-
-        self.fields: dict[str, object] = {}
-        self.lengths: dict[str, int] = {}  #: element counts of the arrays that were skipped
-        self.tensors: list[tuple[str, list[int], int, int]] = []
-        with fh or path.open("rb") as fh:
-            data = fh.read(1 << 20)
-            pos = 0
-
-            def need(n: int) -> None:
-                nonlocal data
-                while pos + n > len(data):
-                    more = fh.read(max(n, 1 << 20))
-                    if not more:
-                        raise ValueError(f"{path}: truncated GGUF header")
-                    data += more
-
-            def take(fmt: str) -> tuple:  # type: ignore[type-arg]
-                nonlocal pos
-                size = struct.calcsize("<" + fmt)
-                need(size)
-                out = struct.unpack_from("<" + fmt, data, pos)
-                pos += size
-                return out
-
-            def string() -> str:
-                nonlocal pos
-                (n,) = take("Q")
-                need(n)
-                text = data[pos:pos + n].decode("utf-8", "replace")
-                pos += n
-                return text
-
-            def value(vtype: int, keep: bool, key: str = "") -> object:
-                nonlocal pos
-                if vtype == 8:
-                    return string()
-                if vtype != 9:
-                    return take(_SCALAR[vtype])[0]
-                (etype, count) = take("IQ")
-                self.lengths[key] = count
-                if etype in _SCALAR and not keep:
-                    size = struct.calcsize(_SCALAR[etype])
-                    need(size * count)
-                    pos += size * count
-                    return None
-                items = [value(etype, keep) for _ in range(count)]
-                return items if keep else None
-
-            magic = take("4s")[0]
-            if magic != b"GGUF":
-                raise ValueError(f"{path} is not a GGUF file")
-            _version, n_tensors, n_kv = take("IQQ")
-            for _ in range(n_kv):
-                key = string()
-                (vtype,) = take("I")
-                keep = not key.startswith("tokenizer.")
-                self.fields[key] = value(vtype, keep, key)
-            for _ in range(n_tensors):
-                name = string()
-                (n_dims,) = take("I")
-                dims = list(take("Q" * n_dims))
-                (ttype,) = take("I")
-                (offset,) = take("Q")
-                self.tensors.append((name, dims, ttype, offset))
-
-
-def _n_bytes(dims: list[int], ttype: int) -> int:
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
-    n = 1
-    for d in dims:
-        n *= d
-    return n // block * type_size
-
-
-def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = None) -> ModelInfo:
-    """Tensor names and sizes from the GGUF headers of every shard (no weights are read).
-    ``opener`` gives the start of a file that is not on this machine."""
-    tensors: list[Tensor] = []
-    meta: _Header | None = None
-    for i, shard in enumerate(shards(path)):
-        header = _Header(shard, opener(shard) if opener else None)
-        meta = meta or header
-        for name, dims, ttype, offset in header.tensors:
-            m = _BLOCK.match(name)
-            tensors.append(Tensor(name, _n_bytes(dims, ttype), int(m.group(1)) if m else None,
-                                  tuple(dims), offset, i, ttype))
-    assert meta is not None
-    f = meta.fields
-
-    def first(key: str) -> int | None:
-        v = f.get(key)
-        if isinstance(v, list):
-            v = v[0]
-        return int(v) if v is not None else None  # type: ignore[arg-type]
-
-    arch = str(f.get("general.architecture") or "llama")
-    n_layer = first(f"{arch}.block_count") or 0
-    n_embd = first(f"{arch}.embedding_length") or 0
-    n_head = first(f"{arch}.attention.head_count") or 1
-    kv = first(f"{arch}.attention.head_count_kv") or n_head
-    key_len = first(f"{arch}.attention.key_length")
-    val_len = first(f"{arch}.attention.value_length")
-    head_dim = n_embd // n_head
-    vocab = first(f"{arch}.vocab_size") or meta.lengths.get("tokenizer.ggml.tokens", 0)
-    return ModelInfo(str(path), arch, n_layer, n_embd, kv, int(key_len or head_dim),
-                     int(val_len or head_dim), tuple(tensors),
-                     n_ctx_train=first(f"{arch}.context_length") or 0, n_vocab=vocab,
-                     n_expert_used=first(f"{arch}.expert_used_count") or 0,
-                     mla=bool(first(f"{arch}.attention.key_length_mla")
-                              and first(f"{arch}.attention.value_length_mla")),
-                     n_head=n_head)
 
 
 @dataclass(frozen=True)
@@ -250,13 +69,10 @@ def _padded(n: int, align: int = ALIGN) -> int:
 def alloc_bytes(t: Tensor, backend: str = "cpu") -> int:
     """What a tensor takes in a buffer of this backend (ggml_backend_buft_get_alloc_size,
     padded to the buffer's alignment)."""
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
     size = t.n_bytes
     if backend in ("cuda", "rocm") and t.dims and t.dims[0] % MATRIX_ROW_PADDING:
-        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(t.ttype)]
-        if block > 1:  # quantized
-            size += (MATRIX_ROW_PADDING - t.dims[0] % MATRIX_ROW_PADDING) // block * type_size
+        if type_block(t.ttype)[0] > 1:  # quantized
+            size += type_bytes(t.ttype, MATRIX_ROW_PADDING - t.dims[0] % MATRIX_ROW_PADDING)
     return _padded(size, ALIGNMENT.get(backend, ALIGN))
 
 
@@ -270,19 +86,11 @@ def split_points(weights: list[float]) -> list[float]:
     return [float(np.float32(p / acc)) for p in points]
 
 
-def row_bytes(type_name: str, n: int) -> int:
-    """ggml_row_size: bytes of n values of a ggml type (f16, q8_0, ...)."""
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name.upper()]]
-    return n // block * size
-
-
 def kv_layer_bytes(model: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
     """One layer's K and V cache for n_ctx cells."""
     gqa = model.n_head_kv
-    v = row_bytes(type_v, model.head_dim_v * gqa) if model.v_cache else 0
-    return (row_bytes(type_k, model.head_dim_k * gqa) + v) * n_ctx
+    v = type_bytes(type_v, model.head_dim_v * gqa) if model.v_cache else 0
+    return (type_bytes(type_k, model.head_dim_k * gqa) + v) * n_ctx
 
 
 def offloaded(n_layer: int, ngl: int | None, flavour: str = "mainline") -> range:
@@ -382,123 +190,6 @@ def fill(model: ModelInfo, layer_device: dict[int, str],
             where = layer_device[il]
             out.kv[where] = out.kv.get(where, 0) + per_layer
     return out
-
-
-# ik_llama.cpp (src/llama.cpp, get_layer_sizes and llm_load_tensors, build 4411) sizes each
-# layer as weights + KV for the model's whole trained context, plus an activation estimate,
-# and fills devices greedily in the order of its split; see ik_layer_devices.
-IK_MARGIN = 1024 * MIB  #: free memory ik_llama.cpp keeps back on every device
-IK_UBATCH = 512  #: llama-bench never passes its -ub to the model loader
-_IK_EXPS = {"ffn_gate_up_exps", "ffn_up_exps", "ffn_gate_exps", "ffn_down_exps"}
-_IK_SHEXP = {"ffn_up_shexp", "ffn_gate_shexp", "ffn_down_shexp"}
-_IK_DENSE = {"ffn_up", "ffn_gate", "ffn_down"}
-_IK_NORMS = {"attn_norm", "attn_norm_2", "attn_output_norm", "post_attention_norm", "ffn_norm",
-             "post_ffw_norm", "layer_output_norm"}
-
-
-def ik_layer_sizes(model: ModelInfo, kv_ctx: int, n_ubatch: int = IK_UBATCH,
-                   cache_types: tuple[str, str] = ("f16", "f16")) -> tuple[list[float], float]:
-    """ik_llama.cpp's own size of each of the n_layer + 1 layers (its "Layer sizes" table)
-    and the largest per-layer compute estimate it sets aside on every device."""
-    n = model.n_layer
-    result = [0.0] * (n + 1)
-    exps, shexp, dense = [0] * n, [0] * n, [0] * n
-    norm = [False] * n
-    ow = embd = 0
-    for t in model.tensors:
-        if t.name == "token_embd.weight":
-            embd = t.n_bytes
-            continue
-        if t.name == "output.weight":
-            ow = t.n_bytes
-            continue
-        if t.layer is None or not 0 <= t.layer < n:
-            continue
-        il = t.layer
-        result[il] += t.n_bytes
-        if t.name.endswith(".bias"):
-            continue
-        kind = t.name.split(".")[2]
-        ne1 = t.dims[1] if len(t.dims) > 1 else 1
-        if kind in _IK_EXPS:
-            exps[il] += ne1 * n_ubatch * model.n_expert_used * 4
-        elif kind in _IK_SHEXP:
-            shexp[il] += ne1 * n_ubatch * 4
-        elif kind in _IK_DENSE:
-            dense[il] += ne1 * n_ubatch * 4
-        elif kind in _IK_NORMS:
-            norm[il] = True
-    compute = [max(exps[il], shexp[il], dense[il])
-               + model.n_embd * n_ubatch * 4 * (2 if norm[il] else 1) for il in range(n)]
-    max_compute = float(max(compute, default=0))
-    kv = kv_layer_bytes(model, kv_ctx, *cache_types)
-    for il in range(n):
-        result[il] += kv
-    output = model.n_vocab * n_ubatch * 4
-    result[n] = float(ow or embd) + int(max(output, max_compute) - max_compute)
-    return result, max_compute
-
-
-def ik_layer_devices(sizes: list[float], max_compute: float, weights: list[float],
-                     ngl: int | None = None) -> list[int]:
-    """ik_llama.cpp's greedy assignment: the split slot (index into ``weights``) of each
-    layer 0..n_layer (the last is the output layer), -1 for a layer left on the CPU.
-    ``weights`` are the -ts values, or each device's free bytes less its margin."""
-    n = len(sizes) - 1
-    ngl = n + 1 if ngl is None or ngl < 0 else ngl
-    count = len(weights)
-    f32 = np.float32
-    splits = [f32(1.0)]
-    if count > 1:
-        acc, cum = f32(0), []
-        for w in weights:
-            acc = f32(acc + f32(w))
-            cum.append(acc)
-        splits = [f32(c / acc) for c in cum]
-    slot = [count - 1] * (n + 1)
-    start = max(n - ngl, 0)
-    if count > 1:
-        n_last = n + 1 if ngl > n else n
-        total = max_compute * count + sum(sizes[start:n_last])
-        last, loaded = start, f32(0)
-        for k in range(count):
-            loaded = f32(loaded + max_compute)
-            split_size = f32(float(splits[k]) * total)
-            il = last
-            while il < n_last:
-                if float(loaded) + sizes[il] <= float(split_size):
-                    slot[il] = k
-                    loaded = f32(float(loaded) + sizes[il])
-                    il += 1
-                    continue
-                if float(loaded) + sizes[il] - float(split_size) < float(f32(split_size - loaded)):
-                    slot[il] = k
-                    loaded = f32(float(loaded) + sizes[il])
-                    il += 1
-                break
-            last = il
-    for il in range(start):
-        slot[il] = -1
-    if ngl <= n:
-        slot[n] = -1
-    return slot
-
-
-def ik_split_for(sizes: list[float], max_compute: float, counts: list[int],
-                 digits: int = 3) -> list[float]:
-    """-ts values that make ik_llama.cpp's greedy fill give slot k exactly counts[k] layers
-    (all layers offloaded): each slot's weight is what it loads (its compute reserve and its
-    layers), with each cut placed a quarter into the next slot's first layer, so rounding
-    cannot move a layer across it. Checked against ik_layer_devices by the caller."""
-    cum, il, cuts = 0.0, 0, []
-    for k, c in enumerate(counts):
-        cum += max_compute + sum(sizes[il:il + c])
-        il += c
-        nxt = sizes[il] if il < len(sizes) and k < len(counts) - 1 else 0.0
-        cuts.append(cum + nxt / 4)
-    cuts[-1] = max(cuts[-1], cum)
-    weights = [b - a for a, b in zip([0.0] + cuts[:-1], cuts)]
-    return [round(w / MIB, digits) for w in weights]
 
 
 def layer_bytes(model: ModelInfo, n_ctx: int | None = None,

@@ -1,0 +1,197 @@
+"""A GGUF model's shape from its headers alone: the metadata the planner needs and every
+tensor's name, size, type and place, over all shards of a split model."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+_SHARD = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
+_BLOCK = re.compile(r"^blk\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    n_bytes: int
+    layer: int | None  #: block index, or None for input/output/other tensors
+    dims: tuple[int, ...] = ()  #: ne[0], ne[1], ... as ggml orders them
+    offset: int = 0  #: where its data starts in its shard's data section
+    shard: int = 0
+    ttype: int = 0  #: its ggml type (GGMLQuantizationType)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    tensors: tuple[Tensor, ...]
+    n_ctx_train: int = 0
+    n_vocab: int = 0
+    n_expert_used: int = 0
+    #: multi-head latent attention (DeepSeek-style GGUFs with key_length_mla): the KV cache
+    #: holds one latent row per token (key_length wide, head_count_kv 1)
+    mla: bool = False
+    n_head: int = 0  #: query heads
+    #: whether the build keeps a V cache (current mainline keeps none for MLA models)
+    v_cache: bool = True
+
+    @property
+    def tied(self) -> bool:
+        return not any(t.name == "output.weight" for t in self.tensors)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)
+
+
+def shards(path: str | Path) -> list[Path]:
+    """Every shard of a split model (given any one of them), or just the file."""
+    p = Path(path)
+    m = _SHARD.match(p.name)
+    if not m:
+        return [p]
+    total = int(m.group(3))
+    return [p.with_name(f"{m.group(1)}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1)]
+
+
+_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
+           12: "d"}  # GGUF value types -> struct codes (8 = string, 9 = array)
+
+
+class _Header:
+    """A GGUF file's metadata and tensor table, read straight from its first bytes.
+
+    gguf.GGUFReader parses every array (a 150k-token vocabulary takes seconds); the planner
+    needs a handful of numbers and the tensor table, so arrays it does not need are skipped.
+    """
+
+    def __init__(self, path: Path, fh: BinaryIO | None = None) -> None:
+        import struct
+
+        self.fields: dict[str, object] = {}
+        self.lengths: dict[str, int] = {}  #: element counts of the arrays that were skipped
+        self.tensors: list[tuple[str, list[int], int, int]] = []
+        with fh or path.open("rb") as fh:
+            data = fh.read(1 << 20)
+            pos = 0
+
+            def need(n: int) -> None:
+                nonlocal data
+                while pos + n > len(data):
+                    more = fh.read(max(n, 1 << 20))
+                    if not more:
+                        raise ValueError(f"{path}: truncated GGUF header")
+                    data += more
+
+            def take(fmt: str) -> tuple:  # type: ignore[type-arg]
+                nonlocal pos
+                size = struct.calcsize("<" + fmt)
+                need(size)
+                out = struct.unpack_from("<" + fmt, data, pos)
+                pos += size
+                return out
+
+            def string() -> str:
+                nonlocal pos
+                (n,) = take("Q")
+                need(n)
+                text = data[pos:pos + n].decode("utf-8", "replace")
+                pos += n
+                return text
+
+            def value(vtype: int, keep: bool, key: str = "") -> object:
+                nonlocal pos
+                if vtype == 8:
+                    return string()
+                if vtype != 9:
+                    return take(_SCALAR[vtype])[0]
+                (etype, count) = take("IQ")
+                self.lengths[key] = count
+                if etype in _SCALAR and not keep:
+                    size = struct.calcsize(_SCALAR[etype])
+                    need(size * count)
+                    pos += size * count
+                    return None
+                items = [value(etype, keep) for _ in range(count)]
+                return items if keep else None
+
+            magic = take("4s")[0]
+            if magic != b"GGUF":
+                raise ValueError(f"{path} is not a GGUF file")
+            _version, n_tensors, n_kv = take("IQQ")
+            for _ in range(n_kv):
+                key = string()
+                (vtype,) = take("I")
+                keep = not key.startswith("tokenizer.")
+                self.fields[key] = value(vtype, keep, key)
+            for _ in range(n_tensors):
+                name = string()
+                (n_dims,) = take("I")
+                dims = list(take("Q" * n_dims))
+                (ttype,) = take("I")
+                (offset,) = take("Q")
+                self.tensors.append((name, dims, ttype, offset))
+
+
+def type_block(ttype: int | str) -> tuple[int, int]:
+    """(values per block, bytes per block) of a ggml type, by number or name (f16, q8_0)."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    if isinstance(ttype, str):
+        return GGML_QUANT_SIZES[GGMLQuantizationType[ttype.upper()]]
+    return GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+
+
+def type_bytes(ttype: int | str, n: int) -> int:
+    """ggml_row_size: bytes of n values of a ggml type."""
+    block, size = type_block(ttype)
+    return n // block * size
+
+
+def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = None) -> ModelInfo:
+    """Tensor names and sizes from the GGUF headers of every shard (no weights are read).
+    ``opener`` gives the start of a file that is not on this machine."""
+    tensors: list[Tensor] = []
+    meta: _Header | None = None
+    for i, shard in enumerate(shards(path)):
+        header = _Header(shard, opener(shard) if opener else None)
+        meta = meta or header
+        for name, dims, ttype, offset in header.tensors:
+            m = _BLOCK.match(name)
+            tensors.append(Tensor(name, type_bytes(ttype, math.prod(dims)),
+                                  int(m.group(1)) if m else None, tuple(dims), offset, i, ttype))
+    assert meta is not None
+    f = meta.fields
+
+    def first(key: str) -> int | None:
+        v = f.get(key)
+        if isinstance(v, list):
+            v = v[0]
+        return int(v) if v is not None else None  # type: ignore[arg-type]
+
+    arch = str(f.get("general.architecture") or "llama")
+    n_layer = first(f"{arch}.block_count") or 0
+    n_embd = first(f"{arch}.embedding_length") or 0
+    n_head = first(f"{arch}.attention.head_count") or 1
+    kv = first(f"{arch}.attention.head_count_kv") or n_head
+    key_len = first(f"{arch}.attention.key_length")
+    val_len = first(f"{arch}.attention.value_length")
+    head_dim = n_embd // n_head
+    vocab = first(f"{arch}.vocab_size") or meta.lengths.get("tokenizer.ggml.tokens", 0)
+    return ModelInfo(str(path), arch, n_layer, n_embd, kv, int(key_len or head_dim),
+                     int(val_len or head_dim), tuple(tensors),
+                     n_ctx_train=first(f"{arch}.context_length") or 0, n_vocab=vocab,
+                     n_expert_used=first(f"{arch}.expert_used_count") or 0,
+                     mla=bool(first(f"{arch}.attention.key_length_mla")
+                              and first(f"{arch}.attention.value_length_mla")),
+                     n_head=n_head)
