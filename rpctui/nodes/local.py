@@ -89,10 +89,13 @@ class LocalHost(Host):
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
         except (OSError, asyncio.TimeoutError, TimeoutError):
             return False
+        # A port in the ephemeral range (50052 is) can be reached by a connection to itself
+        # when nothing listens yet: that is not the server, and it holds the port.
+        itself = writer.get_extra_info("sockname") == writer.get_extra_info("peername")
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        return True
+        return not itself
 
     async def close(self) -> None:
         return None

@@ -88,8 +88,10 @@ def banner(path):
             break
         if not connected:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                connected = True  # the banner is flushed once a client connects
+                c = socket.create_connection(("127.0.0.1", port), timeout=0.2)
+                # the banner is flushed once a client connects (not a connection to itself)
+                connected = c.getsockname() != c.getpeername()
+                c.close()
             except OSError:
                 pass
         time.sleep(0.05)
