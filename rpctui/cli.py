@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
 
 from rpctui.errors import ExitCode, UserError
@@ -66,17 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def example_path(name: str) -> Path:
-    """A profile shipped in examples/ (inside the package when installed)."""
-    local = Path(__file__).resolve().parent.parent / "examples" / name
-    if local.is_file():
-        return local
-    return Path(str(resources.files("rpctui") / "examples" / name))
-
-
 def _demo_profile(flavour: str | None):  # type: ignore[no-untyped-def]
     import dataclasses
 
+    from rpctui.paths import example_path
     from rpctui.profile_load import load_profile
 
     profile = load_profile(example_path("loopback.toml"))

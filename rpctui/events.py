@@ -205,6 +205,7 @@ class BufferAllocated(Event):
     endpoint: str = ""
     mib: float = 0.0
     step: int = 0
+    cache: str = ""  #: KV of a sliding-window model: "non-SWA" or "SWA" (a device has both)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ def explain_text(text: str, name: str = "<log>", into: Explanation | None = None
     lines = text.splitlines()
     x.lines += len(lines)
     failures: list[logs.Failure] = []
+    buffer_lines = logs.BufferLines()
+    kv_parts: dict[str, dict[str, float]] = {}
     for line in lines:
         for pattern in _BUILD:
             m = pattern.search(line)
@@ -112,10 +114,15 @@ def explain_text(text: str, name: str = "<log>", into: Explanation | None = None
             x.server["cache"] = cache
         if logs.is_exposure_warning(line):
             x.server["exposed"] = "yes: bound beyond 127.0.0.1, no authentication"
-        buf = logs.parse_buffer(line)
+        buf = buffer_lines.feed(line)
         if buf:
             sizes = x.buffers.setdefault(buf.device, {"model": 0.0, "kv": 0.0, "compute": 0.0})
-            sizes[buf.kind] = max(sizes[buf.kind], buf.mib)
+            if buf.kind == "kv":  # a sliding-window model's device holds two caches
+                parts = kv_parts.setdefault(buf.device, {})
+                parts[buf.cache] = max(parts.get(buf.cache, 0.0), buf.mib)
+                sizes["kv"] = sum(parts.values())
+            else:
+                sizes[buf.kind] = max(sizes[buf.kind], buf.mib)
             if buf.endpoint:
                 _add(x.rpc_servers, buf.endpoint)
                 _add(x.backends, "RPC")

@@ -30,7 +30,7 @@ class Printer:
     def __init__(self, out: TextIO, verbose: bool = False) -> None:
         self.out = out
         self.verbose = verbose
-        self.seen_buffers: set[tuple[int, str, str]] = set()
+        self.seen_buffers: set[tuple[int, str, str, str]] = set()
 
     def __call__(self, e: ev.Event) -> None:
         line = self.describe(e)
@@ -63,11 +63,12 @@ class Printer:
                 return (f"job on {e.node} with {len(e.servers)} servers: "
                         f"{' '.join(e.argv)}")
             case ev.BufferAllocated():
-                key = (e.step, e.kind, e.device)
+                key = (e.step, e.kind, e.device, e.cache)
                 if key in self.seen_buffers and not self.verbose:
                     return ""  # llama-bench allocates KV and compute again for every test
                 self.seen_buffers.add(key)
-                return f"  {e.kind} buffer {e.device}: {e.mib:.2f} MiB"
+                cache = f" ({e.cache} cache)" if e.cache else ""
+                return f"  {e.kind} buffer {e.device}{cache}: {e.mib:.2f} MiB"
             case ev.BenchResult():
                 r = e.row
                 from rpctui.llama.bench import bench_label
@@ -231,8 +232,9 @@ def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
     async def go():  # type: ignore[no-untyped-def]
         try:
             await orch.prepare()
-            if any(n.status == "failed" for n in session.state.nodes.values()):
-                return None
+            if any(n.status == "failed" for n in session.state.nodes.values()) or any(
+                    i.fatal and i.check == "model" for i in session.state.issues):
+                return None  # the session has shown why
             info = await load_model_info(profile, orch.model, orch.hosts[profile.main_node.label])
             return make_plan(profile, orch.caps, info, experts_on=experts_on)
         finally:

@@ -54,6 +54,8 @@ class Monitor:
         self.loads: dict[str, _Load] = {}
         self.buffers: dict[tuple[str, str], list[float]] = {}
         self._model_block: dict[tuple[str, str], float] = {}  #: this load's model lines
+        #: KV per cache ("" or a sliding-window model's "non-SWA" and "SWA"), largest of each
+        self._kv_parts: dict[tuple[str, str], dict[str, float]] = {}
         self._last_kind = ""
         self.step = 0
         self.armed: set[tuple[str, str]] = set()
@@ -138,6 +140,7 @@ class Monitor:
     def _job_started(self, e: ev.JobStarted) -> list[ev.Event]:
         self.step = e.step
         self.buffers, self._model_block, self._last_kind = {}, {}, ""
+        self._kv_parts = {}
         self.predicted = set()
         self.loads = {ep: _Load(self.endpoints.get(ep, ""), e.t, self._received(ep), self._rss(ep),
                                 self._node_rx(self.endpoints.get(ep, "")), last_t=e.t)
@@ -162,6 +165,11 @@ class Monitor:
                 self._model_block = {}
             self._model_block[key] = self._model_block.get(key, 0.0) + e.mib
             sizes[0] = max(sizes[0], self._model_block[key])
+        elif e.kind == "kv":
+            # A sliding-window model's device holds two caches, each printed on its own line.
+            parts = self._kv_parts.setdefault(key, {})
+            parts[e.cache] = max(parts.get(e.cache, 0.0), e.mib)
+            sizes[1] = sum(parts.values())
         else:
             sizes[i] = max(sizes[i], e.mib)
         self._last_kind = e.kind

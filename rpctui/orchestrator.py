@@ -159,12 +159,19 @@ class Orchestrator:
 
     async def _check_plan(self) -> bool:
         """Refuse a launch whose predicted memory does not fit (unless forced)."""
+        from rpctui.llama.gguf_header import ModelFileError
         from rpctui.planner import load_model_info, make_plan
 
         main = self.profile.main_node
         try:
             info = await load_model_info(self.profile, self.model, self.hosts[main.label])
             plan = make_plan(self.profile, self.caps, info)
+        except ModelFileError as exc:
+            self.emit(ev.PreflightIssue, node=main.label, check="model",
+                      message=f"model on {main.label}: {exc}",
+                      fix="the file is incomplete or damaged: download or copy it again, or "
+                          "point job.model at another file", fatal=True)
+            return False
         except (OSError, ValueError, KeyError) as exc:
             self.emit(ev.Notice, node=main.label, message=f"no memory plan ({exc}); the load "
                       f"is not checked before it starts")
@@ -355,6 +362,9 @@ class Orchestrator:
                     return
             for s in items:
                 await s.spawned.close_stdin()
+                # Gone means reaped: the launcher has reaped its child; wait for the launcher.
+                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                    await asyncio.wait_for(s.spawned.wait(), 5)
                 self.emit(ev.ProcessGone, node=name, pgid=s.pgid or 0, what=s.what)
             if name in self.samplers:
                 await self.samplers[name].stop()

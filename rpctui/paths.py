@@ -33,3 +33,16 @@ def config_dir() -> Path:
 def runs_dir() -> Path:
     """One JSONL file per run."""
     return data_dir() / "runs"
+
+
+def shipped_dir(name: str) -> Path:
+    """``examples`` or ``themes``: the copy a wheel installs inside the package, else (in a
+    checkout, editable installs included) the project's top-level folder of that name."""
+    package = Path(__file__).resolve().parent
+    installed = package / name
+    return installed if installed.is_dir() else package.parent / name
+
+
+def example_path(name: str) -> Path:
+    """A profile shipped in examples/."""
+    return shipped_dir("examples") / name

@@ -18,7 +18,7 @@ from rpctui import events as ev
 from rpctui.errors import ExitCode, UserError
 from rpctui.llama import logs
 from rpctui.llama.bench import BenchStream
-from rpctui.nodes.base import Spawned
+from rpctui.nodes.base import CRASH_SIGNALS, Spawned, exit_signal_name
 from rpctui.profile import Node, Profile
 
 if TYPE_CHECKING:
@@ -161,6 +161,7 @@ class Job:
         self.rows = 0
         self.loaded = False
         self.stderr = LogScanner()
+        self.buffer_lines = logs.BufferLines()
 
     async def run(self, timeout_s: float | None) -> int:
         start = time.monotonic()
@@ -211,7 +212,7 @@ class Job:
     def _log(self, line: str, may_fail: bool) -> None:
         self.tail.append(line)
         self.orch.emit(ev.JobLog, stream="stderr", line=line)
-        buf = logs.parse_buffer(line)
+        buf = self.buffer_lines.feed(line)
         if buf:
             if buf.kind == "kv" and not self.loaded:
                 # The KV cache comes once every weight has been sent: the load is over, so
@@ -219,7 +220,7 @@ class Job:
                 self.loaded = True
                 asyncio.ensure_future(self._sample_after_load())
             self.orch.emit(ev.BufferAllocated, kind=buf.kind, device=buf.device,
-                           endpoint=buf.endpoint, mib=buf.mib, step=self.step)
+                           endpoint=buf.endpoint, mib=buf.mib, step=self.step, cache=buf.cache)
             return
         failure = logs.parse_failure(line) if may_fail else None
         if failure:
@@ -240,13 +241,18 @@ class Job:
             culprit = self._node_of(cause.endpoint) or cause.endpoint
         if dead and (cause is None or cause.kind in ("crashed", "connect", "handshake")):
             w = dead[0]
-            if w.rc == 137 and kernel.get(w.endpoint):
+            sig = exit_signal_name(w.rc)
+            if sig == "SIGKILL" and kernel.get(w.endpoint):
                 how = (f"was killed by the kernel's OOM killer on {w.node} (kernel log: "
                        f"{kernel[w.endpoint]})")
-            elif w.rc == 137 and w.endpoint in kernel:
+            elif sig == "SIGKILL" and w.endpoint in kernel:
                 how = f"was killed by SIGKILL; {w.node}'s kernel log shows no OOM kill"
-            elif w.rc == 137:
+            elif sig == "SIGKILL":
                 how = "was killed (SIGKILL: the kernel's OOM killer or a person)"
+            elif sig in CRASH_SIGNALS:
+                how = f"crashed ({sig})"
+            elif sig:
+                how = f"was ended by {sig} (from a person or another program, not rpctui)"
             else:
                 how = f"exited with code {w.rc}"
             return (f"server {w.endpoint} on node {w.node} {how} during the job"
@@ -268,7 +274,7 @@ class Job:
         """For servers ended by SIGKILL: endpoint -> what their node's kernel log says."""
         said: dict[str, str] = {}
         for w in self.orch.watches.values():
-            if w.rc != 137 or not w.spawned.child_pid:
+            if exit_signal_name(w.rc) != "SIGKILL" or not w.spawned.child_pid:
                 continue
             sampler = self.orch.samplers.get(w.node)
             if sampler is None:

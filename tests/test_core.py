@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rpctui import events as ev
-from rpctui.nodes.base import ChunkReader, launcher_argv
+from rpctui.nodes.base import ChunkReader, exit_signal_name, launcher_argv, signal_exit_code
 from rpctui.nodes.local import LocalHost
 from rpctui.results import read_run, result_rows
 from rpctui.runtime import LineSplitter
@@ -82,6 +82,34 @@ def test_kill_groups_ends_the_whole_tree() -> None:
     assert rc == 0 and not _alive(pgid) and took < 3
 
 
+def _exists(pid: int) -> bool:
+    """Whether pid is still in the process table, zombies included."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_kill_groups_leaves_no_zombie_behind() -> None:
+    """Ended means reaped: the launcher reaps its child before it exits (issue 9: an ended
+    ggml-rpc-server stayed <defunct> after teardown said every process had ended)."""
+    async def go() -> tuple[int, int]:
+        host = LocalHost()
+        spawned = await host.spawn(launcher_argv(["sh", "-c", "exec sleep 60"]))
+        await asyncio.sleep(0.2)
+        assert spawned.child_pid and _exists(spawned.child_pid)
+        result = await host.kill_groups([spawned.pgid or 0])
+        assert result.rc == 0
+        return await asyncio.wait_for(spawned.wait(), 5), spawned.child_pid
+    rc, child = asyncio.run(go())
+    assert rc == 143
+    assert not _exists(child), Path(f"/proc/{child}/stat").read_text()
+
+
+def test_exit_codes_name_their_signal() -> None:
+    assert signal_exit_code("TERM") == 143 and signal_exit_code("SEGV") == 139
+    assert signal_exit_code("KILL") == 137 and signal_exit_code("NOSUCH") == 255
+    assert exit_signal_name(143) == "SIGTERM" and exit_signal_name(137) == "SIGKILL"
+    assert exit_signal_name(1) is None and exit_signal_name(255) is None
+
+
 def test_closing_stdin_ends_the_group() -> None:
     """The watchdog: if rpctui goes away (or the SSH channel drops), the process group ends."""
     async def go() -> tuple[int, int]:
@@ -144,3 +172,27 @@ def test_readme_run_command_works(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| servers |" in result.stdout.replace("  ", " ") or "servers" in result.stdout
     assert "tg16" in result.stdout
+
+
+@pytest.mark.rig
+def test_sliding_window_model_shows_both_kv_buffers(tmp_path: Path) -> None:
+    """A real run of the generated sliding-window model: the live lines name both of a
+    device's KV buffers, and the distribution and the plan check count their sum (issue 9)."""
+    profile = tmp_path / "swa.toml"
+    profile.write_text((ROOT / "examples" / "loopback.toml").read_text()
+                       .replace("50052", "50162").replace("50053", "50163")
+                       .replace('"builtin:tiny"', '"builtin:tiny-swa"')
+                       .replace("[64]", "[32]").replace("[16]", "[8]")
+                       .replace("repetitions = 2", "repetitions = 1"))
+    result = rpctui(tmp_path, "run", str(profile), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    second = "RPC0[127.0.0.1:50163]"
+    assert f"kv buffer {second} (non-SWA cache): 0.12 MiB" in result.stderr
+    assert f"kv buffer {second} (SWA cache): 0.25 MiB" in result.stderr
+    state = fold_all(read_run(sorted((tmp_path / "data" / "rpctui" / "runs").glob("*.jsonl"))[-1]))
+    kv = {device: kv for _node, device, _model, kv, _compute in state.distributions[-1].rows}
+    assert kv[second] == 0.37 and kv["RPC0[127.0.0.1:50162]"] == 0.62
+    import re
+    assert re.search(rf"local +{re.escape(second)} +20\.14 \+ +0\.37 \+", result.stderr)
+    assert re.search(rf"{re.escape(second)} +model .* KV +0\.\d\d planned +0\.37 allocated",
+                     result.stderr)

@@ -92,3 +92,17 @@ def test_explain_command_text_and_json(tmp_path: Path) -> None:
     assert "diagnosis: could not allocate" in text.stdout and "(responsible: 127.0.0.1:50083)" in text.stdout
     missing = rpctui(tmp_path, "explain", str(tmp_path / "nope.log"))
     assert missing.returncode == 2 and "cannot read log" in missing.stderr
+
+
+def test_sliding_window_kv_buffers_add_up_per_device() -> None:
+    """A sliding-window model: one server holds both KV caches (issue 9: only one was shown)."""
+    x = explain("mainline-bench-swa-2srv-v.log")
+    assert x.buffers["RPC0[127.0.0.1:50153]"]["kv"] == 0.12 + 0.25
+    assert x.buffers["RPC0[127.0.0.1:50152]"]["kv"] == 0.62
+    from rpctui.llama.logs import BufferLines
+
+    reader = BufferLines()
+    kv = [(b.device, b.cache, b.mib) for b in map(reader.feed, (FIX / "mainline-bench-swa-2srv-v.log")
+                                                    .read_text().splitlines()) if b and b.kind == "kv"]
+    assert kv[:3] == [("RPC0[127.0.0.1:50153]", "non-SWA", 0.12),
+                      ("RPC0[127.0.0.1:50152]", "SWA", 0.62), ("RPC0[127.0.0.1:50153]", "SWA", 0.25)]

@@ -228,6 +228,31 @@ def test_server_killed_during_job(clean_rig: Rig, bins, model, tmp_path: Path) -
            f"kernel log shows no OOM kill" in err
 
 
+def test_server_ended_by_another_signal_is_named(clean_rig: Rig, bins, model,
+                                                 tmp_path: Path) -> None:
+    """`pkill -f ggml-rpc-server` on a node hits the SSH session's own process too: sshd then
+    reports exit-signal TERM, which must read as SIGTERM, not as SIGKILL or an OOM (issue 9)."""
+    proc = start_long_run(clean_rig, bins, model, tmp_path, servers=2, repetitions=20)
+    try:
+        time.sleep(1.0)
+        victims = [p for p in clean_rig.node_pids(clean_rig.nodes[1])
+                   if "ggml-rpc-server" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        assert len(victims) >= 2, "expected the session's process and the server on n2"
+        for pid in victims:
+            import os
+            os.kill(pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert (f"server {clean_rig.nodes[1].address}:50052 on node n2 was ended by SIGTERM"
+            in err), err
+    assert "SIGKILL" not in err and "OOM" not in err
+    exits = [e for e in recorded_events(tmp_path) if e["type"] == "ServerExited"]
+    assert [e["rc"] for e in exits if e["node"] == "n2"] == [143]
+
+
 def test_sigterm_tears_everything_down(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
     proc = start_long_run(clean_rig, bins, model, tmp_path, servers=4, repetitions=50)
     try:

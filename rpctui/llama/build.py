@@ -230,12 +230,8 @@ def sdist_path(flavour: Flavour, report: Progress) -> Path:
     if archive.is_file():
         return archive
     folder.mkdir(parents=True, exist_ok=True)
-    report(f"downloading {flavour.package}=={flavour.version} (sdist)", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         "--no-build-isolation", f"{flavour.package}=={flavour.version}", "-d", str(folder)],
-        capture_output=True, text=True,
-    )
+    report(f"downloading {flavour.package}=={flavour.version} (sdist, about a minute)", None)
+    proc = subprocess.run(sdist_download_argv(flavour, folder), capture_output=True, text=True)
     if proc.returncode != 0 or not archive.is_file():
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
         raise UserError(
@@ -243,6 +239,18 @@ def sdist_path(flavour: Flavour, report: Progress) -> Path:
             "check that PyPI is reachable, or put the sdist at " + str(archive),
         )
     return archive
+
+
+def sdist_download_argv(flavour: Flavour, folder: Path) -> list[str]:
+    """pip's own download of the sdist, through whatever index the user's pip is set up for.
+
+    pip prepares an sdist's metadata before it keeps the file, which needs the sdist's build
+    backend (scikit-build-core). Build isolation (pip's default) installs that backend into a
+    throw-away environment; ``--no-build-isolation`` would need it in rpctui's own venv, which a
+    fresh machine does not have (issue 9: the README's first command failed that way).
+    """
+    return [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
+            "--no-binary", ":all:", f"{flavour.package}=={flavour.version}", "-d", str(folder)]
 
 
 def _unpacked_source(flavour: Flavour, report: Progress) -> Path:

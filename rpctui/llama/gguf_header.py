@@ -68,6 +68,10 @@ _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "
            12: "d"}  # GGUF value types -> struct codes (8 = string, 9 = array)
 
 
+class ModelFileError(ValueError):
+    """A model file whose GGUF header cannot be read: not GGUF, or cut short."""
+
+
 class _Header:
     """A GGUF file's metadata and tensor table, read straight from its first bytes.
 
@@ -90,7 +94,8 @@ class _Header:
                 while pos + n > len(data):
                     more = fh.read(max(n, 1 << 20))
                     if not more:
-                        raise ValueError(f"{path}: truncated GGUF header")
+                        raise ModelFileError(f"{path} is cut short: its GGUF header goes on "
+                                             f"past the file's end ({len(data)} bytes)")
                     data += more
 
             def take(fmt: str) -> tuple:  # type: ignore[type-arg]
@@ -127,7 +132,7 @@ class _Header:
 
             magic = take("4s")[0]
             if magic != b"GGUF":
-                raise ValueError(f"{path} is not a GGUF file")
+                raise ModelFileError(f"{path} is not a GGUF file")
             _version, n_tensors, n_kv = take("IQQ")
             for _ in range(n_kv):
                 key = string()

@@ -21,6 +21,9 @@ _BUFFER_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
                            rf"{_NAME} compute buffer size\s*{_MIB}")),
 )
 _ENDPOINT = re.compile(r"^RPC(\d*)\[([^\]]+)\]$")
+#: llama_kv_cache_iswa (llama_kv_cache_unified_iswa in b6110): a sliding-window model keeps two
+#: caches, and each device that holds layers prints one KV buffer line for each
+_KV_CACHE = re.compile(r"_iswa: creating\s+(non-SWA|SWA) KV cache")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Buffer:
     kind: str  #: model, kv or compute
     device: str  #: as llama.cpp prints it, e.g. RPC0[127.0.0.1:50052] or CUDA0
     mib: float
+    cache: str = ""  #: for KV: "non-SWA" or "SWA" with a sliding-window model, else ""
 
     @property
     def endpoint(self) -> str:
@@ -48,6 +52,23 @@ def parse_buffer(line: str) -> Buffer | None:
                 return None
             return Buffer(kind, m.group(1), mib)
     return None
+
+
+class BufferLines:
+    """:func:`parse_buffer` over a log, with the context a KV line needs: which of a
+    sliding-window model's two caches it belongs to (the line before says)."""
+
+    def __init__(self) -> None:
+        self._cache = ""
+
+    def feed(self, line: str) -> Buffer | None:
+        if m := _KV_CACHE.search(line):
+            self._cache = m.group(1)
+            return None
+        buf = parse_buffer(line)
+        if buf is not None and buf.kind == "kv" and self._cache:
+            return Buffer(buf.kind, buf.device, buf.mib, self._cache)
+        return buf
 
 
 @dataclass(frozen=True)

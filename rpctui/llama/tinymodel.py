@@ -40,6 +40,9 @@ class TinySpec:
     #: split into shards of at most this many tensors (as convert_hf_to_gguf.py
     #: --split-max-tensors writes them, through the same gguf writer)
     split_tensors: int = 0
+    #: "gemma3" with a sliding window: llama.cpp keeps two KV caches (five layers in six use
+    #: the window), so each device that holds layers prints two KV buffers
+    sliding_window: int = 0
     seed: int = 42
 
     @property
@@ -48,6 +51,7 @@ class TinySpec:
         moe = f"-{self.experts}x{self.experts_used}moe" if self.experts else ""
         quant = f"-{self.quant}" if self.quant else ""
         quant += f"-split{self.split_tensors}" if self.split_tensors else ""
+        quant += f"-swa{self.sliding_window}" if self.sliding_window else ""
         return (f"tiny-{self.arch}-{self.layers}L-{self.embd}e-{self.ff}f-{self.heads}h-"
                 f"{self.kv_heads}kv{tied}{moe}{quant}-s{self.seed}")
 
@@ -62,6 +66,7 @@ BUILTIN: dict[str, TinySpec] = {
     "tiny-q8": TinySpec(embd=288, ff=800, heads=8, kv_heads=4, quant="q8_0"),
     "tiny-mla": TinySpec(layers=6, ff=512, kv_heads=1, experts=4, arch="deepseek2"),
     "tiny-split": TinySpec(split_tensors=30),  # three shards
+    "tiny-swa": TinySpec(arch="gemma3", sliding_window=64, tied_embeddings=True),
 }
 
 
@@ -117,6 +122,8 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     writer.add_head_count_kv(spec.kv_heads)
     writer.add_rope_dimension_count(MLA_ROPE if spec.arch == "deepseek2" else spec.embd // spec.heads)
     writer.add_layer_norm_rms_eps(1e-5)
+    if spec.sliding_window:
+        writer.add_sliding_window(spec.sliding_window)
     if spec.arch == "deepseek2":
         writer.add_q_lora_rank(MLA_Q_RANK)
         writer.add_kv_lora_rank(MLA_KV_RANK)
@@ -176,6 +183,11 @@ def write_model(spec: TinySpec, path: Path) -> Path:
         writer.add_tensor(f"blk.{i}.attn_v.weight", weight(kv, spec.embd))
         writer.add_tensor(f"blk.{i}.attn_output.weight", weight(spec.embd, spec.embd))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm(spec.embd))
+        if spec.arch == "gemma3":  # src/models/gemma3.cpp
+            writer.add_tensor(f"blk.{i}.attn_q_norm.weight", norm(head_dim))
+            writer.add_tensor(f"blk.{i}.attn_k_norm.weight", norm(head_dim))
+            writer.add_tensor(f"blk.{i}.post_attention_norm.weight", norm(spec.embd))
+            writer.add_tensor(f"blk.{i}.post_ffw_norm.weight", norm(spec.embd))
         if spec.experts:
             e = spec.experts
             writer.add_tensor(f"blk.{i}.ffn_gate_inp.weight",

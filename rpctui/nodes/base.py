@@ -10,7 +10,10 @@ Every long-running process (rpc-server, the job) is started through
 * watch their own stdin: when rpctui closes it, dies, or the SSH connection is
   lost, the group is ended; orphans cannot outlive rpctui;
 * print ``@@rpctui-exit RC`` when the process ends, so the exit code survives
-  channels that lose it.
+  channels that lose it;
+* on TERM, INT or HUP (teardown signals the whole group) wait for, and so reap, the process
+  and the watcher before exiting: a launcher that died first would leave its child a zombie
+  until the node's init got round to it.
 
 Commands are argv lists everywhere; :mod:`rpctui.nodes.ssh` quotes them once.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
+import signal
 from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,11 +46,16 @@ child=$!
 echo "@@rpctui-child $child"
 ( while read -r _ <&3; do :; done; kill -s TERM -- -$$ 2>/dev/null ) &
 watch=$!
+finish() {
+  kill $watch 2>/dev/null
+  wait $watch 2>/dev/null
+  echo "@@rpctui-exit $rc"
+  exit $rc
+}
+trap 'kill -s TERM $child 2>/dev/null; wait $child 2>/dev/null; rc=$?; finish' TERM INT HUP
 wait $child
 rc=$?
-kill $watch 2>/dev/null
-echo "@@rpctui-exit $rc"
-exit $rc
+finish
 """
 
 _KILL = r"""
@@ -101,6 +110,29 @@ def agent_argv(python: str, source: bytes, name: str) -> list[str]:
 def kill_argv(pgids: Sequence[int]) -> list[str]:
     """End whole process groups: TERM, then KILL after 3 s; exit 0 only when all are gone."""
     return ["sh", "-c", _KILL, "rpctui-kill", *(str(p) for p in pgids)]
+
+
+def signal_exit_code(name: str) -> int:
+    """The shell's code (128 + N) for a signal as SSH names it in exit-signal ("TERM", "SEGV");
+    255, SSH's "unknown", for a name this system does not know."""
+    try:
+        return 128 + signal.Signals[f"SIG{name.removeprefix('SIG')}"].value
+    except KeyError:
+        return 255
+
+
+def exit_signal_name(rc: int | None) -> str | None:
+    """The signal behind a shell exit code of 128 + N ("SIGKILL" for 137); None for others."""
+    if rc is None or not 128 < rc < 128 + 65:
+        return None
+    try:
+        return signal.Signals(rc - 128).name
+    except ValueError:
+        return None
+
+
+#: Signals that mean the program itself failed, rather than that something ended it.
+CRASH_SIGNALS = frozenset({"SIGSEGV", "SIGABRT", "SIGBUS", "SIGILL", "SIGFPE"})
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 import asyncssh
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.nodes.base import READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit
+from rpctui.nodes.base import (READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit,
+                               signal_exit_code)
 from rpctui.profile import Node
 
 
@@ -106,8 +107,10 @@ class SSHSpawned(Spawned):
             return self._reader.exit_code
         status = self._proc.exit_status
         if status is None or status < 0:
-            signal = self._proc.exit_signal
-            return 128 + 9 if signal else 255
+            # The session's own process ended by a signal (someone's pkill -f, say): sshd sends
+            # exit-signal (name, core dumped, message, language) rather than a status.
+            exit_signal = self._proc.exit_signal
+            return signal_exit_code(exit_signal[0]) if exit_signal else 255
         return status
 
     async def close_stdin(self) -> None:

@@ -21,6 +21,7 @@ from textual.widgets import Button, Footer, Header, Label, TabbedContent, TabPan
 
 from rpctui import events as ev
 from rpctui.errors import UserError
+from rpctui.paths import shipped_dir
 from rpctui.orchestrator import Orchestrator
 from rpctui.profile import Profile
 from rpctui.results import Recorder, new_run_id, read_run
@@ -281,9 +282,8 @@ class RpcTuiApp(App[int]):
         if self.profile is not None and self.profile.path:
             self.push_screen(EditorScreen(Path(self.profile.path)))
             return
-        from rpctui.cli import example_path
 
-        examples = sorted(example_path("loopback.toml").parent.glob("*.toml"))
+        examples = sorted(shipped_dir("examples").glob("*.toml"))
 
         def picked(example: Path | None) -> None:
             if example is not None:

@@ -8,20 +8,14 @@ from pathlib import Path
 
 from textual.theme import Theme
 
-from rpctui.paths import config_dir
+from rpctui.paths import config_dir, shipped_dir
 
-THEME_DIRS = [Path(__file__).resolve().parent.parent.parent / "themes",
-              Path(__file__).resolve().parent / "themes"]
 DEFAULT_THEME = "rpctui-strix"
 
 
 def load_themes() -> list[Theme]:
-    themes = []
-    for folder in THEME_DIRS:
-        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
-            data = tomllib.loads(path.read_text())
-            themes.append(Theme(**data))
-    return themes
+    return [Theme(**tomllib.loads(path.read_text()))
+            for path in sorted(shipped_dir("themes").glob("*.toml"))]
 
 
 def _settings() -> Path:
