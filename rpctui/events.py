@@ -52,11 +52,14 @@ class RunStarted(Event):
     nodes: tuple[str, ...] = ()
     servers: tuple[str, ...] = ()  #: node:port of each server, in --rpc order
     main: str = ""  #: the node that runs the job
+    endpoints: tuple[str, ...] = ()  #: host:port of each server (as --rpc names it), same order
 
 
 def run_started(profile: Any, run_id: str, command: str) -> RunStarted:
     """The first event of every run, headless or in the app, for this profile."""
     import datetime
+
+    from rpctui.profile import endpoint
 
     return RunStarted(run_id=run_id, profile=profile.path, profile_name=profile.name,
                       command=command,
@@ -64,7 +67,8 @@ def run_started(profile: Any, run_id: str, command: str) -> RunStarted:
                           timespec="seconds"),
                       nodes=tuple(n.label for n in profile.nodes),
                       servers=tuple(f"{n.label}:{s.port}" for n, s in profile.servers()),
-                      main=profile.main_node.label)
+                      main=profile.main_node.label,
+                      endpoints=tuple(endpoint(n, s) for n, s in profile.servers()))
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ class Explanation:
     layers: str = ""
     buffers: dict[str, dict[str, float]] = field(default_factory=dict)  #: device -> kind -> MiB
     bench: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)  #: logs.Failure fields
     diagnosis: str = ""
     responsible: str = ""
 
@@ -144,10 +144,9 @@ def explain_text(text: str, name: str = "<log>", into: Explanation | None = None
     for d in devices:
         desc = f": {d.description}" if d.description else ""
         _add(x.devices, f"{d.name}{desc} ({d.total_mib} MiB)" if d.total_mib else d.name)
-    x.failures += [{"kind": f.kind, "message": f.message, "endpoint": f.endpoint}
-                   for f in failures]
-    cause = logs.root_cause([logs.Failure(f["kind"], f["message"], f["endpoint"])
-                             for f in x.failures])
+    x.failures = [dataclasses.asdict(f) for f in logs.collapse(
+        [logs.Failure(**f) for f in x.failures] + failures)]
+    cause = logs.root_cause([logs.Failure(**f) for f in x.failures])
     if cause:
         x.diagnosis = cause.message
         x.responsible = cause.endpoint or _local_device(cause, x)
@@ -157,6 +156,9 @@ def explain_text(text: str, name: str = "<log>", into: Explanation | None = None
 def _local_device(cause: logs.Failure, x: Explanation) -> str:
     if cause.kind not in ("alloc", "hip"):
         return ""
+    if cause.device and cause.device in x.buffers or cause.device.startswith(
+            ("CUDA", "ROCm", "Vulkan", "CPU")):
+        return cause.device
     for prefix in ("CUDA", "Vulkan", "ROCm"):
         if prefix in cause.message or (cause.kind == "hip" and prefix == "ROCm"):
             named = [d for d in x.buffers if d.startswith(prefix)]
@@ -196,7 +198,9 @@ def render(x: Explanation) -> str:
         who = f" (responsible: {x.responsible})" if x.responsible else ""
         out.append(f"diagnosis: {x.diagnosis}{who}")
         for f in x.failures:
-            out.append(f"  seen: {f['message']}" + (f" [{f['endpoint']}]" if f["endpoint"] else ""))
+            times = f" ({f['count']} times)" if f["count"] > 1 else ""
+            out.append(f"  seen: {f['message']}" + (f" [{f['endpoint']}]" if f["endpoint"] else "")
+                       + times)
     else:
         out.append("diagnosis: no failure in this log")
     return "\n".join(out) + "\n"

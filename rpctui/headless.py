@@ -270,9 +270,6 @@ def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
 
 def preflight_rows(state: ClusterState) -> list[dict[str, object]]:
     rows = []
-    servers_by_node: dict[str, list[str]] = {}
-    for s in state.servers.values():
-        servers_by_node.setdefault(s.node, []).append(s.endpoint)
     for name, node in state.nodes.items():
         issues = [i for i in state.issues if i.node == name or (not i.node)]
         fatal = [i for i in issues if i.fatal]

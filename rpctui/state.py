@@ -176,6 +176,9 @@ def _(e: ev.RunStarted, s: ClusterState) -> ClusterState:
     s = replace(s, run_id=e.run_id, profile=e.profile_name or e.profile, main=e.main)
     for name in e.nodes:
         s = s.with_node(name)
+    # Every configured server from the start ("planned"), so a view shows what starting does.
+    for label, ep in zip(e.servers, e.endpoints):
+        s = s.with_server(label.rsplit(":", 1)[0], ep)
     return s
 
 

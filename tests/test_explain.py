@@ -69,7 +69,8 @@ def test_captured_logs_of_every_build() -> None:
 def test_real_out_of_memory_names_the_server() -> None:
     x = explain("mainline-bench-oom-v.log")
     assert x.responsible == "127.0.0.1:50083"
-    assert x.diagnosis.startswith("could not allocate 21109760 bytes on RPC0[127.0.0.1:50083]")
+    assert x.diagnosis.startswith("could not allocate 20.13 MiB (21109760 bytes) on "
+                                  "RPC0[127.0.0.1:50083]: that server ran out of memory")
     server = explain("mainline-rpc-server-oom.log")
     assert server.diagnosis == "a CPU backend could not allocate 20.13 MB"
 

@@ -103,6 +103,39 @@ async def test_live_demo_runs_the_job_and_quitting_stops_everything(bins, model)
     assert left.returncode == 1, left.stdout
 
 
+async def test_configured_servers_show_before_they_start(bins, model) -> None:
+    """Every server of the profile is on its node's card from the start, with its planned
+    share, so `s` does what the card shows (issue 9: they appeared only once started)."""
+    from rpctui.cli import _demo_profile
+
+    app = RpcTuiApp(profile=_demo_profile(None), record=False)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await pilot.pause()
+        card = render_node(app.state, "local").plain
+        assert "127.0.0.1:50052 not started" in card and "127.0.0.1:50053 not started" in card
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.connected:
+                break
+        assert app.connected, "never connected"
+        card = render_node(app.state, "local").plain
+        # the demo's default split: the plan's share of each server (weights, KV, compute)
+        assert "127.0.0.1:50052 not started  plan 9 MiB" in card, card
+        assert "127.0.0.1:50053 not started  plan " in card, card
+        await pilot.press("s")
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.servers_up:
+                break
+        card = render_node(app.state, "local").plain
+        assert "not started" not in card and "127.0.0.1:50052 ready" in card
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause(0.5)
+    assert app.state.teardown == "done"
+
+
 def test_cluster_view_snapshot(snap_compare) -> None:
     async def replayed(pilot) -> None:  # type: ignore[no-untyped-def]
         await pilot.app.workers.wait_for_complete()

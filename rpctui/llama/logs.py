@@ -9,7 +9,7 @@ devices (``CPU_Mapped``, ``CUDA0``, ``Vulkan0``, ``ROCm0``...).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 _MIB = r"=\s*([0-9.]+) MiB"
 _NAME = r"(\S+?)"
@@ -78,16 +78,46 @@ class Failure:
     kind: str
     message: str
     endpoint: str = ""  #: host:port named by the line, when it names one
+    device: str = ""  #: the device or buffer named (CUDA0, RPC0[h:p], "GPU device 0")
+    size_bytes: int = 0  #: the allocation that failed, when the line gives it in bytes
+    count: int = 1  #: how many identical lines said it
+
+
+_MIB_BYTES = 1 << 20
+
+#: Allocation failures, most specific first: (pattern, group of the device, of bytes, of MiB).
+#: ggml-alloc.c names the buffer and its bytes for every backend; ggml-cuda.cu (CUDA and HIP)
+#: gives the device's index, MiB and the runtime's reason; llama_model_load repeats the name.
+_ALLOC: tuple[tuple[re.Pattern[str], int, int, int], ...] = (
+    (re.compile(r"failed to allocate (\S+) buffer of size (\d+)"), 1, 2, 0),
+    (re.compile(r"allocating ([0-9.]+) MiB on device (\d+): cudaMalloc failed: ([^\n]+?)\s*$"),
+     2, 0, 1),
+    (re.compile(r"unable to allocate (\S+) buffer"), 1, 0, 0),
+    (re.compile(r"ggml_vulkan: Device memory allocation of size (\d+) failed"), 0, 1, 0),
+)
+
+
+def _alloc_failure(line: str) -> Failure | None:
+    for pattern, g_dev, g_bytes, g_mib in _ALLOC:
+        m = pattern.search(line)
+        if not m:
+            continue
+        device = m.group(g_dev) if g_dev else "a Vulkan device"
+        if pattern.pattern.startswith("allocating"):
+            device = f"GPU device {device}"
+        size = int(m.group(g_bytes)) if g_bytes else 0
+        mib = size / _MIB_BYTES if size else float(m.group(g_mib)) if g_mib else 0.0
+        ep = _ENDPOINT.match(device)
+        what = f"{mib:.2f} MiB" + (f" ({size} bytes)" if size else "") if mib else "a buffer"
+        who = "that server" if ep else "that device"
+        reason = f" (cudaMalloc: {m.group(3)})" if pattern.pattern.startswith("allocating") else ""
+        return Failure("alloc", f"could not allocate {what} on {device}: {who} ran out of "
+                       f"memory{reason}", ep.group(2) if ep else "", device, size)
+    return None
 
 
 _FAILURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
-    ("alloc", re.compile(r"failed to allocate (RPC\d*\[([^\]]+)\]) buffer of size (\d+)"),
-     "could not allocate {0} bytes on {1}: that server ran out of memory"),
-    ("alloc", re.compile(r"unable to allocate (RPC\d*\[([^\]]+)\]) buffer"),
-     "could not allocate a buffer on {1}: that server ran out of memory"),
     ("alloc", re.compile(r"cudaMalloc failed: out of memory"), "a CUDA device ran out of memory"),
-    ("alloc", re.compile(r"ggml_vulkan: Device memory allocation of size (\d+) failed"),
-     "a Vulkan device ran out of memory ({0} bytes)"),
     ("alloc", re.compile(r"ErrorOutOfDeviceMemory"), "a Vulkan device ran out of memory"),
     ("alloc", re.compile(r"ggml_aligned_malloc: insufficient memory \(attempted to allocate\s+([0-9.]+ MB)\)"),
      "a CPU backend could not allocate {0}"),
@@ -127,20 +157,34 @@ def parse_failure(line: str) -> Failure | None:
     """The failure a line reports, or None."""
     if not _FAILURE_HINT.search(line):
         return None
+    alloc = _alloc_failure(line)
+    if alloc is not None:
+        return alloc
     for kind, pattern, text in _FAILURES:
         m = pattern.search(line)
         if m:
             groups = m.groups()
             endpoint = ""
-            if kind == "alloc" and len(groups) >= 2 and groups[1] and ":" in groups[1]:
-                endpoint = groups[1]
-                message = text.format(groups[2] if len(groups) > 2 else "", groups[0])
-            else:
-                message = text.format(*groups)
-                if kind in ("connect", "handshake") and groups:
-                    endpoint = groups[0].rstrip(",")
-            return Failure(kind, message, endpoint)
+            if kind in ("connect", "handshake") and groups:
+                endpoint = groups[0].rstrip(",")
+            return Failure(kind, text.format(*groups), endpoint)
     return None
+
+
+def _detail(f: Failure) -> int:
+    """How much an allocation failure says: a named device, its size in bytes, an endpoint."""
+    return bool(f.device and not f.device.startswith(("GPU device", "a "))) + bool(
+        f.size_bytes) + bool(f.endpoint)
+
+
+def collapse(failures: list[Failure]) -> list[Failure]:
+    """Identical failures once each, in order of first appearance, with how often they came."""
+    seen: dict[tuple[str, str, str], Failure] = {}
+    for f in failures:
+        key = (f.kind, f.message, f.endpoint)
+        first = seen.get(key)
+        seen[key] = f if first is None else replace(first, count=first.count + f.count)
+    return list(seen.values())
 
 
 # Precedence when several lines fail: the root cause beats its consequences.
@@ -149,9 +193,10 @@ _RANK = {"protocol": 0, "oom-killer": 1, "alloc": 1, "kv": 2, "compute": 3, "con
 
 
 def root_cause(failures: list[Failure]) -> Failure | None:
+    """The failure that explains the others: by kind, then the one that says the most."""
     if not failures:
         return None
-    return min(failures, key=lambda f: _RANK.get(f.kind, 50))
+    return min(failures, key=lambda f: (_RANK.get(f.kind, 50), -_detail(f)))
 
 
 _BANNER_PROTOCOL = re.compile(r"Starting RPC server v(\d+\.\d+\.\d+)")

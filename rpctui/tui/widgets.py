@@ -119,8 +119,14 @@ def render_node(state: ClusterState, name: str) -> Text:
     for s in sorted((s for s in state.servers.values() if s.node == name), key=lambda s: s.endpoint):
         lp = state.loads.get(s.endpoint)
         t.append(f"  {s.endpoint} ", style="bold")
-        t.append(s.status, style=STATUS_STYLE.get({"ready": "ready", "failed": "failed",
-                                                   "stopped": "stopped"}.get(s.status, ""), ""))
+        if s.status == "planned":  # configured, not started yet: what `s` will start
+            t.append("not started", style="dim")
+            share = planned_share(state, s.endpoint)
+            if share is not None:
+                t.append(f"  plan {share:.0f} MiB", style="magenta")
+        else:
+            t.append(s.status, style=STATUS_STYLE.get({"ready": "ready", "failed": "failed",
+                                                       "stopped": "stopped"}.get(s.status, ""), ""))
         if lp is not None:
             t.append(f"  load {lp.percent:5.1f}% ")
             t.append_text(_bar(lp.percent, 100.0, progress=True)[: BAR // 2])
@@ -135,6 +141,16 @@ def render_node(state: ClusterState, name: str) -> Text:
         if w.node == name:
             t.append(f"⚠ {w.message}\n", style="bold red")
     return t
+
+
+def planned_share(state: ClusterState, endpoint: str) -> float | None:
+    """MiB the plan puts on a server's devices (weights, KV, estimated compute); None before
+    there is a plan."""
+    if state.plan is None:
+        return None
+    compute = dict(state.plan.compute)
+    devices = [r for r in state.plan.rows if r[0].endswith(f"[{endpoint}]")]
+    return sum(r[2] + r[3] + compute.get(r[0], 0.0) for r in devices)
 
 
 class NodeCard(Static, can_focus=True):
