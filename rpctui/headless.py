@@ -283,8 +283,8 @@ def preflight_rows(state: ClusterState) -> list[dict[str, object]]:
             "devices": "; ".join(f"{d[0]} {d[3]}/{d[2]} MiB" if d[2] is not None else d[0]
                                  for d in node.devices),
             "ports": "in use" if ports else ("free" if node.status == "probed" else ""),
-            "model": "missing" if model else ("ok" if name == state.main and
-                                              node.status == "probed" else ""),
+            "model": ("missing" if any("not found" in i.message for i in model) else "damaged")
+            if model else ("ok" if name == state.main and node.status == "probed" else ""),
             "verdict": "FAIL" if node.status == "failed" or any(i.node == name for i in fatal)
             else "ok",
             "problems": [i.message for i in issues if i.node == name] + (

@@ -115,7 +115,11 @@ async def load_model_info(profile: Profile, model: str, host: Any) -> ModelInfo:
         return read_model(Path(model).expanduser())
 
     opened: dict[Path, bytes] = {}
+    sizes: dict[Path, int] = {}
     for shard in shards(model):
+        stat = await host.run(["stat", "-L", "-c", "%s", str(shard)], timeout=30)
+        if stat.rc == 0 and stat.stdout.strip().isdigit():
+            sizes[shard] = int(stat.stdout)
         for size in HEADER_BYTES:
             result = await host.run(["sh", "-c", 'head -c "$1" "$0" | base64 -w0', str(shard),
                                      str(size)], timeout=120)
@@ -127,7 +131,7 @@ async def load_model_info(profile: Profile, model: str, host: Any) -> ModelInfo:
                 break
             except ValueError:
                 continue  # the header goes on past what was fetched
-    return read_model(model, opener=lambda p: io.BytesIO(opened[p]))
+    return read_model(model, opener=lambda p: io.BytesIO(opened[p]), sizes=sizes)
 
 
 def expert_layers_of(name: str) -> bool:

@@ -158,6 +158,25 @@ def test_missing_model(clean_rig: Rig, bins, tmp_path: Path) -> None:
     assert "model /models/not here/x.gguf not found on main node n1" in result.stderr
 
 
+@pytest.mark.parametrize("keep", [600, 3_000_000], ids=["header-cut", "data-cut"])
+def test_cut_short_model_is_one_clear_error_everywhere(clean_rig: Rig, bins, model,
+                                                      tmp_path: Path, keep: int) -> None:
+    """A GGUF cut short (an interrupted download): plan, check and run all refuse it with the
+    same message and exit 3 (issue 9: plan printed a traceback, run left it to llama.cpp).
+    The main node is remote: its header and size are read over SSH."""
+    cut = tmp_path / "cut model.gguf"
+    cut.write_bytes(Path(model).read_bytes()[:keep])
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"],
+                          model=str(cut), servers=2)
+    for command in ("plan", "check", "run"):
+        result = rpctui(tmp_path, command, str(profile))
+        assert result.returncode == 3, (command, result.stderr)
+        assert f"error: model on n1: {cut} is cut short" in result.stderr, (command, result.stderr)
+        assert "fix: the file is incomplete or damaged" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert "ServerStarting" not in {e["type"] for e in recorded_events(tmp_path)}
+
+
 def test_port_already_taken(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
     node = clean_rig.nodes[1]
     listener = subprocess.Popen(node.exec_argv([

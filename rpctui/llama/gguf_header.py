@@ -146,6 +146,9 @@ class _Header:
                 (ttype,) = take("I")
                 (offset,) = take("Q")
                 self.tensors.append((name, dims, ttype, offset))
+            align = int(self.fields.get("general.alignment") or 32)  # type: ignore[call-overload]
+            #: where the tensor data starts: the header's end, aligned
+            self.data_start = -(-pos // align) * align
 
 
 def type_block(ttype: int | str) -> tuple[int, int]:
@@ -163,18 +166,27 @@ def type_bytes(ttype: int | str, n: int) -> int:
     return n // block * size
 
 
-def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = None) -> ModelInfo:
+def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = None,
+               sizes: dict[Path, int] | None = None) -> ModelInfo:
     """Tensor names and sizes from the GGUF headers of every shard (no weights are read).
-    ``opener`` gives the start of a file that is not on this machine."""
+    ``opener`` gives the start of a file that is not on this machine, ``sizes`` the whole
+    files' sizes there; a file whose tensors reach past its end is a ModelFileError."""
     tensors: list[Tensor] = []
     meta: _Header | None = None
     for i, shard in enumerate(shards(path)):
         header = _Header(shard, opener(shard) if opener else None)
         meta = meta or header
+        end = header.data_start
         for name, dims, ttype, offset in header.tensors:
             m = _BLOCK.match(name)
-            tensors.append(Tensor(name, type_bytes(ttype, math.prod(dims)),
-                                  int(m.group(1)) if m else None, tuple(dims), offset, i, ttype))
+            nbytes = type_bytes(ttype, math.prod(dims))
+            end = max(end, header.data_start + offset + nbytes)
+            tensors.append(Tensor(name, nbytes, int(m.group(1)) if m else None, tuple(dims),
+                                  offset, i, ttype))
+        size = (sizes or {}).get(shard) if opener else shard.stat().st_size
+        if size is not None and size < end:
+            raise ModelFileError(f"{shard} is cut short: its tensors end at byte {end}, the "
+                                 f"file has {size}")
     assert meta is not None
     f = meta.fields
 
