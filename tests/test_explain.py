@@ -107,3 +107,28 @@ def test_sliding_window_kv_buffers_add_up_per_device() -> None:
                                                     .read_text().splitlines()) if b and b.kind == "kv"]
     assert kv[:3] == [("RPC0[127.0.0.1:50153]", "non-SWA", 0.12),
                       ("RPC0[127.0.0.1:50152]", "SWA", 0.62), ("RPC0[127.0.0.1:50153]", "SWA", 0.25)]
+
+
+def test_cuda_out_of_memory_names_device_and_size() -> None:
+    """Real CUDA OOMs on an H200 (issue 9: the diagnosis said only "a CUDA device ran out of
+    memory"): device, MiB and bytes, and the endpoint when the GPU is a server's."""
+    client = explain("cuda-oom-client-v.log")
+    assert client.diagnosis == ("could not allocate 27.66 MiB (29002752 bytes) on CUDA0: that "
+                                "device ran out of memory")
+    assert client.responsible == "CUDA0"
+    assert any("cudaMalloc: out of memory" in f["message"] for f in client.failures)
+    via_rpc = explain("cuda-oom-rpc-client-v.log")
+    assert via_rpc.diagnosis.startswith("could not allocate 27.66 MiB (29002752 bytes) on "
+                                        "RPC0[127.0.0.1:50052]")
+    assert via_rpc.responsible == "127.0.0.1:50052"
+    server = explain("cuda-oom-rpc-server.log")
+    assert server.diagnosis == ("could not allocate 27.66 MiB on GPU device 0: that device ran "
+                                "out of memory (cudaMalloc: out of memory)")
+
+
+def test_repeated_failures_are_listed_once_with_a_count() -> None:
+    twice = explain("cuda-oom-client-v.log", "cuda-oom-client-v.log")
+    messages = [f["message"] for f in twice.failures]
+    assert len(messages) == len(set(messages)) == len(explain("cuda-oom-client-v.log").failures)
+    assert {f["count"] for f in twice.failures} == {2}
+    assert "(2 times)" in render(twice)
