@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -72,7 +73,11 @@ def test_the_wheel_carries_examples_and_themes_and_runs_the_demo(tmp_path: Path,
     env["XDG_CACHE_HOME"] = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
     bins["mainline"]  # the demo's build, from rpctui's cache
     wheel_dir = tmp_path / "dist"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT),
+    # from a copy: pip builds in the tree it is given, and leaves build/ there
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", ".dev", ".whl", ".gl"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(tree),
                             "-w", str(wheel_dir)], capture_output=True, text=True, env=env,
                            cwd=tmp_path, timeout=600)
     assert built.returncode == 0, built.stderr[-3000:]
