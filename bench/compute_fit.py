@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rpctui.llama.build import ensure_build  # noqa: E402
-from rpctui.llama.compute import backend_of  # noqa: E402
-from rpctui.llama.gguf_header import read_model  # noqa: E402
+from rpctui.plan.compute import backend_of  # noqa: E402
+from rpctui.plan.gguf import read_model  # noqa: E402
 from rpctui.llama.tinymodel import ensure_model  # noqa: E402
 
 DATA = ROOT / "bench" / "compute_runs.json"
@@ -62,7 +62,7 @@ def profile_text(flavour: str, bin_dir: str, model: str, prompt: int, ubatch: in
 def run_recorded(profile: Path, work: Path) -> tuple[int, list[dict]]:  # type: ignore[type-arg]
     """`rpctui run` on a profile; its exit code and the events it recorded."""
     env = {**os.environ, "XDG_DATA_HOME": str(work / "data")}
-    done = subprocess.run([sys.executable, "-m", "rpctui.cli", "run", str(profile), "--force"],
+    done = subprocess.run([sys.executable, "-m", "rpctui.cli.main", "run", str(profile), "--force"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     runs = sorted((work / "data" / "rpctui" / "runs").glob("*.jsonl"),
                   key=lambda p: p.stat().st_mtime)
@@ -162,7 +162,7 @@ def collect(out: Path) -> None:
 
 
 def fit(data: Path) -> None:
-    from rpctui.llama.compute import ROLES, features, fit_rule, padded_ctx, reserve_tokens
+    from rpctui.plan.compute import ROLES, features, fit_rule, padded_ctx, reserve_tokens
 
     rows = json.loads(data.read_text())
     models = {name: read_model(ensure_model(name)) for name in MODELS}

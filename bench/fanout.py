@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from rpctui.llama.build import ensure_build  # noqa: E402
 from rpctui.llama.tinymodel import ensure_model  # noqa: E402
-from rpctui.orchestrator import Orchestrator  # noqa: E402
-from rpctui.profile_load import load_profile  # noqa: E402
+from rpctui.engine.orchestrator import Orchestrator  # noqa: E402
+from rpctui.profile.load import load_profile  # noqa: E402
 from tests.conftest import rig_profile  # noqa: E402
 from tests.rig import Rig  # noqa: E402
 

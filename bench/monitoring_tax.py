@@ -39,7 +39,7 @@ def main() -> None:
         tg: dict[str, list[float]] = {"sampled": [], "off": []}
         for _ in range(pairs):
             for label, path in profiles.items():
-                out = subprocess.run([sys.executable, "-m", "rpctui.cli", "run", str(path),
+                out = subprocess.run([sys.executable, "-m", "rpctui.cli.main", "run", str(path),
                                       "--format", "json"], capture_output=True, text=True,
                                      check=True, cwd=ROOT,
                                      env={"XDG_DATA_HOME": str(work / "data"),

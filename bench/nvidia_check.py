@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 
-from rpctui.nodes.local import LocalHost
-from rpctui.sampling import Sampler
+from rpctui.hosts.local import LocalHost
+from rpctui.engine.sampling import Sampler
 
 HOLDER = """
 import os, sys, time, torch

@@ -38,7 +38,7 @@ def main() -> None:
         job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [{BENCH["prompt_tokens"]}]\n'
                f'gen_tokens = [{BENCH["gen_tokens"]}]\nrepetitions = {BENCH["repetitions"]}\n')
         profile = rig_profile(rig, work / "p.toml", bin_dir=bin_dir, model=model, job=job)
-        rpctui = [sys.executable, "-m", "rpctui.cli", "run", str(profile)]
+        rpctui = [sys.executable, "-m", "rpctui.cli.main", "run", str(profile)]
         bench_args = (f"-ngl 99 -p {BENCH['prompt_tokens']} -n {BENCH['gen_tokens']} "
                       f"-r {BENCH['repetitions']}")
         baseline = [str(ROOT / "bench" / "baseline_ssh.sh"), str(rig.client_key),

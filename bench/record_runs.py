@@ -32,7 +32,7 @@ FIX = ROOT / "tests" / "fixtures"
 
 def run(profile: Path, work: Path, *extra: str) -> Path:
     data = work / "data"
-    subprocess.run([sys.executable, "-m", "rpctui.cli", *extra[:1], str(profile), *extra[1:]],
+    subprocess.run([sys.executable, "-m", "rpctui.cli.main", *extra[:1], str(profile), *extra[1:]],
                    cwd=ROOT, env={**os.environ, "XDG_DATA_HOME": str(data)}, check=False,
                    capture_output=True)
     return sorted((data / "rpctui" / "runs").glob("*.jsonl"), key=lambda p: p.stat().st_mtime)[-1]

@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rpctui.llama.build import ensure_build  # noqa: E402
-from rpctui.nodes.base import launcher_argv  # noqa: E402
-from rpctui.nodes.local import LocalHost  # noqa: E402
-from rpctui.sampling import Sampler  # noqa: E402
+from rpctui.hosts.base import launcher_argv  # noqa: E402
+from rpctui.hosts.local import LocalHost  # noqa: E402
+from rpctui.engine.sampling import Sampler  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

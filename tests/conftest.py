@@ -93,7 +93,7 @@ def rpctui_env(tmp_path: Path) -> dict[str, str]:
 
 def rpctui(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real command line in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "rpctui.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "rpctui.cli.main", *args], capture_output=True,
                           text=True, timeout=timeout, env=rpctui_env(tmp_path), cwd=ROOT)
 
 

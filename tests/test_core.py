@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from rpctui import events as ev
-from rpctui.nodes.base import ChunkReader, exit_signal_name, launcher_argv, signal_exit_code
-from rpctui.nodes.local import LocalHost
-from rpctui.results import read_run, result_rows
-from rpctui.runtime import LineSplitter
-from rpctui.state import fold_all
+from rpctui.run import events as ev
+from rpctui.hosts.base import ChunkReader, exit_signal_name, launcher_argv, signal_exit_code
+from rpctui.hosts.local import LocalHost
+from rpctui.history.store import read_run, result_rows
+from rpctui.engine.runtime import LineSplitter
+from rpctui.run.state import fold_all
 from tests.conftest import ROOT, rpctui
 
-CORE = ["rpctui.cli", "rpctui.headless", "rpctui.orchestrator", "rpctui.runtime",
-        "rpctui.preflight", "rpctui.profile_load", "rpctui.results", "rpctui.state",
+CORE = ["rpctui.cli.main", "rpctui.cli.headless", "rpctui.engine.orchestrator", "rpctui.engine.runtime",
+        "rpctui.engine.preflight", "rpctui.profile.load", "rpctui.history.store", "rpctui.run.state",
         "rpctui.llama.argv", "rpctui.llama.caps", "rpctui.llama.logs", "rpctui.llama.bench",
-        "rpctui.llama.build", "rpctui.llama.tinymodel", "rpctui.nodes.ssh", "rpctui.nodes.local"]
+        "rpctui.llama.build", "rpctui.llama.tinymodel", "rpctui.hosts.ssh", "rpctui.hosts.local"]
 
 
 def test_core_never_imports_textual_or_rich() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rpctui.explain import Explanation, explain_text, render
+from rpctui.llama.explain import Explanation, explain_text, render
 from tests.conftest import rpctui
 
 FIX = Path(__file__).parent / "fixtures"

@@ -14,8 +14,8 @@ from rpctui.llama import argv as largv
 from rpctui.llama.bench import BenchStream, parse_markdown, bench_label
 from rpctui.llama.caps import Capabilities, capabilities_from_probe, probe_argv, probe_script
 from rpctui.llama.logs import parse_buffer, parse_failure
-from rpctui.nodes.local import LocalHost
-from rpctui.profile import Job, Node, Server, TensorOverride
+from rpctui.hosts.local import LocalHost
+from rpctui.profile.schema import Job, Node, Server, TensorOverride
 
 FIX = Path(__file__).parent / "fixtures"
 

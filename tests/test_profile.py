@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rpctui.profile_load import (ProfileError, load_document, load_profile, parse_profile,
+from rpctui.profile.load import (ProfileError, load_document, load_profile, parse_profile,
                                  save_document, set_value)
 from tests.conftest import ROOT
 
@@ -159,7 +159,7 @@ def test_cli_reports_profile_errors_with_exit_2_and_no_traceback(tmp_path: Path)
     path = tmp_path / "bad.toml"
     path.write_text(GOOD.replace("port = 50052", "port = 'x'", 1))
     for command in ("validate", "check", "run"):
-        result = subprocess.run([sys.executable, "-m", "rpctui.cli", command, str(path)],
+        result = subprocess.run([sys.executable, "-m", "rpctui.cli.main", command, str(path)],
                                 capture_output=True, text=True, cwd=ROOT)
         assert result.returncode == 2, (command, result.stderr)
         assert f"{path}:10: nodes[0].servers[0].port: must be an integer, not 'x'" in result.stderr
@@ -167,7 +167,7 @@ def test_cli_reports_profile_errors_with_exit_2_and_no_traceback(tmp_path: Path)
 
 
 def test_cli_missing_profile_file(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "rpctui.cli", "run", str(tmp_path / "no.toml")],
+    result = subprocess.run([sys.executable, "-m", "rpctui.cli.main", "run", str(tmp_path / "no.toml")],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert "cannot read profile" in result.stderr and "Traceback" not in result.stderr

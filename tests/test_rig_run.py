@@ -217,7 +217,7 @@ def start_long_run(rig: Rig, bins, model: str, tmp_path: Path, servers: int,
            f'repetitions = {repetitions}\n')
     profile = rig_profile(rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
                           servers=servers, job=job)
-    proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli", "run", str(profile)],
+    proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli.main", "run", str(profile)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=rpctui_env(tmp_path), cwd=ROOT)
     try:
@@ -345,7 +345,7 @@ def test_ssh_config_alias_is_honoured(clean_rig: Rig, bins, model, tmp_path: Pat
     env = rpctui_env(tmp_path)
     env["HOME"] = str(home)
     env["XDG_CACHE_HOME"] = str(Path.home() / ".cache")
-    result = subprocess.run([sys.executable, "-m", "rpctui.cli", "check", str(profile)],
+    result = subprocess.run([sys.executable, "-m", "rpctui.cli.main", "check", str(profile)],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "| n2 " in result.stdout and "FAIL" not in result.stdout

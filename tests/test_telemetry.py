@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from rpctui import events as ev
-from rpctui.nodes.local import LocalHost
-from rpctui.nodes.ssh import connect
-from rpctui.profile import Node
-from rpctui.sampling import Sampler
+from rpctui.run import events as ev
+from rpctui.hosts.local import LocalHost
+from rpctui.hosts.ssh import connect
+from rpctui.profile.schema import Node
+from rpctui.engine.sampling import Sampler
 from tests.conftest import recorded_events, rig_profile, rpctui
 from tests.rig import Rig
 
@@ -227,7 +227,7 @@ def test_kernel_oom_killer_is_named(clean_rig: Rig, bins, model, tmp_path: Path)
 
 def test_netlink_tcp_counters_agree_with_ss() -> None:
     """The sampler asks the kernel over NETLINK_SOCK_DIAG what `ss -tin` prints."""
-    agent = (Path(__file__).resolve().parent.parent / "rpctui" / "nodes" / "sampler_agent.py")
+    agent = (Path(__file__).resolve().parent.parent / "rpctui" / "hosts" / "agents" / "sampler.py")
     ns: dict[str, object] = {"CONFIG": {}}
     exec(compile(agent.read_text().rsplit("\nmain()", 1)[0], "agent", "exec"), ns)
     server = socket.socket()
@@ -253,8 +253,8 @@ def test_netlink_tcp_counters_agree_with_ss() -> None:
 
 def test_recorded_gpu_run_replays_with_vram_and_per_process_memory() -> None:
     """The recording of a real run on an H100 (bench/device_check.sh) folds into the state."""
-    from rpctui.results import read_run
-    from rpctui.state import fold_all
+    from rpctui.history.store import read_run
+    from rpctui.run.state import fold_all
 
     state = fold_all(read_run(Path(__file__).parent / "fixtures" /
                               "run-h100-two-cuda-servers.jsonl"))

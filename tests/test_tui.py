@@ -75,7 +75,7 @@ async def test_theme_is_ours_and_remembered(tmp_path: Path) -> None:
 
 
 async def test_live_demo_runs_the_job_and_quitting_stops_everything(bins, model) -> None:
-    from rpctui.cli import _demo_profile
+    from rpctui.cli.main import _demo_profile
 
     app = RpcTuiApp(profile=_demo_profile(None))
     async with app.run_test(size=(150, 45)) as pilot:
@@ -106,7 +106,7 @@ async def test_live_demo_runs_the_job_and_quitting_stops_everything(bins, model)
 async def test_configured_servers_show_before_they_start(bins, model) -> None:
     """Every server of the profile is on its node's card from the start, with its planned
     share, so `s` does what the card shows (issue 9: they appeared only once started)."""
-    from rpctui.cli import _demo_profile
+    from rpctui.cli.main import _demo_profile
 
     app = RpcTuiApp(profile=_demo_profile(None), record=False)
     async with app.run_test(size=(150, 45)) as pilot:
@@ -147,7 +147,7 @@ def test_cluster_view_snapshot(snap_compare) -> None:
 
 
 def test_app_module_is_not_imported_by_the_core() -> None:
-    assert "textual" not in (ROOT / "rpctui" / "orchestrator.py").read_text()
+    assert "textual" not in (ROOT / "rpctui" / "engine" / "orchestrator.py").read_text()
 
 
 def _runs_dir(tmp_path: Path) -> Path:
@@ -307,7 +307,7 @@ def test_compare_view_snapshot(snap_compare, tmp_path: Path) -> None:
 @pytest.mark.rig
 async def test_live_app_on_the_namespace_rig(clean_rig, bins, model, tmp_path: Path) -> None:
     """The app driving four real sshd nodes: connect, start servers, run, quit and stop."""
-    from rpctui.profile_load import load_profile
+    from rpctui.profile.load import load_profile
     from tests.conftest import rig_profile
 
     profile = load_profile(rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"],

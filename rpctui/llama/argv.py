@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rpctui.errors import ExitCode, UserError
 from rpctui.llama.caps import Capabilities, Tool
-from rpctui.profile import Job, Node, Server, TensorOverride, endpoint
+from rpctui.profile.schema import Job, Node, Server, TensorOverride, endpoint
 
 
 class Unsupported(UserError):

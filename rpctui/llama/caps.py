@@ -1,6 +1,6 @@
 """Probing a node's llama.cpp binaries into a Capabilities record.
 
-The probe agent (:mod:`rpctui.nodes.probe_agent`) gathers raw text on the node:
+The probe agent (:mod:`rpctui.hosts.agents.probe`) gathers raw text on the node:
 ``--help``, ``--version``, the server's device list (``-d`` with a name no build
 has prints every device with its memory) and its start-up banner. This module
 turns that text into facts: which flavour and build, which flags each tool
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rpctui.nodes.base import agent_source
+from rpctui.hosts.base import agent_source
 from rpctui.paths import cache_dir
-from rpctui.profile import Node
+from rpctui.profile.schema import Node
 
 SERVER_NAMES = ("ggml-rpc-server", "rpc-server")
 TOOL_NAMES: dict[str, tuple[str, ...]] = {
@@ -191,7 +191,7 @@ def capabilities_from_probe(node: str, raw: dict[str, Any]) -> Capabilities:
     )
 
 
-_AGENT = Path(__file__).resolve().parent.parent / "nodes" / "probe_agent.py"
+_AGENT = Path(__file__).resolve().parent.parent / "hosts" / "agents" / "probe.py"
 
 
 _CACHED_KEYS = ("help", "version", "banner", "devices")

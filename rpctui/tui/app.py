@@ -19,13 +19,13 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Header, Label, TabbedContent, TabPane
 
-from rpctui import events as ev
+from rpctui.run import events as ev
 from rpctui.errors import UserError
 from rpctui.paths import shipped_dir
-from rpctui.orchestrator import Orchestrator
-from rpctui.profile import Profile
-from rpctui.results import Recorder, new_run_id, read_run
-from rpctui.state import ClusterState, fold
+from rpctui.engine.orchestrator import Orchestrator
+from rpctui.profile.schema import Profile
+from rpctui.history.store import Recorder, new_run_id, read_run
+from rpctui.run.state import ClusterState, fold
 from rpctui.tui.themes import load_themes, remember_theme, remembered_theme
 from rpctui.tui.screens import EditorScreen, ExamplePicker, NodeScreen, RunsScreen
 from rpctui.tui.widgets import ClusterView, JobView, NodeCard

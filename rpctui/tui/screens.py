@@ -12,9 +12,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import (DataTable, Footer, Header, Input, Label, OptionList, RichLog,
                              Static, TextArea)
 
-from rpctui.profile_load import ProfileError, parse_profile
-from rpctui.results import compare_rows, list_runs, run_summary
-from rpctui.state import ClusterState
+from rpctui.profile.load import ProfileError, parse_profile
+from rpctui.history.store import compare_rows, list_runs, run_summary
+from rpctui.run.state import ClusterState
 from rpctui.tui.widgets import render_node, sparkline
 
 

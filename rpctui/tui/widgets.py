@@ -11,9 +11,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Input, RichLog, Static
 
-from rpctui.report import human_bytes, plan_check_lines
-from rpctui.results import result_rows
-from rpctui.state import ClusterState
+from rpctui.run.report import human_bytes, plan_check_lines
+from rpctui.history.store import result_rows
+from rpctui.run.state import ClusterState
 
 BAR = 24
 SPARK = "▁▂▃▄▅▆▇█"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from rpctui import events as ev
+from rpctui.run import events as ev
 
 MIB = 1024 * 1024
 SETTLE_S = 0.25  #: a load's byte count is taken from a sample at least this long after it ends

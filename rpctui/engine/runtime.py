@@ -14,15 +14,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from rpctui import events as ev
+from rpctui.run import events as ev
 from rpctui.errors import ExitCode, UserError
 from rpctui.llama import logs
 from rpctui.llama.bench import BenchStream
-from rpctui.nodes.base import CRASH_SIGNALS, Spawned, exit_signal_name
-from rpctui.profile import Node, Profile
+from rpctui.hosts.base import CRASH_SIGNALS, Spawned, exit_signal_name
+from rpctui.profile.schema import Node, Profile
 
 if TYPE_CHECKING:
-    from rpctui.orchestrator import Orchestrator
+    from rpctui.engine.orchestrator import Orchestrator
 
 
 LOAD_SETTLE_S = 0.3

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rpctui import events as ev
+from rpctui.run import events as ev
 from rpctui.llama.bench import backends, params_b, size_gib, bench_label
 from rpctui.paths import runs_dir
-from rpctui.state import ClusterState
+from rpctui.run.state import ClusterState
 
 
 def new_run_id(profile_name: str) -> str:
@@ -126,7 +126,7 @@ def list_runs(folder: Path | None = None) -> list[Path]:
 def run_summary(path: Path) -> dict[str, Any]:
     """What a comparison needs from one recording: t/s per test and server count, load time
     per server, peak memory per node, how it ended."""
-    from rpctui.state import fold_all
+    from rpctui.run.state import fold_all
 
     events = read_run(path)
     state = fold_all(events)

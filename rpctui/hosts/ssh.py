@@ -15,9 +15,9 @@ from pathlib import Path
 import asyncssh
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.nodes.base import (READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit,
+from rpctui.hosts.base import (READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit,
                                signal_exit_code)
-from rpctui.profile import Node
+from rpctui.profile.schema import Node
 
 
 

@@ -3,8 +3,8 @@ the probe), the model's placement on them, a verdict per node, and a split that 
 
 Used by ``rpctui plan`` and by the preflight of ``check`` and ``run``, which refuse a plan
 that does not fit unless forced. Predicts the placement of the build the profile runs:
-mainline's rule (rpctui.llama.plan, seed-era included) or ik_llama.cpp's
-(rpctui.llama.ik_rule).
+mainline's rule (rpctui.plan.placement, seed-era included) or ik_llama.cpp's
+(rpctui.plan.ik).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import Any
 
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
-from rpctui.llama.compute import (backend_of, default_flash_attn, error_of, estimate_mib,
+from rpctui.plan.compute import (backend_of, default_flash_attn, error_of, estimate_mib,
                                   fa_supported, padded_ctx, pipeline_parallel, reserve_tokens)
 from rpctui.errors import UserError
-from rpctui.llama.gguf_header import ModelInfo, _Header, read_model, shards
-from rpctui.llama.ik_rule import IkRule
-from rpctui.llama.plan import (_EXPERT, MIB, Device, Placement, fill, layer_devices,
+from rpctui.plan.gguf import ModelInfo, _Header, read_model, shards
+from rpctui.plan.ik import IkRule
+from rpctui.plan.placement import (_EXPERT, MIB, Device, Placement, fill, layer_devices,
                                offloaded, split_margin, suggest_expert_overrides,
                                suggest_split)
-from rpctui.profile import Profile, endpoint
+from rpctui.profile.schema import Profile, endpoint
 
 #: how much of a remote model file is fetched to read its header: a little first (most
 #: headers are a few MiB), more only when that was not enough

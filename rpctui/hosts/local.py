@@ -9,7 +9,7 @@ import os
 import socket
 from collections.abc import Sequence
 
-from rpctui.nodes.base import READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit
+from rpctui.hosts.base import READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit
 
 
 class LocalSpawned(Spawned):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from rpctui.llama.gguf_header import ModelInfo
+    from rpctui.plan.gguf import ModelInfo
 
 MIB = 1024 * 1024
 ROLES = ("layers", "output", "host")

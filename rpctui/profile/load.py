@@ -19,9 +19,9 @@ import tomlkit
 import tomlkit.exceptions
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.profile import Job, Node, Profile, Server, Sweep, TensorOverride
-from rpctui.tomlpos import Path as KeyPath
-from rpctui.tomlpos import key_lines, line_of
+from rpctui.profile.schema import Job, Node, Profile, Server, Sweep, TensorOverride
+from rpctui.profile.tomlpos import Path as KeyPath
+from rpctui.profile.tomlpos import key_lines, line_of
 
 
 @dataclasses.dataclass(frozen=True)

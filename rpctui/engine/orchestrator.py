@@ -15,18 +15,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rpctui import events as ev
+from rpctui.run import events as ev
 from rpctui.errors import ExitCode, UserError
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import (Capabilities, capabilities_from_probe, load_probe_cache,
                                merge_probe_cache, probe_argv, probe_script, save_probe_cache)
-from rpctui.nodes.base import Host, Spawned, launcher_argv
-from rpctui.nodes.local import LocalHost
-from rpctui.preflight import preflight
-from rpctui.profile import Node, Profile, Server, endpoint
-from rpctui.monitor import SETTLE_S, Monitor
-from rpctui.runtime import Job, ServerWatch, resolve_bin_dirs, resolve_model
-from rpctui.sampling import Sampler
+from rpctui.hosts.base import Host, Spawned, launcher_argv
+from rpctui.hosts.local import LocalHost
+from rpctui.engine.preflight import preflight
+from rpctui.profile.schema import Node, Profile, Server, endpoint
+from rpctui.run.monitor import SETTLE_S, Monitor
+from rpctui.engine.runtime import Job, ServerWatch, resolve_bin_dirs, resolve_model
+from rpctui.engine.sampling import Sampler
 
 Emit = Callable[[ev.Event], None]
 READY_TIMEOUT_S = 60.0
@@ -85,7 +85,7 @@ class Orchestrator:
         if node.is_local:
             host: Host = LocalHost(node.label)
         else:
-            from rpctui.nodes.ssh import connect
+            from rpctui.hosts.ssh import connect
 
             host = await connect(node)
         self.emit(ev.NodeConnected, node=node.label, elapsed_s=round(time.monotonic() - start, 4))
@@ -159,8 +159,8 @@ class Orchestrator:
 
     async def _check_plan(self) -> bool:
         """Refuse a launch whose predicted memory does not fit (unless forced)."""
-        from rpctui.llama.gguf_header import ModelFileError
-        from rpctui.planner import load_model_info, make_plan
+        from rpctui.plan.gguf import ModelFileError
+        from rpctui.plan.plan import load_model_info, make_plan
 
         main = self.profile.main_node
         try:

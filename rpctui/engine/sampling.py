@@ -1,6 +1,6 @@
 """The sampler on each node, seen from rpctui: start it, tell it what to watch, read samples.
 
-The agent (:mod:`rpctui.nodes.sampler_agent`) is sent over the node's existing connection
+The agent (:mod:`rpctui.hosts.agents.sampler`) is sent over the node's existing connection
 and run by its python3; it exits when its stdin closes, so it dies with the run or the
 connection. Each JSON line it prints becomes a NodeSample event.
 """
@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rpctui import events as ev
-from rpctui.nodes.base import Host, Spawned, agent_argv, agent_source
-from rpctui.runtime import LineSplitter
+from rpctui.run import events as ev
+from rpctui.hosts.base import Host, Spawned, agent_argv, agent_source
+from rpctui.engine.runtime import LineSplitter
 
-_AGENT = Path(__file__).resolve().parent / "nodes" / "sampler_agent.py"
+_AGENT = Path(__file__).resolve().parent.parent / "hosts" / "agents" / "sampler.py"
 MIB = 1024 * 1024
 
 

@@ -15,7 +15,7 @@ Every long-running process (rpc-server, the job) is started through
   and the watcher before exiting: a launcher that died first would leave its child a zombie
   until the node's init got round to it.
 
-Commands are argv lists everywhere; :mod:`rpctui.nodes.ssh` quotes them once.
+Commands are argv lists everywhere; :mod:`rpctui.hosts.ssh` quotes them once.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ final report (memory distribution, load time per server, peak memory per node)."
 
 from __future__ import annotations
 
-from rpctui.state import ClusterState
+from rpctui.run.state import ClusterState
 
 BAR = 20
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from rpctui.llama.caps import Capabilities
-from rpctui.llama.gguf_header import ModelInfo
-from rpctui.llama.plan import MIB, Device, Placement, kv_layer_bytes, offloaded
-from rpctui.profile import Profile
+from rpctui.plan.gguf import ModelInfo
+from rpctui.plan.placement import MIB, Device, Placement, kv_layer_bytes, offloaded
+from rpctui.profile.schema import Profile
 
 # It sizes each layer as weights + KV for the model's whole trained context, plus an
 # activation estimate, and fills devices greedily in the order of its split.

@@ -69,7 +69,7 @@ def _demo_profile(flavour: str | None):  # type: ignore[no-untyped-def]
     import dataclasses
 
     from rpctui.paths import example_path
-    from rpctui.profile_load import load_profile
+    from rpctui.profile.load import load_profile
 
     profile = load_profile(example_path("loopback.toml"))
     if flavour:
@@ -96,7 +96,7 @@ def _build(flavours: list[str]) -> ExitCode:
 def _explain(paths: list[str], as_json: bool) -> ExitCode:
     import json
 
-    from rpctui.explain import Explanation, explain_text, render
+    from rpctui.llama.explain import Explanation, explain_text, render
 
     x = Explanation()
     for path in paths:
@@ -113,7 +113,7 @@ def _explain(paths: list[str], as_json: bool) -> ExitCode:
 
 
 def _dispatch(args: argparse.Namespace) -> ExitCode:
-    from rpctui.profile_load import load_profile
+    from rpctui.profile.load import load_profile
 
     if args.command == "validate":
         for path in args.profiles:
@@ -125,11 +125,11 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
     if args.command == "explain":
         return _explain(args.logs, args.json)
     if args.command == "plan":
-        from rpctui.headless import plan_headless
+        from rpctui.cli.headless import plan_headless
 
         experts = args.experts_on.split(",") if args.experts_on else None
         return plan_headless(load_profile(args.profile), args.json, args.apply, experts)
-    from rpctui.headless import run_headless
+    from rpctui.cli.headless import run_headless
 
     if args.command == "run":
         return run_headless(load_profile(args.profile), args.format, args.out,

@@ -12,7 +12,7 @@ from functools import singledispatch
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from rpctui import events as ev
+from rpctui.run import events as ev
 
 TAIL_LINES = 20
 

@@ -1,6 +1,6 @@
 """Profiles: what a cluster is made of and what job it runs.
 
-A profile is a TOML file; :mod:`rpctui.profile_load` reads and validates it into
+A profile is a TOML file; :mod:`rpctui.profile.load` reads and validates it into
 these frozen records. Every field carries a one-line ``doc`` in its metadata,
 which is what error messages, the editor and ``examples/`` speak from. Settings
 that differ between llama.cpp flavours (mmap, the memory budget) are written

@@ -8,7 +8,7 @@ upper_bound(splits, (il - start) / act); the input layer (token_embd) always sta
 CPU; a model without output.weight loads token_embd again on the output layer's device;
 -ot matches win over the layer rule. KV cache: per layer, on that layer's device.
 ik_llama.cpp's own rule is in rpctui.llama.ik_rule. Compute buffers cannot be derived from
-the file: rpctui.llama.compute estimates them. The file is read by rpctui.llama.gguf_header.
+the file: rpctui.plan.compute estimates them. The file is read by rpctui.llama.gguf_header.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rpctui.llama.gguf_header import ModelInfo, Tensor, type_block, type_bytes
+from rpctui.plan.gguf import ModelInfo, Tensor, type_block, type_bytes
 
 MIB = 1024 * 1024
 ALIGN = 32  #: tensor alignment in CPU buffers (and RPC buffers of CPU servers)
@@ -54,7 +54,7 @@ class Placement:
     model: dict[str, int] = field(default_factory=dict)
     kv: dict[str, int] = field(default_factory=dict)
     layer_device: dict[int, str] = field(default_factory=dict)
-    #: estimated compute buffers (see rpctui.llama.compute); "CPU" is the main node's
+    #: estimated compute buffers (see rpctui.plan.compute); "CPU" is the main node's
     compute: dict[str, int] = field(default_factory=dict)
     pipeline: bool = False  #: mainline's pipeline parallelism (larger compute buffers)
 

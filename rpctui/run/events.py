@@ -59,7 +59,7 @@ def run_started(profile: Any, run_id: str, command: str) -> RunStarted:
     """The first event of every run, headless or in the app, for this profile."""
     import datetime
 
-    from rpctui.profile import endpoint
+    from rpctui.profile.schema import endpoint
 
     return RunStarted(run_id=run_id, profile=profile.path, profile_name=profile.name,
                       command=command,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rpctui import events as ev
+from rpctui.run import events as ev
 from rpctui.errors import UserError
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
-from rpctui.profile import Profile, endpoint
+from rpctui.profile.schema import Profile, endpoint
 
 
 #: ggml-backend.cpp's GGML_SCHED_MAX_BACKENDS, the same in all three flavours (16)

@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from rpctui import events as ev
+from rpctui.run import events as ev
 from rpctui.errors import ExitCode, UserError
-from rpctui.orchestrator import Orchestrator
-from rpctui.profile import Profile
-from rpctui.report import final_report, human_bytes, status_lines
-from rpctui.results import FORMATS, Recorder, new_run_id, result_rows
-from rpctui.state import ClusterState, fold
+from rpctui.engine.orchestrator import Orchestrator
+from rpctui.profile.schema import Profile
+from rpctui.run.report import final_report, human_bytes, status_lines
+from rpctui.history.store import FORMATS, Recorder, new_run_id, result_rows
+from rpctui.run.state import ClusterState, fold
 
 
 class Printer:
@@ -223,8 +223,8 @@ def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
                   experts_on: list[str] | None = None,
                   stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> ExitCode:
     """``rpctui plan``: probe (nothing is loaded or started), predict, suggest, maybe apply."""
-    from rpctui.planner import load_model_info, make_plan, render
-    from rpctui.profile_load import load_document, save_document, set_value
+    from rpctui.plan.plan import load_model_info, make_plan, render
+    from rpctui.profile.load import load_document, save_document, set_value
 
     session = Session(profile, "plan", stderr, record=False)
     orch = Orchestrator(profile, session.emit, build_progress=session.build_progress)
