@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from textual import events  # noqa: E402
+from textual import events  # noqa: E402 - after the sys.path line above
 
-from rpctui.tui.app import RpcTuiApp  # noqa: E402
+from rpctui.tui.app import RpcTuiApp  # noqa: E402 - after the sys.path line above
 
 RUN = ROOT / "tests" / "fixtures" / "rig32-2hz.jsonl"
 
@@ -44,16 +44,16 @@ async def with_keys() -> dict[str, list[float]]:
                                        "switch tab (l / g)": []}
     pending: list[tuple[str, float]] = []
 
-    def timed(action):  # type: ignore[no-untyped-def]
+    def timed(action):
         def run() -> None:
             action()
             label, started = pending.pop()
             app.call_after_refresh(lambda: timings[label].append(time.perf_counter() - started))
         return run
 
-    app.action_show_log = timed(app.action_show_log)  # type: ignore[method-assign]
-    app.action_show_cluster = timed(app.action_show_cluster)  # type: ignore[method-assign]
-    app.action_focus_next = timed(app.action_focus_next)  # type: ignore[method-assign]
+    app.action_show_log = timed(app.action_show_log)
+    app.action_show_cluster = timed(app.action_show_cluster)
+    app.action_focus_next = timed(app.action_focus_next)
     async with app.run_test(size=(200, 60)):
         i = 0
         while any(w.is_running for w in app.workers):

@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rpctui.llama.build import ensure_build  # noqa: E402
-from rpctui.plan.compute import backend_of  # noqa: E402
-from rpctui.plan.gguf import read_model  # noqa: E402
-from rpctui.llama.tinymodel import ensure_model  # noqa: E402
+from rpctui.llama.build import ensure_build  # noqa: E402 - after the sys.path line above
+from rpctui.llama.tinymodel import ensure_model  # noqa: E402 - after the sys.path line above
+from rpctui.plan.compute import backend_of  # noqa: E402 - after the sys.path line above
+from rpctui.plan.gguf import read_model  # noqa: E402 - after the sys.path line above
 
 DATA = ROOT / "bench" / "compute_runs.json"
 FLAVOURS = ("mainline", "b6110", "ik")
@@ -59,7 +59,7 @@ def profile_text(flavour: str, bin_dir: str, model: str, prompt: int, ubatch: in
             f'tensor_split = {split}\n{ub}')
 
 
-def run_recorded(profile: Path, work: Path) -> tuple[int, list[dict]]:  # type: ignore[type-arg]
+def run_recorded(profile: Path, work: Path) -> tuple[int, list[dict]]:
     """`rpctui run` on a profile; its exit code and the events it recorded."""
     env = {**os.environ, "XDG_DATA_HOME": str(work / "data")}
     done = subprocess.run([sys.executable, "-m", "rpctui.cli.main", "run", str(profile), "--force"],

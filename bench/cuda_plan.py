@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rpctui.llama.tinymodel import ensure_model  # noqa: E402
+from rpctui.llama.tinymodel import ensure_model  # noqa: E402 - after the sys.path line above
 
 #: (model, tensor split, -ot rule onto the second server, prompt tokens, flash attention)
 CONFIGS = (

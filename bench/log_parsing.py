@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rpctui.llama.logs import parse_buffer, parse_failure  # noqa: E402
-from rpctui.engine.runtime import LogScanner  # noqa: E402
+from rpctui.engine.runtime import LogScanner  # noqa: E402 - after the sys.path line above
+from rpctui.llama.logs import parse_buffer, parse_failure  # noqa: E402 - after the sys.path line above
 
 FIX = ROOT / "tests" / "fixtures"
 LOGS = ["mainline-bench-2srv-v.log", "b6110-bench-2srv-v.log", "ik-bench-2srv-v.log",

@@ -19,10 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rpctui.llama.build import ensure_build  # noqa: E402
-from rpctui.llama.tinymodel import ensure_model  # noqa: E402
-from tests.conftest import rig_profile  # noqa: E402
-from tests.rig import Rig  # noqa: E402
+from rpctui.llama.build import ensure_build  # noqa: E402 - after the sys.path line above
+from rpctui.llama.tinymodel import ensure_model  # noqa: E402 - after the sys.path line above
+from tests.conftest import rig_profile  # noqa: E402 - after the sys.path line above
+from tests.rig import Rig  # noqa: E402 - after the sys.path line above
 
 
 def main() -> None:

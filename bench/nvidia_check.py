@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 
-from rpctui.hosts.local import LocalHost
 from rpctui.engine.sampling import Sampler
+from rpctui.hosts.local import LocalHost
 
 HOLDER = """
 import os, sys, time, torch
@@ -32,7 +32,7 @@ def smi() -> list[tuple[float, float]]:
     out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used,memory.total",
                           "--format=csv,noheader,nounits"], capture_output=True, text=True,
                          check=True).stdout
-    return [tuple(float(v) for v in line.split(",")) for line in out.strip().splitlines()]  # type: ignore[misc]
+    return [tuple(float(v) for v in line.split(",")) for line in out.strip().splitlines()]
 
 
 async def main(gib: float) -> None:
@@ -53,7 +53,8 @@ async def main(gib: float) -> None:
                 reference = smi()
                 sample = samples[seen]
                 seen += 1
-                for (name, kind, used, total, *_), (s_used, s_total) in zip(sample.gpus, reference):
+                pairs = zip(sample.gpus, reference, strict=False)
+                for (name, kind, used, total, *_), (s_used, s_total) in pairs:
                     diff = abs(used - s_used) / s_total
                     worst = max(worst, diff)
                     print(f"  sample {seen}: {name} ({kind}) sampler {used:.0f}/{total:.0f} MiB, "

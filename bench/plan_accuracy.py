@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import Bins  # noqa: E402
-from tests.rig import Rig  # noqa: E402
-from tests.test_plan import CONFIGS, predicted_and_actual  # noqa: E402
+from tests.conftest import Bins  # noqa: E402 - after the sys.path line above
+from tests.rig import Rig  # noqa: E402 - after the sys.path line above
+from tests.test_plan import CONFIGS, predicted_and_actual  # noqa: E402 - after the sys.path line above
 
 
 def main() -> None:

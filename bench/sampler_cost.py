@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rpctui.llama.build import ensure_build  # noqa: E402
-from rpctui.hosts.base import launcher_argv  # noqa: E402
-from rpctui.hosts.local import LocalHost  # noqa: E402
-from rpctui.engine.sampling import Sampler  # noqa: E402
+from rpctui.engine.sampling import Sampler  # noqa: E402 - after the sys.path line above
+from rpctui.hosts.base import launcher_argv  # noqa: E402 - after the sys.path line above
+from rpctui.hosts.local import LocalHost  # noqa: E402 - after the sys.path line above
+from rpctui.llama.build import ensure_build  # noqa: E402 - after the sys.path line above
 
 
 def cpu_seconds(pid: int) -> float:

@@ -118,3 +118,16 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60)
         if needle in line:
             return lines
     raise AssertionError(f"never saw {needle!r}; got:\n{''.join(lines)}")
+
+
+#: fixtures that need a llama.cpp build, the generated model's build-side tools or sshd nodes
+_RIG_FIXTURES = {"bins", "model", "rig", "clean_rig"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a build or the rig is in the rig tier, marked or not: the fast tier
+    (-m "not rig") never builds or starts namespaces. Set-up tests build too."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & _RIG_FIXTURES or item.get_closest_marker("setup"):
+            item.add_marker(pytest.mark.rig)

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from rpctui.run import events as ev
-from rpctui.hosts.base import ChunkReader, exit_signal_name, launcher_argv, signal_exit_code
-from rpctui.hosts.local import LocalHost
 from rpctui.history.store import read_run, result_rows
-from rpctui.engine.runtime import LineSplitter
+from rpctui.hosts.base import ChunkReader, LineSplitter, exit_signal_name, launcher_argv, signal_exit_code
+from rpctui.hosts.local import LocalHost
+from rpctui.run import events as ev
 from rpctui.run.state import fold_all
 from tests.conftest import ROOT, rpctui
 
@@ -145,6 +144,7 @@ def test_every_event_type_round_trips_through_json() -> None:
     assert ev.from_dict(json.loads(json.dumps(probed.to_dict()))) == probed
 
 
+@pytest.mark.rig
 def test_demo_runs_headless_on_loopback(tmp_path: Path) -> None:
     result = rpctui(tmp_path, "demo", "--headless", "--format", "json")
     assert result.returncode == 0, result.stderr
@@ -161,6 +161,7 @@ def test_demo_runs_headless_on_loopback(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.environ.get("RPCTUI_SKIP_SETUP_TEST") == "1", reason="asked to skip")
+@pytest.mark.rig
 def test_readme_run_command_works(tmp_path: Path) -> None:
     """The README's first command, as written: scripts/run (set-up included) runs the demo."""
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}

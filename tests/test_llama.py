@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from rpctui.engine.probe import probe_argv, probe_script
 from rpctui.errors import UserError
-from rpctui.llama import argv as largv
-from rpctui.llama.bench import BenchStream, parse_markdown, bench_label
-from rpctui.llama.caps import Capabilities, capabilities_from_probe, probe_argv, probe_script
-from rpctui.llama.logs import parse_buffer, parse_failure
 from rpctui.hosts.local import LocalHost
+from rpctui.llama import argv as largv
+from rpctui.llama.bench import BenchStream, bench_label, parse_markdown
+from rpctui.llama.caps import Capabilities, capabilities_from_probe
+from rpctui.llama.logs import parse_buffer, parse_failure
 from rpctui.profile.schema import Job, Node, Server, TensorOverride
 
 FIX = Path(__file__).parent / "fixtures"

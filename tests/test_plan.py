@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rpctui.plan.gguf import read_model
 from rpctui.llama.tinymodel import ensure_model
+from rpctui.plan.gguf import read_model
 from rpctui.profile.load import load_profile
 from tests.conftest import recorded_events, rig_profile, rpctui
 from tests.rig import Rig
@@ -94,7 +94,7 @@ def predicted_and_actual(rig: Rig, bins, tmp_path: Path, servers: int, model_nam
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(str(x) for x in c))
 def test_prediction_matches_llama_cpp(clean_rig: Rig, bins, tmp_path: Path,
-                                      config: tuple) -> None:  # type: ignore[type-arg]
+                                      config: tuple) -> None:
     for kind, device, predicted, actual in predicted_and_actual(clean_rig, bins, tmp_path,
                                                                 *config):
         # llama.cpp prints MiB with two decimals: allow that rounding plus the stated bound.
@@ -202,8 +202,8 @@ def test_moe_experts_placed_on_a_chosen_server(clean_rig: Rig, bins, tmp_path: P
 def test_prediction_matches_a_real_cuda_load() -> None:
     """The H100 recording (bench/device_check.sh): two -d CUDA0 rpc-servers plus the client's
     own CUDA0, which comes after the RPC devices. The plan reproduces every buffer."""
-    from rpctui.plan.placement import Device, place
     from rpctui.history.store import read_run
+    from rpctui.plan.placement import Device, place
     from rpctui.run import events as ev
 
     events = read_run(Path(__file__).parent / "fixtures" / "run-h100-two-cuda-servers.jsonl")
@@ -251,7 +251,8 @@ def test_ik_rule_reproduces_its_own_layer_table() -> None:
     slots = ik_layer_devices(sizes, max_compute, weights, 99)
     logged = {int(a): int(b) for a, b in re.findall(r"default device in layer +(\d+) to (\d+)", log)}
     assert slots == [logged[il] for il in range(model.n_layer + 1)]
-    assert "CPU buffer size =    27.64 MiB" in log and "RPC0[127.0.0.1:50072] buffer size =    15.63 MiB" in log
+    assert "CPU buffer size =    27.64 MiB" in log
+    assert "RPC0[127.0.0.1:50072] buffer size =    15.63 MiB" in log
 
 
 def test_cuda_loads_match_the_plan() -> None:
@@ -381,7 +382,7 @@ def test_ik_split_gives_each_slot_its_layers() -> None:
         sizes[-1] *= float(rng.uniform(1, 20))  # the output layer, often the largest
         slots = int(rng.integers(2, 6))
         cuts = sorted(int(c) for c in rng.integers(0, n + 1, slots - 1))
-        counts = [b - a for a, b in zip([0, *cuts], [*cuts, n])]
+        counts = [b - a for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
         compute = float(rng.uniform(0, 2000)) * MIB
         ts = ik_split_for(sizes, compute, counts, 9)
         got = ik_layer_devices(sizes, compute, [w * MIB for w in ts], 999)

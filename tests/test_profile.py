@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from rpctui.profile.load import (ProfileError, load_document, load_profile, parse_profile,
-                                 save_document, set_value)
+from rpctui.profile.load import (
+    ProfileError,
+    load_document,
+    load_profile,
+    parse_profile,
+    save_document,
+    set_value,
+)
 from tests.conftest import ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))

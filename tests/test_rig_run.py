@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (ROOT, recorded_events, rig_profile, rpctui, rpctui_env,
-                            wait_for_line)
+from tests.conftest import ROOT, recorded_events, rig_profile, rpctui, rpctui_env, wait_for_line
 from tests.rig import Rig
 
 pytestmark = pytest.mark.rig

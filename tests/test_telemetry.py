@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from rpctui.run import events as ev
+from rpctui.engine.sampling import Sampler
 from rpctui.hosts.local import LocalHost
 from rpctui.hosts.ssh import connect
 from rpctui.profile.schema import Node
-from rpctui.engine.sampling import Sampler
+from rpctui.run import events as ev
 from tests.conftest import recorded_events, rig_profile, rpctui
 from tests.rig import Rig
 
@@ -200,7 +200,7 @@ def test_kernel_oom_killer_is_named(clean_rig: Rig, bins, model, tmp_path: Path)
     assert node.sshd is not None
     home = Path(f"/proc/{node.sshd.pid}/cgroup").read_text()
     original = next(line.split(":", 2)[2] for line in home.splitlines() if ":memory:" in line)
-    group = _cgroup_v1_memory() / f"rpctui-oom-{node.index}"  # type: ignore[operator]
+    group = _cgroup_v1_memory() / f"rpctui-oom-{node.index}"
     group.mkdir(exist_ok=True)
     (group / "memory.limit_in_bytes").write_text(str(30 * MIB))
     (group / "cgroup.procs").write_text(str(node.sshd.pid))
@@ -211,7 +211,7 @@ def test_kernel_oom_killer_is_named(clean_rig: Rig, bins, model, tmp_path: Path)
                               model=model, servers=2, job=job)
         result = rpctui(tmp_path, "run", str(profile))
     finally:
-        (_cgroup_v1_memory() / original.strip("/") / "cgroup.procs").write_text(  # type: ignore[operator]
+        (_cgroup_v1_memory() / original.strip("/") / "cgroup.procs").write_text(
             str(node.sshd.pid))
         for _ in range(50):
             try:
@@ -242,8 +242,8 @@ def test_netlink_tcp_counters_agree_with_ss() -> None:
         got = 0
         while got < 3_000_000:
             got += len(conn.recv(1 << 20))
-        netlink = ns["diag_received"]({port})  # type: ignore[operator]
-        ss = ns["ss_received"]({port})  # type: ignore[operator]
+        netlink = ns["diag_received"]({port})
+        ss = ns["ss_received"]({port})
     finally:
         for s in (client, conn, server):
             s.close()

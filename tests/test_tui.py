@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
+from textual.pilot import Pilot
 from textual.widgets import DataTable, TextArea
 
 from rpctui.tui.app import ConfirmStop, RpcTuiApp
@@ -137,7 +137,7 @@ async def test_configured_servers_show_before_they_start(bins, model) -> None:
 
 
 def test_cluster_view_snapshot(snap_compare) -> None:
-    async def replayed(pilot) -> None:  # type: ignore[no-untyped-def]
+    async def replayed(pilot: Pilot[None]) -> None:
         await pilot.app.workers.wait_for_complete()
         pilot.app.redraw()
         await pilot.pause()
@@ -215,7 +215,7 @@ async def test_node_detail_after_replay() -> None:
 
 
 def test_job_view_snapshot(snap_compare) -> None:
-    async def replayed(pilot) -> None:  # type: ignore[no-untyped-def]
+    async def replayed(pilot: Pilot[None]) -> None:
         await pilot.app.workers.wait_for_complete()
         await pilot.press("l")
         await pilot.pause()  # the tab catches up right after its first paint
@@ -237,7 +237,7 @@ def test_editor_with_a_validation_error_snapshot(snap_compare) -> None:
     path.write_text((ROOT / "examples" / "loopback.toml").read_text()
                     .replace("threads = 1", "thread = 1", 1))
 
-    async def open_editor(pilot) -> None:  # type: ignore[no-untyped-def]
+    async def open_editor(pilot: Pilot[None]) -> None:
         pilot.app.push_screen(EditorScreen(path))
         await pilot.pause()
 
@@ -254,7 +254,7 @@ def _midload_prefix() -> Path:
 
     lines = RIG4.read_text().splitlines()
     warned = False
-    for i, line in enumerate(lines):
+    for i, line in enumerate(lines):  # noqa: B007 - i is the cut point, used after the loop
         e = json.loads(line)
         warned = warned or e["type"] == "OomRisk"
         if warned and e["type"] == "LoadProgress" and e["endpoint"] and 30 < e["percent"] < 90:
@@ -279,7 +279,7 @@ async def test_midload_replay_shows_loading_and_the_one_warning() -> None:
 
 
 def test_cluster_view_midload_with_a_warning_snapshot(snap_compare) -> None:
-    async def replayed(pilot) -> None:  # type: ignore[no-untyped-def]
+    async def replayed(pilot: Pilot[None]) -> None:
         await pilot.app.workers.wait_for_complete()
         pilot.app.redraw()
         await pilot.pause()
@@ -295,7 +295,7 @@ def test_compare_view_snapshot(snap_compare, tmp_path: Path) -> None:
     a.write_text(H100_RUN.read_text())
     b.write_text(RIG4.read_text())
 
-    async def compare(pilot) -> None:  # type: ignore[no-untyped-def]
+    async def compare(pilot: Pilot[None]) -> None:
         await pilot.app.workers.wait_for_complete()
         pilot.app.push_screen(CompareScreen(a, b))
         await pilot.pause()

@@ -12,16 +12,20 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rpctui.run import events as ev
-from rpctui.errors import ExitCode, UserError
 from rpctui.engine.orchestrator import Orchestrator
-from rpctui.profile.schema import Profile
-from rpctui.run.report import final_report, human_bytes, status_lines
+from rpctui.errors import ExitCode, UserError
 from rpctui.history.store import FORMATS, Recorder, new_run_id, result_rows
+from rpctui.profile.schema import Profile
+from rpctui.run import events as ev
+from rpctui.run.report import final_report, human_bytes, status_lines
 from rpctui.run.state import ClusterState, fold
+
+if TYPE_CHECKING:
+    from rpctui.plan.plan import Plan
 
 
 class Printer:
@@ -171,7 +175,7 @@ class Session:
             print(f"run recorded in {self.recorder.path}", file=self.err)
 
 
-async def _with_signals(coro_factory) -> ExitCode:  # type: ignore[no-untyped-def]
+async def _with_signals(coro_factory: Callable[[], Awaitable[ExitCode]]) -> ExitCode:
     """Run the orchestrator so that Ctrl-C and SIGTERM cancel it (its teardown still runs)."""
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(coro_factory())
@@ -229,7 +233,7 @@ def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
     session = Session(profile, "plan", stderr, record=False)
     orch = Orchestrator(profile, session.emit, build_progress=session.build_progress)
 
-    async def go():  # type: ignore[no-untyped-def]
+    async def go() -> Plan | None:
         try:
             await orch.prepare()
             if any(n.status == "failed" for n in session.state.nodes.values()) or any(
@@ -269,7 +273,7 @@ def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
 
 
 def preflight_rows(state: ClusterState) -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     for name, node in state.nodes.items():
         issues = [i for i in state.issues if i.node == name or (not i.node)]
         fatal = [i for i in issues if i.fatal]

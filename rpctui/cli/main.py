@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rpctui.errors import ExitCode, UserError
+
+if TYPE_CHECKING:
+    from rpctui.profile.schema import Profile
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _demo_profile(flavour: str | None):  # type: ignore[no-untyped-def]
+def _demo_profile(flavour: str | None) -> Profile:
     import dataclasses
 
     from rpctui.paths import example_path
@@ -153,7 +157,8 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
     return ExitCode.USAGE
 
 
-def _app(profile=None, replay: Path | None = None, speed: float = 1.0) -> ExitCode:  # type: ignore[no-untyped-def]
+def _app(profile: Profile | None = None, replay: Path | None = None,
+         speed: float = 1.0) -> ExitCode:
     from rpctui.tui.app import RpcTuiApp
 
     if profile is not None and any(n.build for n in profile.nodes):

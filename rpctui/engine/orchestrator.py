@@ -10,23 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rpctui.run import events as ev
-from rpctui.errors import ExitCode, UserError
-from rpctui.llama import argv as largv
-from rpctui.llama.caps import (Capabilities, capabilities_from_probe, load_probe_cache,
-                               merge_probe_cache, probe_argv, probe_script, save_probe_cache)
-from rpctui.hosts.base import Host, Spawned, launcher_argv
-from rpctui.hosts.local import LocalHost
 from rpctui.engine.preflight import preflight
-from rpctui.profile.schema import Node, Profile, Server, endpoint
-from rpctui.run.monitor import SETTLE_S, Monitor
+from rpctui.engine.probe import (
+    load_probe_cache,
+    merge_probe_cache,
+    probe_argv,
+    probe_script,
+    save_probe_cache,
+)
 from rpctui.engine.runtime import Job, ServerWatch, resolve_bin_dirs, resolve_model
 from rpctui.engine.sampling import Sampler
+from rpctui.errors import ExitCode, UserError
+from rpctui.hosts.base import Host, Spawned, launcher_argv
+from rpctui.hosts.local import LocalHost
+from rpctui.llama import argv as largv
+from rpctui.llama.caps import Capabilities, capabilities_from_probe
+from rpctui.profile.schema import Node, Profile, Server, endpoint
+from rpctui.run import events as ev
+from rpctui.run.monitor import SETTLE_S, Monitor
 
 Emit = Callable[[ev.Event], None]
 READY_TIMEOUT_S = 60.0
@@ -67,8 +74,9 @@ class Orchestrator:
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 4)
 
-    def emit(self, event_type: type[ev.Event], **fields: object) -> None:
-        self.publish(event_type(t=self.now(), **fields))  # type: ignore[arg-type]
+    def emit(self, event: ev.Event) -> None:
+        """Publish an event built here, stamped with the run's clock."""
+        self.publish(dataclasses.replace(event, t=self.now()))
 
     def publish(self, event: ev.Event) -> None:
         """Emit an event, then what the monitor derives from it (progress, OOM risk)."""
@@ -80,7 +88,7 @@ class Orchestrator:
     # -- connect and probe ----------------------------------------------------------------------
 
     async def _connect(self, node: Node) -> Host:
-        self.emit(ev.NodeConnecting, node=node.label, host=node.host)
+        self.emit(ev.NodeConnecting(node=node.label, host=node.host))
         start = time.monotonic()
         if node.is_local:
             host: Host = LocalHost(node.label)
@@ -88,7 +96,7 @@ class Orchestrator:
             from rpctui.hosts.ssh import connect
 
             host = await connect(node)
-        self.emit(ev.NodeConnected, node=node.label, elapsed_s=round(time.monotonic() - start, 4))
+        self.emit(ev.NodeConnected(node=node.label, elapsed_s=round(time.monotonic() - start, 4)))
         return host
 
     async def _probe(self, node: Node, host: Host, bin_dirs: list[str]) -> Capabilities:
@@ -110,12 +118,12 @@ class Orchestrator:
         caps = capabilities_from_probe(node.label, raw)
         self.caps_events.append(ev.NodeProbed(node=node.label, mem_total_mib=caps.mem_total_mib,
                                               mem_available_mib=caps.mem_available_mib))
-        self.emit(ev.NodeProbed, node=node.label, hostname=caps.hostname, flavour=caps.flavour,
+        self.emit(ev.NodeProbed(node=node.label, hostname=caps.hostname, flavour=caps.flavour,
                   build=caps.build, protocol=caps.protocol or "",
                   devices=tuple((d.name, d.description, d.total_mib, d.free_mib)
                                 for d in caps.devices),
                   tools=tuple((role, t.path) for role, t in caps.tools.items()),
-                  mem_total_mib=caps.mem_total_mib, mem_available_mib=caps.mem_available_mib)
+                  mem_total_mib=caps.mem_total_mib, mem_available_mib=caps.mem_available_mib))
         return caps
 
     async def _connect_and_probe(self, node: Node) -> None:
@@ -133,28 +141,27 @@ class Orchestrator:
         failed = False
         for node, result in zip(nodes, results, strict=True):
             if isinstance(result, UserError):
-                self.emit(ev.NodeFailed, node=node.label, message=result.message, fix=result.fix)
+                self.emit(ev.NodeFailed(node=node.label, message=result.message, fix=result.fix))
                 failed = True
             elif isinstance(result, BaseException):
                 if isinstance(result, (asyncio.CancelledError, KeyboardInterrupt)):
                     raise result
-                self.emit(ev.NodeFailed, node=node.label, message=f"node {node.label}: {result!r}",
-                          fix="run with --debug and report this")
+                self.emit(ev.NodeFailed(node=node.label, message=f"node {node.label}: {result!r}",
+                          fix="run with --debug and report this"))
                 failed = True
         if failed:
-            self.emit(ev.PreflightDone, ok=False)
+            self.emit(ev.PreflightDone(ok=False))
             return False
         self.monitor = self._make_monitor()
         for event in self.caps_events:
             self.monitor.observe(event)
         issues = preflight(self.profile, self.caps, self.model)
         for issue in issues:
-            self.publish(issue.__class__(t=self.now(), node=issue.node, check=issue.check,
-                                         message=issue.message, fix=issue.fix, fatal=issue.fatal))
+            self.emit(issue)
         ok = not any(i.fatal for i in issues)
         if ok:
             ok = await self._check_plan()
-        self.emit(ev.PreflightDone, ok=ok)
+        self.emit(ev.PreflightDone(ok=ok))
         return ok
 
     async def _check_plan(self) -> bool:
@@ -167,25 +174,25 @@ class Orchestrator:
             info = await load_model_info(self.profile, self.model, self.hosts[main.label])
             plan = make_plan(self.profile, self.caps, info)
         except ModelFileError as exc:
-            self.emit(ev.PreflightIssue, node=main.label, check="model",
+            self.emit(ev.PreflightIssue(node=main.label, check="model",
                       message=f"model on {main.label}: {exc}",
                       fix="the file is incomplete or damaged: download or copy it again, or "
-                          "point job.model at another file", fatal=True)
+                          "point job.model at another file", fatal=True))
             return False
         except (OSError, ValueError, KeyError) as exc:
-            self.emit(ev.Notice, node=main.label, message=f"no memory plan ({exc}); the load "
-                      f"is not checked before it starts")
+            self.emit(ev.Notice(node=main.label, message=f"no memory plan ({exc}); the load "
+                      f"is not checked before it starts"))
             return True
         for message, fix in plan.warnings:
-            self.emit(ev.PreflightIssue, node=main.label, check="plan", message=message,
-                      fix=fix, fatal=False)
-        self.emit(ev.BufferPlanned, flavour=plan.flavour, n_ctx=plan.n_ctx,
+            self.emit(ev.PreflightIssue(node=main.label, check="plan", message=message,
+                      fix=fix, fatal=False))
+        self.emit(ev.BufferPlanned(flavour=plan.flavour, n_ctx=plan.n_ctx,
                   headroom_mib=plan.headroom_mib,
                   rows=tuple((r["device"], r["node"], r["model_mib"], r["kv_mib"],
                               r["free_mib"] or 0.0, r["fits"]) for r in plan.rows
                              if r["scope"] == "device"),
                   compute=tuple((d, round(mib, 2)) for d, mib in
-                                sorted(plan.placement.mib("compute").items())))
+                                sorted(plan.placement.mib("compute").items()))))
         if plan.fits:
             return True
         over = [r for r in plan.rows if not r["fits"]]
@@ -196,9 +203,9 @@ class Orchestrator:
                f"(tensor_split = {plan.suggested_split})" if plan.suggested_fits else
                "the model does not fit on these devices with any split: add a server, free "
                "memory, or lower headroom_mib")
-        self.publish(ev.PreflightIssue(t=self.now(), node=over[0]["node"], check="plan",
-                                       message=f"the memory plan does not fit: {what}",
-                                       fix=fix + "; or run with --force", fatal=not self.force))
+        self.emit(ev.PreflightIssue(node=over[0]["node"], check="plan",
+                                    message=f"the memory plan does not fit: {what}",
+                                    fix=fix + "; or run with --force", fatal=not self.force))
         return self.force
 
     def _make_monitor(self) -> Monitor:
@@ -227,8 +234,8 @@ class Orchestrator:
                 self.started.append(Started(node.label, "sampler", sampler.spawned, sampler.pid))
             if sampler.pid is None:
                 why = sampler.errors.strip().splitlines()[-1:] or ["no answer"]
-                self.emit(ev.Notice, node=node.label, message=f"node {node.label}: the sampler "
-                          f"did not start ({why[0]}); no live memory or network readings there")
+                self.emit(ev.Notice(node=node.label, message=f"node {node.label}: the sampler "
+                          f"did not start ({why[0]}); no live memory or network readings there"))
 
         await asyncio.gather(*(one(n) for n in self.profile.nodes))
 
@@ -240,15 +247,15 @@ class Orchestrator:
         ep = endpoint(node, server)
         argv, notes = largv.server_argv(caps, node, server)
         for note in notes:
-            self.emit(ev.Notice, message=note, node=node.label)
+            self.emit(ev.Notice(message=note, node=node.label))
         env = {"GGML_NO_BACKTRACE": "1", **node.env, **server.env}
         limit = server.address_space_limit_mib * 1024 if server.address_space_limit_mib else None
         full = launcher_argv(argv, env=env, limit_as_kib=limit, stdbuf=caps.has_stdbuf)
-        self.emit(ev.ServerStarting, node=node.label, endpoint=ep, argv=tuple(argv))
+        self.emit(ev.ServerStarting(node=node.label, endpoint=ep, argv=tuple(argv)))
         spawned = await host.spawn(full, merge_stderr=True)
         self.started.append(Started(node.label, f"rpc-server {ep}", spawned, spawned.pgid))
-        self.emit(ev.ServerStarted, node=node.label, endpoint=ep, pgid=spawned.pgid,
-                  pid=spawned.child_pid)
+        self.emit(ev.ServerStarted(node=node.label, endpoint=ep, pgid=spawned.pgid,
+                  pid=spawned.child_pid))
         watch = ServerWatch(node.label, ep, spawned, self)
         self.watches[ep] = watch
         watch.start()
@@ -269,8 +276,8 @@ class Orchestrator:
                                 "read the server's last lines above; fix its settings in the "
                                 "profile", ExitCode.FAILED)
             if await host.port_open(probe_host, server.port):
-                self.emit(ev.ServerReady, node=node.label, endpoint=ep,
-                          elapsed_s=round(time.monotonic() - started_at, 4))
+                self.emit(ev.ServerReady(node=node.label, endpoint=ep,
+                          elapsed_s=round(time.monotonic() - started_at, 4)))
                 return
             await asyncio.sleep(0.02)
         raise UserError(f"server {ep} on node {node.label} did not accept connections within "
@@ -295,8 +302,8 @@ class Orchestrator:
         argv = largv.job_argv(caps, self.profile.job, self.model, eps, names)
         env = {"GGML_NO_BACKTRACE": "1", "LLAMA_ARG_FIT": "off", **main.env}
         full = launcher_argv(argv, env=env, stdbuf=caps.has_stdbuf)
-        self.emit(ev.JobStarted, node=main.label, kind=self.profile.job.kind, argv=tuple(argv),
-                  step=step, servers=tuple(eps))
+        self.emit(ev.JobStarted(node=main.label, kind=self.profile.job.kind, argv=tuple(argv),
+                  step=step, servers=tuple(eps)))
         spawned = await self.hosts[main.label].spawn(full, merge_stderr=False)
         self.started.append(Started(main.label, "job", spawned, spawned.pgid))
         job = Job(self, spawned, step, n_servers)
@@ -344,7 +351,7 @@ class Orchestrator:
             return
         self.stopping = True
         start = time.monotonic()
-        self.emit(ev.TeardownStarted, reason="run ended")
+        self.emit(ev.TeardownStarted(reason="run ended"))
         by_node: dict[str, list[Started]] = {}
         for s in self.started:
             by_node.setdefault(s.node, []).append(s)
@@ -355,8 +362,8 @@ class Orchestrator:
             if pgids:
                 result = await host.kill_groups(pgids)
                 if result.rc != 0:
-                    self.emit(ev.TeardownFailed, node=name, message=(result.stdout + result.stderr)
-                              .strip() or f"kill exited {result.rc}")
+                    self.emit(ev.TeardownFailed(node=name, message=(result.stdout + result.stderr)
+                              .strip() or f"kill exited {result.rc}"))
                     for s in items:
                         await s.spawned.close_stdin()
                     return
@@ -365,7 +372,7 @@ class Orchestrator:
                 # Gone means reaped: the launcher has reaped its child; wait for the launcher.
                 with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                     await asyncio.wait_for(s.spawned.wait(), 5)
-                self.emit(ev.ProcessGone, node=name, pgid=s.pgid or 0, what=s.what)
+                self.emit(ev.ProcessGone(node=name, pgid=s.pgid or 0, what=s.what))
             if name in self.samplers:
                 await self.samplers[name].stop()
 
@@ -377,5 +384,5 @@ class Orchestrator:
         for host in self.hosts.values():
             with contextlib.suppress(Exception):
                 await host.close()
-        self.emit(ev.TeardownDone, elapsed_s=round(time.monotonic() - start, 4))
+        self.emit(ev.TeardownDone(elapsed_s=round(time.monotonic() - start, 4)))
 

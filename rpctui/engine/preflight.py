@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rpctui.run import events as ev
 from rpctui.errors import UserError
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
 from rpctui.profile.schema import Profile, endpoint
-
+from rpctui.run import events as ev
 
 #: ggml-backend.cpp's GGML_SCHED_MAX_BACKENDS, the same in all three flavours (16)
 SCHED_MAX_BACKENDS = 16

@@ -11,38 +11,39 @@ import asyncio
 import re
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
-from rpctui.run import events as ev
 from rpctui.errors import ExitCode, UserError
+from rpctui.hosts.base import CRASH_SIGNALS, Host, LineSplitter, Spawned, exit_signal_name
 from rpctui.llama import logs
 from rpctui.llama.bench import BenchStream
-from rpctui.hosts.base import CRASH_SIGNALS, Spawned, exit_signal_name
 from rpctui.profile.schema import Node, Profile
+from rpctui.run import events as ev
 
 if TYPE_CHECKING:
-    from rpctui.engine.orchestrator import Orchestrator
+    from rpctui.engine.sampling import Sampler
+
+
+class Cluster(Protocol):
+    """What a ServerWatch and a Job use of the engine that runs them (the Orchestrator is one):
+    a way to emit, the profile, the hosts, the other watches and samplers, a stopping flag."""
+
+    @property
+    def profile(self) -> Profile: ...
+    @property
+    def hosts(self) -> Mapping[str, Host]: ...
+    @property
+    def samplers(self) -> Mapping[str, Sampler]: ...
+    @property
+    def watches(self) -> Mapping[str, ServerWatch]: ...
+    @property
+    def stopping(self) -> bool: ...
+
+    def emit(self, event: ev.Event) -> None: ...
 
 
 LOAD_SETTLE_S = 0.3
-
-
-class LineSplitter:
-    """Chunks in, complete lines out; a partial line waits for the rest."""
-
-    def __init__(self) -> None:
-        self._partial = ""
-
-    def feed(self, text: str) -> list[str]:
-        text = self._partial + text
-        lines = text.split("\n")
-        self._partial = lines.pop()
-        return [line.rstrip("\r") for line in lines]
-
-    def flush(self) -> list[str]:
-        rest, self._partial = self._partial, ""
-        return [rest] if rest else []
 
 
 class DotCounter:
@@ -95,7 +96,7 @@ class LogScanner:
 class ServerWatch:
     """Reads one server's merged output into ServerLog/ServerBanner events until it exits."""
 
-    def __init__(self, node: str, endpoint: str, spawned: Spawned, orch: Orchestrator) -> None:
+    def __init__(self, node: str, endpoint: str, spawned: Spawned, orch: Cluster) -> None:
         self.node = node
         self.endpoint = endpoint
         self.spawned = spawned
@@ -127,13 +128,13 @@ class ServerWatch:
             self.rc = await self.spawned.wait()
         finally:
             self.exited.set()
-            self.orch.emit(ev.ServerExited, node=self.node, endpoint=self.endpoint,
+            self.orch.emit(ev.ServerExited(node=self.node, endpoint=self.endpoint,
                            rc=self.rc if self.rc is not None else -1,
-                           expected=self.orch.stopping, tail=tuple(self.tail))
+                           expected=self.orch.stopping, tail=tuple(self.tail)))
 
     def _line(self, line: str) -> None:
         self.tail.append(line)
-        self.orch.emit(ev.ServerLog, node=self.node, endpoint=self.endpoint, line=line)
+        self.orch.emit(ev.ServerLog(node=self.node, endpoint=self.endpoint, line=line))
         protocol = logs.banner_protocol(line)
         cache = logs.banner_cache(line)
         if cache:
@@ -143,15 +144,15 @@ class ServerWatch:
                 port = int(self.endpoint.rsplit(":", 1)[1])
                 asyncio.ensure_future(sampler.watch(pgid, self.endpoint, port, cache))
         if protocol or cache or logs.is_exposure_warning(line):
-            self.orch.emit(ev.ServerBanner, node=self.node, endpoint=self.endpoint,
+            self.orch.emit(ev.ServerBanner(node=self.node, endpoint=self.endpoint,
                            protocol=protocol or "", cache_dir=cache or "",
-                           exposed=logs.is_exposure_warning(line))
+                           exposed=logs.is_exposure_warning(line)))
 
 
 class Job:
     """The job's process: results from stdout, the loading log from stderr, then a verdict."""
 
-    def __init__(self, orch: Orchestrator, spawned: Spawned, step: int, n_servers: int) -> None:
+    def __init__(self, orch: Cluster, spawned: Spawned, step: int, n_servers: int) -> None:
         self.orch = orch
         self.spawned = spawned
         self.step = step
@@ -169,7 +170,7 @@ class Job:
         timed_out = False
         try:
             await asyncio.wait_for(asyncio.shield(reader), timeout_s)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             timed_out = True
             host = self.orch.hosts[self.orch.profile.main_node.label]
             if self.spawned.pgid:
@@ -177,8 +178,8 @@ class Job:
             await reader
         rc = await self.spawned.wait()
         diagnosis, culprit = self._diagnose(rc, timed_out, timeout_s, await self._kernel_oom())
-        self.orch.emit(ev.JobFinished, rc=rc, elapsed_s=round(time.monotonic() - start, 4),
-                       step=self.step, diagnosis=diagnosis, culprit=culprit)
+        self.orch.emit(ev.JobFinished(rc=rc, elapsed_s=round(time.monotonic() - start, 4),
+                       step=self.step, diagnosis=diagnosis, culprit=culprit))
         return rc if rc != 0 or self.rows or self.orch.profile.job.kind != "bench" else 1
 
     async def _read(self) -> None:
@@ -190,28 +191,28 @@ class Job:
                 if is_bench:
                     for row in bench.feed(text):
                         self.rows += 1
-                        self.orch.emit(ev.BenchResult, step=self.step, n_servers=self.n_servers,
-                                       row=row)
+                        self.orch.emit(ev.BenchResult(step=self.step, n_servers=self.n_servers,
+                                       row=row))
                 else:
                     for line in out_lines.feed(text):
-                        self.orch.emit(ev.JobOutput, text=line)
+                        self.orch.emit(ev.JobOutput(text=line))
             else:
                 dots = self.stderr.dots.count
                 lines, may_fail = self.stderr.feed(text, count_dots=not self.loaded)
                 if self.stderr.dots.count != dots:
                     count = self.stderr.dots.count
-                    self.orch.emit(ev.LoadProgress, endpoint="", done_bytes=count,
-                                   percent=float(min(count, 99)), source="dots")
+                    self.orch.emit(ev.LoadProgress(endpoint="", done_bytes=count,
+                                   percent=float(min(count, 99)), source="dots"))
                 for line in lines:
                     self._log(line, may_fail)
         for line in self.stderr.lines.flush():
             self._log(line, True)
         for line in out_lines.flush():
-            self.orch.emit(ev.JobOutput, text=line)
+            self.orch.emit(ev.JobOutput(text=line))
 
     def _log(self, line: str, may_fail: bool) -> None:
         self.tail.append(line)
-        self.orch.emit(ev.JobLog, stream="stderr", line=line)
+        self.orch.emit(ev.JobLog(stream="stderr", line=line))
         buf = self.buffer_lines.feed(line)
         if buf:
             if buf.kind == "kv" and not self.loaded:
@@ -219,8 +220,8 @@ class Job:
                 # ask each sampler for a reading now, whose counters cover the whole load.
                 self.loaded = True
                 asyncio.ensure_future(self._sample_after_load())
-            self.orch.emit(ev.BufferAllocated, kind=buf.kind, device=buf.device,
-                           endpoint=buf.endpoint, mib=buf.mib, step=self.step, cache=buf.cache)
+            self.orch.emit(ev.BufferAllocated(kind=buf.kind, device=buf.device,
+                           endpoint=buf.endpoint, mib=buf.mib, step=self.step, cache=buf.cache))
             return
         failure = logs.parse_failure(line) if may_fail else None
         if failure:

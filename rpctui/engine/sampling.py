@@ -14,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rpctui.hosts.base import Host, LineSplitter, Spawned, agent_argv, agent_source
 from rpctui.run import events as ev
-from rpctui.hosts.base import Host, Spawned, agent_argv, agent_source
-from rpctui.engine.runtime import LineSplitter
 
 _AGENT = Path(__file__).resolve().parent.parent / "hosts" / "agents" / "sampler.py"
 MIB = 1024 * 1024
@@ -101,7 +100,7 @@ class Sampler:
         await self.spawned.write(("oom " + " ".join(map(str, pids)) + "\n").encode())
         try:
             return await asyncio.wait_for(self.oom_reply, 6)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             return {"readable": False, "lines": []}
 
     async def _read(self) -> None:

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rpctui.run import events as ev
-from rpctui.llama.bench import backends, params_b, size_gib, bench_label
+from rpctui.llama.bench import backends, bench_label, params_b, size_gib
 from rpctui.paths import runs_dir
+from rpctui.run import events as ev
 from rpctui.run.state import ClusterState
 
 

@@ -24,9 +24,9 @@ import abc
 import asyncio
 import json
 import signal
-from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 MARK = "@@rpctui-"
 
@@ -240,6 +240,23 @@ class Host(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Drop the connection (nothing started through the launcher survives it)."""
+
+
+class LineSplitter:
+    """Chunks in, complete lines out; a partial line waits for the rest."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def feed(self, text: str) -> list[str]:
+        text = self._partial + text
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        return [line.rstrip("\r") for line in lines]
+
+    def flush(self) -> list[str]:
+        rest, self._partial = self._partial, ""
+        return [rest] if rest else []
 
 
 class ChunkReader:

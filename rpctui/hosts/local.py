@@ -60,7 +60,7 @@ class LocalHost(Host):
             return Completed(127, "", f"{argv[0]}: {exc.strerror}")
         try:
             out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
@@ -87,7 +87,7 @@ class LocalHost(Host):
     async def port_open(self, host: str, port: int) -> bool:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
-        except (OSError, asyncio.TimeoutError, TimeoutError):
+        except (OSError, TimeoutError):
             return False
         # A port in the ephemeral range (50052 is) can be reached by a connection to itself
         # when nothing listens yet: that is not the server, and it holds the port.

@@ -15,10 +15,8 @@ from pathlib import Path
 import asyncssh
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.hosts.base import (READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit,
-                               signal_exit_code)
+from rpctui.hosts.base import READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit, signal_exit_code
 from rpctui.profile.schema import Node
-
 
 
 class NodeUnreachable(UserError):
@@ -68,7 +66,7 @@ async def connect(node: Node) -> SSHHost:
             "put your public key in that user's ~/.ssh/authorized_keys, load it into ssh-agent, "
             "or set user/key for this node in the profile",
         ) from None
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         raise NodeUnreachable(
             f"node {node.label}: no answer from {where} within {node.connect_timeout_s:g} s",
             "check that the machine is up and on this network, and host/ssh_port in the profile",
@@ -82,7 +80,11 @@ async def connect(node: Node) -> SSHHost:
     return SSHHost(node.label, conn)
 
 
-def _reader(stream: asyncssh.SSHReader) -> Callable[[], Awaitable[bytes]]:
+def _text(data: bytes | str) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def _reader(stream: asyncssh.SSHReader[bytes]) -> Callable[[], Awaitable[bytes]]:
     """A channel stream read that ends (b"") rather than raises when the connection goes."""
     async def read() -> bytes:
         try:
@@ -93,7 +95,7 @@ def _reader(stream: asyncssh.SSHReader) -> Callable[[], Awaitable[bytes]]:
 
 
 class SSHSpawned(Spawned):
-    def __init__(self, proc: asyncssh.SSHClientProcess, reader: ChunkReader, merged: bool) -> None:
+    def __init__(self, proc: asyncssh.SSHClientProcess[bytes], reader: ChunkReader, merged: bool) -> None:
         self._proc = proc
         streams = {"stdout": proc.stdout} if merged else {"stdout": proc.stdout,
                                                           "stderr": proc.stderr}
@@ -135,14 +137,14 @@ class SSHHost(Host):
             result = await asyncio.wait_for(
                 self._conn.run(shlex.join(argv), input=input, encoding=None, check=False),
                 timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             return Completed(124, "", f"{argv[0]}: timed out after {timeout} s")
         except (asyncssh.Error, OSError) as exc:
             return Completed(255, "", f"connection to {self.label} failed: {exc}")
         rc = result.exit_status if result.exit_status is not None else 255
         out = result.stdout or b""
         err = result.stderr or b""
-        return Completed(rc, bytes(out).decode(errors="replace"), bytes(err).decode(errors="replace"))
+        return Completed(rc, _text(out), _text(err))
 
     async def spawn(self, argv: Sequence[str], merge_stderr: bool = False,
                     launched: bool = True) -> Spawned:
@@ -172,7 +174,7 @@ class SSHHost(Host):
                     self._forwarding = False
                 else:
                     return False
-            except (OSError, asyncio.TimeoutError, TimeoutError):
+            except (OSError, TimeoutError):
                 return False
             else:
                 writer.close()

@@ -119,7 +119,8 @@ def _alloc_failure(line: str) -> Failure | None:
 _FAILURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("alloc", re.compile(r"cudaMalloc failed: out of memory"), "a CUDA device ran out of memory"),
     ("alloc", re.compile(r"ErrorOutOfDeviceMemory"), "a Vulkan device ran out of memory"),
-    ("alloc", re.compile(r"ggml_aligned_malloc: insufficient memory \(attempted to allocate\s+([0-9.]+ MB)\)"),
+    ("alloc",
+     re.compile(r"ggml_aligned_malloc: insufficient memory \(attempted to allocate\s+([0-9.]+ MB)\)"),
      "a CPU backend could not allocate {0}"),
     ("kv", re.compile(r"failed to allocate buffer for kv cache"), "the KV cache did not fit"),
     ("compute", re.compile(r"failed to allocate compute (?:pp )?buffers?"),

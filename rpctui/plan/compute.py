@@ -304,9 +304,9 @@ def fit_rule(samples: list[tuple[str, str, bool, bool, list[float], float]]
     rules, errors = {}, {}
     for key, rows in groups.items():
         a = np.array([_scaled(x) for x, _ in rows])
-        y = np.array([y for _, y in rows])
-        planes = _fit_max(a, y)
+        ys = np.array([y for _, y in rows])
+        planes = _fit_max(a, ys)
         rules[key] = tuple(tuple(float(c) for c in p) for p in planes)
         pred = np.max([a @ c for c in planes], axis=0)
-        errors[key] = (float(np.max(np.abs(pred - y) / y)), len(rows))
+        errors[key] = (float(np.max(np.abs(pred - ys) / ys)), len(rows))
     return rules, errors

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 _SHARD = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
@@ -98,7 +98,7 @@ class _Header:
                                              f"past the file's end ({len(data)} bytes)")
                     data += more
 
-            def take(fmt: str) -> tuple:  # type: ignore[type-arg]
+            def take(fmt: str) -> tuple[Any, ...]:
                 nonlocal pos
                 size = struct.calcsize("<" + fmt)
                 need(size)
@@ -146,7 +146,8 @@ class _Header:
                 (ttype,) = take("I")
                 (offset,) = take("Q")
                 self.tensors.append((name, dims, ttype, offset))
-            align = int(self.fields.get("general.alignment") or 32)  # type: ignore[call-overload]
+            align = self.fields.get("general.alignment")
+            align = align if isinstance(align, int) and align > 0 else 32
             #: where the tensor data starts: the header's end, aligned
             self.data_start = -(-pos // align) * align
 
@@ -194,7 +195,7 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
         v = f.get(key)
         if isinstance(v, list):
             v = v[0]
-        return int(v) if v is not None else None  # type: ignore[arg-type]
+        return int(v) if isinstance(v, int | float) else None
 
     arch = str(f.get("general.architecture") or "llama")
     n_layer = first(f"{arch}.block_count") or 0

@@ -123,7 +123,7 @@ def ik_split_for(sizes: list[float], max_compute: float, counts: list[int],
         nxt = sizes[il] if il < len(sizes) and k < len(counts) - 1 else 0.0
         cuts.append(cum + nxt / 4)
     cuts[-1] = max(cuts[-1], cum)
-    weights = [b - a for a, b in zip([0.0] + cuts[:-1], cuts)]
+    weights = [b - a for a, b in zip([0.0] + cuts[:-1], cuts, strict=True)]
     return [round(w / MIB, digits) for w in weights]
 
 

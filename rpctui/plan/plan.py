@@ -12,21 +12,38 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
+from rpctui.errors import UserError
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
-from rpctui.plan.compute import (backend_of, default_flash_attn, error_of, estimate_mib,
-                                  fa_supported, padded_ctx, pipeline_parallel, reserve_tokens)
-from rpctui.errors import UserError
+from rpctui.plan.compute import (
+    backend_of,
+    default_flash_attn,
+    error_of,
+    estimate_mib,
+    fa_supported,
+    padded_ctx,
+    pipeline_parallel,
+    reserve_tokens,
+)
 from rpctui.plan.gguf import ModelInfo, _Header, read_model, shards
 from rpctui.plan.ik import IkRule
-from rpctui.plan.placement import (_EXPERT, MIB, Device, Placement, fill, layer_devices,
-                               offloaded, split_margin, suggest_expert_overrides,
-                               suggest_split)
+from rpctui.plan.placement import (
+    _EXPERT,
+    MIB,
+    Device,
+    Placement,
+    fill,
+    layer_devices,
+    offloaded,
+    split_margin,
+    suggest_expert_overrides,
+    suggest_split,
+)
 from rpctui.profile.schema import Profile, endpoint
 
 #: how much of a remote model file is fetched to read its header: a little first (most
@@ -147,7 +164,7 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
     if model.mla and main.flavour == "mainline":
         model = dataclasses.replace(model, v_cache=False)  # its MLA cache is K only
     eps = {f"{n.label}:{s.port}": endpoint(n, s) for n, s in profile.servers()}
-    overrides = [(r.pattern, r.buffer if r.buffer else largv.rpc_buffer(main, eps[r.server],
+    overrides = [(r.pattern, r.buffer if r.buffer else largv.rpc_buffer(main, eps[str(r.server)],
                                                                          r.device))
                  for r in job.override_tensors if r.server is None or r.server in eps]
     split = tensor_split if tensor_split is not None else (job.tensor_split or None)
@@ -294,7 +311,7 @@ def shared_ram(devices: list[Device]) -> dict[str, list[Device]]:
 
 
 def _rows(devices: list[Device], p: Placement, headroom: float) -> tuple[list[dict[str, Any]], bool]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     fits = True
     model = p.mib("model")
     kv = p.mib("kv")

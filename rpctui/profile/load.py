@@ -212,7 +212,7 @@ def parse_profile(text: str, file: str = "<profile>") -> Profile:
     except tomlkit.exceptions.ParseError as exc:
         raise ProfileError(file, [(exc.line, "", f"not valid TOML: {exc}")]) from None
     problems: list[Problem] = []
-    profile = _build(Profile, raw, (), problems)
+    profile: Profile | None = _build(Profile, raw, (), problems)
     if profile is not None:
         profile = _with_main(profile)
         problems += _cross_checks(profile)
@@ -220,6 +220,7 @@ def parse_profile(text: str, file: str = "<profile>") -> Profile:
         lines = key_lines(text)
         raise ProfileError(file, [(line_of(lines, p.path), dotted(p.path), p.message)
                                   for p in problems])
+    assert profile is not None  # a profile that could not be built has problems
     return dataclasses.replace(profile, path=file)
 
 

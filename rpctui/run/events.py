@@ -63,7 +63,7 @@ def run_started(profile: Any, run_id: str, command: str) -> RunStarted:
 
     return RunStarted(run_id=run_id, profile=profile.path, profile_name=profile.name,
                       command=command,
-                      wall_time=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                      wall_time=datetime.datetime.now(datetime.UTC).isoformat(
                           timespec="seconds"),
                       nodes=tuple(n.label for n in profile.nodes),
                       servers=tuple(f"{n.label}:{s.port}" for n, s in profile.servers()),

@@ -328,18 +328,19 @@ class Monitor:
     def _check_plan(self, e: ev.JobFinished) -> ev.PlanChecked:
         """The plan next to what the client allocated (only for steps that use every server,
         which is what the plan was made for)."""
+        assert self.plan is not None
         actual = {device: sizes for (_, device), sizes in self.buffers.items()}
         rows = []
         worst = 0.0
-        for device, _node, model, kv, _free, _fits in self.plan.rows:  # type: ignore[union-attr]
+        for device, _node, model, kv, _free, _fits in self.plan.rows:
             got = actual.get(device, [0.0, 0.0, 0.0])
             rows.append((device, model, round(got[0], 2), kv, round(got[1], 2)))
             worst = max(worst, abs(model - got[0]), abs(kv - got[1]))
         compute, worst_pct = [], 0.0
-        for device, est in self.plan.compute:  # type: ignore[union-attr]
-            got = actual.get(device, [0.0, 0.0, 0.0])[2]
-            compute.append((device, est, round(got, 2)))
-            if got:
-                worst_pct = max(worst_pct, 100 * abs(est - got) / got)
+        for device, est in self.plan.compute:
+            allocated = actual.get(device, [0.0, 0.0, 0.0])[2]
+            compute.append((device, est, round(allocated, 2)))
+            if allocated:
+                worst_pct = max(worst_pct, 100 * abs(est - allocated) / allocated)
         return ev.PlanChecked(t=e.t, step=e.step, rows=tuple(rows), worst_error_mib=round(worst, 3),
                               compute=tuple(compute), compute_worst_pct=round(worst_pct, 1))

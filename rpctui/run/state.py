@@ -7,10 +7,11 @@ state. ``fold`` never mutates its input: it returns a new state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import singledispatch
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from rpctui.run import events as ev
 
@@ -177,7 +178,7 @@ def _(e: ev.RunStarted, s: ClusterState) -> ClusterState:
     for name in e.nodes:
         s = s.with_node(name)
     # Every configured server from the start ("planned"), so a view shows what starting does.
-    for label, ep in zip(e.servers, e.endpoints):
+    for label, ep in zip(e.servers, e.endpoints, strict=False):  # older recordings: none
         s = s.with_server(label.rsplit(":", 1)[0], ep)
     return s
 

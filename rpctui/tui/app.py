@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Header, Label, TabbedContent, TabPane
 
-from rpctui.run import events as ev
-from rpctui.errors import UserError
-from rpctui.paths import shipped_dir
 from rpctui.engine.orchestrator import Orchestrator
-from rpctui.profile.schema import Profile
+from rpctui.errors import UserError
 from rpctui.history.store import Recorder, new_run_id, read_run
+from rpctui.paths import shipped_dir
+from rpctui.profile.schema import Profile
+from rpctui.run import events as ev
 from rpctui.run.state import ClusterState, fold
-from rpctui.tui.themes import load_themes, remember_theme, remembered_theme
 from rpctui.tui.screens import EditorScreen, ExamplePicker, NodeScreen, RunsScreen
+from rpctui.tui.themes import load_themes, remember_theme, remembered_theme
 from rpctui.tui.widgets import ClusterView, JobView, NodeCard
 
 REDRAW_S = 0.5  # samples arrive at 2 Hz: drawing more often shows nothing new
@@ -291,7 +293,7 @@ class RpcTuiApp(App[int]):
 
         self.push_screen(ExamplePicker(examples), picked)
 
-    def get_system_commands(self, screen):  # type: ignore[no-untyped-def]
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for key, action, help_text in (("c", "connect", "Connect to every node"),
                                        ("s", "start_servers", "Start the rpc-servers"),

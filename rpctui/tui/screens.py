@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.screen import ModalScreen, Screen
-from textual.widgets import (DataTable, Footer, Header, Input, Label, OptionList, RichLog,
-                             Static, TextArea)
+from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, RichLog, Static, TextArea
 
-from rpctui.profile.load import ProfileError, parse_profile
 from rpctui.history.store import compare_rows, list_runs, run_summary
+from rpctui.profile.load import ProfileError, parse_profile
 from rpctui.run.state import ClusterState
 from rpctui.tui.widgets import render_node, sparkline
 
@@ -49,11 +50,11 @@ class RunsScreen(Screen[Path | None]):
             s = run_summary(path)
             self.app.call_from_thread(self._fill, i, s)
 
-    def _fill(self, row: int, s: dict) -> None:  # type: ignore[type-arg]
+    def _fill(self, row: int, s: dict[str, Any]) -> None:
         table = self.query_one(DataTable)
         for col, value in ((2, s["profile"]), (3, s["when"]), (4, str(s["exit_code"])),
                            (5, str(len(s["tps"])))):
-            table.update_cell_at((row, col), value)
+            table.update_cell_at(Coordinate(row, col), value)
 
     def _current(self) -> Path | None:
         table = self.query_one(DataTable)
@@ -71,7 +72,7 @@ class RunsScreen(Screen[Path | None]):
             self.marked = (self.marked + [path])[-2:]
         table = self.query_one(DataTable)
         for i, p in enumerate(self.runs):
-            table.update_cell_at((i, 0), "*" if p in self.marked else "")
+            table.update_cell_at(Coordinate(i, 0), "*" if p in self.marked else "")
 
     def action_compare(self) -> None:
         if len(self.marked) == 2:

@@ -24,7 +24,7 @@ def _settings() -> Path:
 
 def remembered_theme() -> str:
     try:
-        return json.loads(_settings().read_text()).get("theme", DEFAULT_THEME)
+        return str(json.loads(_settings().read_text()).get("theme", DEFAULT_THEME))
     except (OSError, ValueError):
         return DEFAULT_THEME
 

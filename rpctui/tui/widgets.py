@@ -4,6 +4,7 @@ attribute and draw it; they ask nothing of any node."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,8 +12,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Input, RichLog, Static
 
-from rpctui.run.report import human_bytes, plan_check_lines
 from rpctui.history.store import result_rows
+from rpctui.run.report import human_bytes, plan_check_lines
 from rpctui.run.state import ClusterState
 
 BAR = 24
@@ -224,7 +225,7 @@ class ClusterView(VerticalScroll):
             self.cards[name].show(state)
 
 
-def scaling_lines(rows: list[dict]) -> list[str]:  # type: ignore[type-arg]
+def scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
     """For a sweep: t/s against server count per test, as seed 000's table, with a bar."""
     counts = sorted({r["servers"] for r in rows})
     if len(counts) < 2:

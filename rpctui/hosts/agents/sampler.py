@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-cfg = CONFIG  # noqa: F821
+cfg = CONFIG  # noqa: F821 - the sender puts CONFIG before this source
 INTERVAL = float(cfg.get("interval_s", 0.5))
 SYSFS = cfg.get("sysfs", "/sys")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -268,7 +268,7 @@ def amd_sysfs():
 
 def amd_lib():
     try:
-        import pyamdgpuinfo  # noqa: PLC0415
+        import pyamdgpuinfo  # noqa: PLC0415 - optional on nodes: imported where present
     except ImportError:
         return None
     gpus = []
@@ -288,7 +288,7 @@ class Nvidia:
     def __init__(self):
         self.ok = False
         try:
-            import pynvml  # noqa: PLC0415
+            import pynvml  # noqa: PLC0415 - optional on nodes: imported where present
             pynvml.nvmlInit()
             self.nv = pynvml
             self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i)
@@ -301,7 +301,7 @@ class Nvidia:
         nv = self.nv
         try:  # the v2 call reports driver-reserved memory apart, as nvidia-smi does
             m = nv.nvmlDeviceGetMemoryInfo(h, version=nv.nvmlMemory_v2)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a node's GPU library may raise anything; a reading is skipped
             m = nv.nvmlDeviceGetMemoryInfo(h)
         return m.used, m.total
 
@@ -314,7 +314,7 @@ class Nvidia:
                 name = name.decode() if isinstance(name, bytes) else name
                 try:
                     util = self.nv.nvmlDeviceGetUtilizationRates(h).gpu
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001 - a node's GPU library may raise anything; a reading is skipped
                     util = None
                 procs = {}
                 try:
@@ -322,11 +322,11 @@ class Nvidia:
                         pg = pgid_of(p.pid)
                         if pg is not None and p.usedGpuMemory:
                             procs[str(pg)] = procs.get(str(pg), 0) + p.usedGpuMemory
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001 - a node's GPU library may raise anything; a reading is skipped
                     pass
                 gpus.append({"kind": "nvidia", "name": name, "index": i, "vram_used": used,
                              "vram_total": total, "util": util, "procs": procs})
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a node's GPU library may raise anything; a reading is skipped
                 continue
         return gpus
 
