@@ -227,7 +227,7 @@ def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
                   experts_on: list[str] | None = None,
                   stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> ExitCode:
     """``rpctui plan``: probe (nothing is loaded or started), predict, suggest, maybe apply."""
-    from rpctui.plan.plan import load_model_info, make_plan, render
+    from rpctui.plan.plan import render
     from rpctui.profile.load import load_document, save_document, set_value
 
     session = Session(profile, "plan", stderr, record=False)
@@ -235,12 +235,11 @@ def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,
 
     async def go() -> Plan | None:
         try:
-            await orch.prepare()
+            await orch.connect()
             if any(n.status == "failed" for n in session.state.nodes.values()) or any(
                     i.fatal and i.check == "model" for i in session.state.issues):
                 return None  # the session has shown why
-            info = await load_model_info(profile, orch.model, orch.hosts[profile.main_node.label])
-            return make_plan(profile, orch.caps, info, experts_on=experts_on)
+            return await orch.make_plan(experts_on)
         finally:
             await orch.teardown()
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rpctui.engine.model import load_model_info
 from rpctui.engine.preflight import preflight
 from rpctui.engine.probe import (
     load_probe_cache,
@@ -31,6 +32,7 @@ from rpctui.hosts.base import Host, Spawned, launcher_argv
 from rpctui.hosts.local import LocalHost
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities, capabilities_from_probe
+from rpctui.plan.plan import Plan, make_plan
 from rpctui.profile.schema import Node, Profile, Server, endpoint
 from rpctui.run import events as ev
 from rpctui.run.monitor import SETTLE_S, Monitor
@@ -60,6 +62,10 @@ class Orchestrator:
     watches: dict[str, ServerWatch] = field(default_factory=dict)
     model: str = ""
     stopping: bool = False
+    #: None before prepare(), then whether the preflight passed
+    prepared: bool | None = None
+    servers_started: bool = False
+    jobs_running: bool = False  #: the job, or a sweep of them, is under way
     samplers: dict[str, Sampler] = field(default_factory=dict)
     monitor: Monitor | None = None
     force: bool = False  #: launch even when the memory plan says it will not fit
@@ -167,12 +173,10 @@ class Orchestrator:
     async def _check_plan(self) -> bool:
         """Refuse a launch whose predicted memory does not fit (unless forced)."""
         from rpctui.plan.gguf import ModelFileError
-        from rpctui.plan.plan import load_model_info, make_plan
 
         main = self.profile.main_node
         try:
-            info = await load_model_info(self.profile, self.model, self.hosts[main.label])
-            plan = make_plan(self.profile, self.caps, info)
+            plan = await self.make_plan()
         except ModelFileError as exc:
             self.emit(ev.PreflightIssue(node=main.label, check="model",
                       message=f"model on {main.label}: {exc}",
@@ -311,26 +315,64 @@ class Orchestrator:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def run(self, check_only: bool = False) -> ExitCode:
-        """The whole run. Teardown happens whatever way this ends."""
+    # -- the command API both faces use --------------------------------------------------------
+
+    async def connect(self) -> bool:
+        """Connect, probe and run the preflight once; whether it passed."""
+        if self.prepared is None:
+            self.prepared = await self.prepare()
+        return self.prepared
+
+    async def start(self) -> None:
+        """The samplers (where the profile samples) and every rpc-server, once."""
+        if self.servers_started:
+            return
+        if self.profile.sample_interval_s > 0:
+            await self.start_sampling()
+        await self.start_servers()
+        self.servers_started = True
+
+    async def run_jobs(self) -> ExitCode:
+        """The job, or each step of the sweep until one fails."""
+        steps = self.profile.sweep.servers if self.profile.sweep else [len(self.profile.servers())]
+        self.jobs_running = True
         try:
-            if not await self.prepare():
-                return ExitCode.PREFLIGHT
-            if check_only:
-                return ExitCode.OK
-            if self.profile.sample_interval_s > 0:
-                await self.start_sampling()
-            await self.start_servers()
-            steps = self.profile.sweep.servers if self.profile.sweep else [
-                len(self.profile.servers())]
-            code = ExitCode.OK
             for step, n in enumerate(steps):
                 rc = await self.run_job(step, n)
                 await self.settle()
                 if rc != 0:
-                    code = ExitCode.FAILED
-                    break
-            return code
+                    return ExitCode.FAILED
+            return ExitCode.OK
+        finally:
+            self.jobs_running = False
+
+    async def stop_job(self) -> None:
+        """End the running job (the servers stay up)."""
+        main = self.profile.main_node.label
+        pgids = [s.pgid for s in self.started if s.what == "job" and s.pgid]
+        if pgids and main in self.hosts:
+            await self.hosts[main].kill_groups(pgids)
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything rpctui started may still be running."""
+        return bool(self.started) and not self.stopping
+
+    async def make_plan(self, experts_on: list[str] | None = None) -> Plan:
+        """The memory plan for this profile on the probed nodes (after connect())."""
+        main = self.profile.main_node
+        info = await load_model_info(self.profile, self.model, self.hosts[main.label])
+        return make_plan(self.profile, self.caps, info, experts_on=experts_on)
+
+    async def run(self, check_only: bool = False) -> ExitCode:
+        """The whole run, headless. Teardown happens whatever way this ends."""
+        try:
+            if not await self.connect():
+                return ExitCode.PREFLIGHT
+            if check_only:
+                return ExitCode.OK
+            await self.start()
+            return await self.run_jobs()
         finally:
             await asyncio.shield(self.teardown())
 

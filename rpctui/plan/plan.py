@@ -9,12 +9,9 @@ mainline's rule (rpctui.plan.placement, seed-era included) or ik_llama.cpp's
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rpctui.errors import UserError
@@ -30,7 +27,7 @@ from rpctui.plan.compute import (
     pipeline_parallel,
     reserve_tokens,
 )
-from rpctui.plan.gguf import ModelInfo, _Header, read_model, shards
+from rpctui.plan.gguf import ModelInfo
 from rpctui.plan.ik import IkRule
 from rpctui.plan.placement import (
     _EXPERT,
@@ -46,9 +43,6 @@ from rpctui.plan.placement import (
 )
 from rpctui.profile.schema import Profile, endpoint
 
-#: how much of a remote model file is fetched to read its header: a little first (most
-#: headers are a few MiB), more only when that was not enough
-HEADER_BYTES = (4 * MIB, 64 * MIB)
 #: a default-split boundary closer than this (share of the layers) to a layer is fragile
 EDGE = 0.002
 
@@ -124,31 +118,6 @@ def devices_for(profile: Profile, caps: dict[str, Capabilities]) -> list[Device]
                           float(d.total_mib) if d.total_mib else None,
                           backend=backend_of(d.name)))
     return out
-
-
-async def load_model_info(profile: Profile, model: str, host: Any) -> ModelInfo:
-    """Read the GGUF header here when the main node is this machine, else fetch its start."""
-    if profile.main_node.is_local:
-        return read_model(Path(model).expanduser())
-
-    opened: dict[Path, bytes] = {}
-    sizes: dict[Path, int] = {}
-    for shard in shards(model):
-        stat = await host.run(["stat", "-L", "-c", "%s", str(shard)], timeout=30)
-        if stat.rc == 0 and stat.stdout.strip().isdigit():
-            sizes[shard] = int(stat.stdout)
-        for size in HEADER_BYTES:
-            result = await host.run(["sh", "-c", 'head -c "$1" "$0" | base64 -w0', str(shard),
-                                     str(size)], timeout=120)
-            opened[shard] = base64.b64decode(result.stdout)
-            if len(opened[shard]) < size:
-                break  # the whole file came
-            try:
-                _Header(shard, io.BytesIO(opened[shard]))
-                break
-            except ValueError:
-                continue  # the header goes on past what was fetched
-    return read_model(model, opener=lambda p: io.BytesIO(opened[p]), sizes=sizes)
 
 
 def expert_layers_of(name: str) -> bool:

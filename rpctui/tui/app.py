@@ -85,8 +85,20 @@ class RpcTuiApp(App[int]):
         self.pending_log: deque[str] = deque(maxlen=120)
         self.all_log: deque[str] = deque(maxlen=20000)
         self.dirty = True
-        self.connected = self.servers_up = False
-        self.job_running = False
+
+    # What the engine and the state say; the app keeps no copy of its own.
+    @property
+    def connected(self) -> bool:
+        return self.orch is not None and bool(self.orch.prepared) and not self.orch.stopping
+
+    @property
+    def servers_up(self) -> bool:
+        return self.connected and bool(self.state.servers) and all(
+            s.status == "ready" for s in self.state.servers.values())
+
+    @property
+    def job_running(self) -> bool:
+        return self.orch is not None and self.orch.jobs_running
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -198,29 +210,13 @@ class RpcTuiApp(App[int]):
         if orch is None or orch.stopping:
             return
         try:
-            if not self.connected:
-                self.connected = await orch.prepare()
-                if not self.connected:
-                    self.notify("preflight failed: see the node cards", severity="error")
-                    return
-            if what in ("servers", "job") and not self.servers_up:
-                if self.profile and self.profile.sample_interval_s > 0:
-                    await orch.start_sampling()
-                await orch.start_servers()
-                self.servers_up = True
-            if what == "job" and not self.job_running:
-                self.job_running = True
-                try:
-                    assert self.profile is not None
-                    steps = (self.profile.sweep.servers if self.profile.sweep
-                             else [len(self.profile.servers())])
-                    for step, n in enumerate(steps):
-                        rc = await orch.run_job(step, n)
-                        await orch.settle()
-                        if rc != 0:
-                            break
-                finally:
-                    self.job_running = False
+            if not await orch.connect():
+                self.notify("preflight failed: see the node cards", severity="error")
+                return
+            if what in ("servers", "job"):
+                await orch.start()
+            if what == "job" and not orch.jobs_running:
+                await orch.run_jobs()
         except UserError as exc:
             self.notify(f"{exc.message}\nfix: {exc.fix}" if exc.fix else exc.message,
                         title="error", severity="error", timeout=15)
@@ -235,17 +231,12 @@ class RpcTuiApp(App[int]):
         self._step("job")
 
     async def action_stop_job(self) -> None:
-        if self.orch is None:
-            return
-        main = self.orch.profile.main_node.label
-        jobs = [s for s in self.orch.started if s.what == "job" and s.pgid]
-        if jobs and main in self.orch.hosts:
-            await self.orch.hosts[main].kill_groups([s.pgid for s in jobs if s.pgid])
+        if self.orch is not None:
+            await self.orch.stop_job()
 
     async def action_stop_cluster(self) -> None:
         if self.orch is not None:
             await self.orch.teardown()
-            self.connected = self.servers_up = False
 
     def action_show_log(self) -> None:
         self.tabs.active = "job-tab"
@@ -308,8 +299,7 @@ class RpcTuiApp(App[int]):
                                 lambda a=action: self.run_action(a))
 
     async def action_quit_app(self) -> None:
-        running = self.orch is not None and self.orch.started and not self.orch.stopping
-        if not running:
+        if self.orch is None or not self.orch.busy:
             await self._finish()
             return
 
