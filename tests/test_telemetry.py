@@ -270,3 +270,27 @@ def test_recorded_gpu_run_replays_with_vram_and_per_process_memory() -> None:
     assert peak == {"127.0.0.1:50052": 650.0, "127.0.0.1:50053": 650.0}
     assert {lf.endpoint for lf in state.loads_finished} == {"127.0.0.1:50052", "127.0.0.1:50053"}
     assert state.exit_code == 0
+
+
+def test_a_node_that_drops_off_the_network_is_noticed_within_seconds(clean_rig: Rig) -> None:
+    """SSH keepalives: with the node's link down nothing answers, and the connection is given
+    up after KEEPALIVE_MISSES unanswered keepalives, not after TCP's minutes."""
+    from rpctui.hosts.ssh import KEEPALIVE_MISSES, KEEPALIVE_S
+
+    node = clean_rig.nodes[3]
+    link = f"{clean_rig.prefix}v{node.index}"
+
+    async def go() -> float:
+        host = await connect(_rig_node(clean_rig, 3))
+        assert (await host.run(["true"])).rc == 0
+        subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        start = time.monotonic()
+        await asyncio.wait_for(host.wait_lost(), 60)
+        return time.monotonic() - start
+
+    try:
+        took = asyncio.run(go())
+    finally:
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+    print(f"dead link noticed after {took:.1f} s")
+    assert took <= KEEPALIVE_S * (KEEPALIVE_MISSES + 1) + 3, took

@@ -27,6 +27,7 @@ from rpctui.engine.probe import (
 )
 from rpctui.engine.runtime import Job, ServerWatch, resolve_bin_dirs, resolve_model
 from rpctui.engine.sampling import Sampler
+from rpctui.engine.tasks import Background
 from rpctui.errors import ExitCode, UserError
 from rpctui.hosts.base import Host, Spawned, launcher_argv
 from rpctui.hosts.local import LocalHost
@@ -71,6 +72,7 @@ class Orchestrator:
     force: bool = False  #: launch even when the memory plan says it will not fit
 
     def __post_init__(self) -> None:
+        self.background = Background(lambda message: self.emit(ev.Notice(message=message)))
         self.caps_events: list[ev.Event] = []
         self.t0 = time.monotonic()
         self.nodes = {n.label: n for n in self.profile.nodes}
@@ -394,6 +396,7 @@ class Orchestrator:
         self.stopping = True
         start = time.monotonic()
         self.emit(ev.TeardownStarted(reason="run ended"))
+        await self.background.cancel_all()
         by_node: dict[str, list[Started]] = {}
         for s in self.started:
             by_node.setdefault(s.node, []).append(s)

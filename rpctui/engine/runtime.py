@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from rpctui.engine.tasks import Background
 from rpctui.errors import ExitCode, UserError
 from rpctui.hosts.base import CRASH_SIGNALS, Host, LineSplitter, Spawned, exit_signal_name
 from rpctui.llama import logs
@@ -39,6 +40,8 @@ class Cluster(Protocol):
     def watches(self) -> Mapping[str, ServerWatch]: ...
     @property
     def stopping(self) -> bool: ...
+    @property
+    def background(self) -> Background: ...
 
     def emit(self, event: ev.Event) -> None: ...
 
@@ -142,7 +145,8 @@ class ServerWatch:
             pgid = self.spawned.pgid
             if sampler and pgid:
                 port = int(self.endpoint.rsplit(":", 1)[1])
-                asyncio.ensure_future(sampler.watch(pgid, self.endpoint, port, cache))
+                self.orch.background.start(sampler.watch(pgid, self.endpoint, port, cache),
+                                           f"watching {self.endpoint}'s tensor cache")
         if protocol or cache or logs.is_exposure_warning(line):
             self.orch.emit(ev.ServerBanner(node=self.node, endpoint=self.endpoint,
                            protocol=protocol or "", cache_dir=cache or "",
@@ -219,7 +223,7 @@ class Job:
                 # The KV cache comes once every weight has been sent: the load is over, so
                 # ask each sampler for a reading now, whose counters cover the whole load.
                 self.loaded = True
-                asyncio.ensure_future(self._sample_after_load())
+                self.orch.background.start(self._sample_after_load(), "sampling after the load")
             self.orch.emit(ev.BufferAllocated(kind=buf.kind, device=buf.device,
                            endpoint=buf.endpoint, mib=buf.mib, step=self.step, cache=buf.cache))
             return

@@ -101,7 +101,7 @@ def agent_source(agent: Path, config: Mapping[str, object]) -> bytes:
 
 def agent_argv(python: str, source: bytes, name: str) -> list[str]:
     """Run a Python agent whose source arrives first on stdin; stdin stays open after it.
-    No -S here: a long-lived agent wants site-packages (pynvml, pyamdgpuinfo, psutil)."""
+    No -S here: a long-lived agent wants site-packages (pynvml, pyamdgpuinfo)."""
     loader = (f"import sys;exec(compile(sys.stdin.buffer.read({len(source)}),"
               f"{name!r},'exec'))")
     return [python, "-u", "-c", loader]
