@@ -197,3 +197,35 @@ def test_sliding_window_model_shows_both_kv_buffers(tmp_path: Path) -> None:
     assert re.search(rf"local +{re.escape(second)} +20\.14 \+ +0\.37 \+", result.stderr)
     assert re.search(rf"{re.escape(second)} +model .* KV +0\.\d\d planned +0\.37 allocated",
                      result.stderr)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_recordings_carry_their_format_and_old_ones_still_replay(tmp_path: Path) -> None:
+    """The recorded fixtures predate the format number: they read as version 1, upgraded."""
+    from rpctui.run.schema import SCHEMA_VERSION, recording_version
+
+    raw = [json.loads(line) for line in (FIXTURES / "rig4-midload-warning.jsonl")
+           .read_text().splitlines()]
+    assert recording_version(raw) == 1
+    state = fold_all(read_run(FIXTURES / "rig4-midload-warning.jsonl"))
+    assert len(state.nodes) == 4 and state.warnings
+    # a new recording says which format it is in
+    from rpctui.profile.load import load_profile
+
+    started = ev.run_started(load_profile(ROOT / "examples" / "loopback.toml"), "r", "run")
+    assert json.loads(json.dumps(started.to_dict()))["schema"] == SCHEMA_VERSION
+
+
+def test_a_recording_from_a_newer_rpctui_is_refused_clearly(tmp_path: Path) -> None:
+    run = (FIXTURES / "rig4-midload-warning.jsonl").read_text().splitlines()
+    first = json.loads(run[0])
+    assert first["type"] == "RunStarted"
+    first["schema"] = 99
+    newer = tmp_path / "newer.jsonl"
+    newer.write_text("\n".join([json.dumps(first), *run[1:50]]) + "\n")
+    result = rpctui(tmp_path, "replay", str(newer))
+    assert result.returncode == 2, result.stderr
+    assert f"{newer} was recorded by a newer rpctui (recording format 99" in result.stderr
+    assert "fix: replay it with that rpctui, or upgrade this one" in result.stderr

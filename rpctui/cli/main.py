@@ -15,6 +15,7 @@ from rpctui.errors import ExitCode, UserError
 
 if TYPE_CHECKING:
     from rpctui.profile.schema import Profile
+    from rpctui.run.events import Event
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -151,14 +152,16 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
         if not path.is_file():
             raise UserError(f"no recorded run at {path}", "give the .jsonl path that "
                             "rpctui run printed (runs live in ~/.local/share/rpctui/runs)")
-        return _app(replay=path, speed=args.speed)
+        from rpctui.history.store import read_run
+
+        return _app(replay=path, speed=args.speed, events=read_run(path))  # refused here if newer
     if args.command == "app":
         return _app(profile=load_profile(args.profile) if args.profile else None)
     return ExitCode.USAGE
 
 
 def _app(profile: Profile | None = None, replay: Path | None = None,
-         speed: float = 1.0) -> ExitCode:
+         speed: float = 1.0, events: list[Event] | None = None) -> ExitCode:
     from rpctui.tui.app import RpcTuiApp
 
     if profile is not None and any(n.build for n in profile.nodes):
@@ -170,7 +173,7 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
                 ensure_build(node.build, progress=lambda m, f: print(f"\r\x1b[K{m}", end="",
                                                                       file=sys.stderr))
         print("\r\x1b[K", end="", file=sys.stderr)
-    RpcTuiApp(profile=profile, replay=replay, replay_speed=speed).run()
+    RpcTuiApp(profile=profile, replay=replay, replay_speed=speed, replay_events=events).run()
     return ExitCode.OK
 
 

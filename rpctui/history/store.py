@@ -18,6 +18,7 @@ from typing import Any
 from rpctui.llama.bench import backends, bench_label, params_b, size_gib
 from rpctui.paths import runs_dir
 from rpctui.run import events as ev
+from rpctui.run.schema import upgrade
 from rpctui.run.state import ClusterState
 
 
@@ -45,12 +46,19 @@ class Recorder:
 
 
 def read_run(path: str | Path) -> list[ev.Event]:
-    """The events of a recorded run (a torn last line, from a crash, is skipped)."""
-    events = []
+    """The events of a recorded run, upgraded from an older recording format; a torn last line
+    (from a crash) is skipped; a recording from a newer rpctui is a UserError."""
+    raw = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
-            events.append(ev.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, KeyError, TypeError):
+            raw.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    events = []
+    for data in upgrade(raw, str(path)):
+        try:
+            events.append(ev.from_dict(data))
+        except (KeyError, TypeError):
             continue
     return events
 

@@ -53,6 +53,7 @@ class RunStarted(Event):
     servers: tuple[str, ...] = ()  #: node:port of each server, in --rpc order
     main: str = ""  #: the node that runs the job
     endpoints: tuple[str, ...] = ()  #: host:port of each server (as --rpc names it), same order
+    schema: int = 0  #: the recording format (rpctui.run.schema); 0 before it was written
 
 
 def run_started(profile: Any, run_id: str, command: str) -> RunStarted:
@@ -60,6 +61,7 @@ def run_started(profile: Any, run_id: str, command: str) -> RunStarted:
     import datetime
 
     from rpctui.profile.schema import endpoint
+    from rpctui.run.schema import SCHEMA_VERSION
 
     return RunStarted(run_id=run_id, profile=profile.path, profile_name=profile.name,
                       command=command,
@@ -68,7 +70,8 @@ def run_started(profile: Any, run_id: str, command: str) -> RunStarted:
                       nodes=tuple(n.label for n in profile.nodes),
                       servers=tuple(f"{n.label}:{s.port}" for n, s in profile.servers()),
                       main=profile.main_node.label,
-                      endpoints=tuple(endpoint(n, s) for n, s in profile.servers()))
+                      endpoints=tuple(endpoint(n, s) for n, s in profile.servers()),
+                      schema=SCHEMA_VERSION)
 
 
 @dataclass(frozen=True)

@@ -72,11 +72,13 @@ class RpcTuiApp(App[int]):
     ]
 
     def __init__(self, profile: Profile | None = None, replay: Path | None = None,
-                 replay_speed: float = 1.0, record: bool = True) -> None:
+                 replay_speed: float = 1.0, record: bool = True,
+                 replay_events: list[ev.Event] | None = None) -> None:
         super().__init__()
         self.profile = profile
         self.replay_path = replay
         self.replay_speed = replay_speed
+        self.replay_events = replay_events  #: already read (the command line checks them first)
         self.state = ClusterState()
         self.orch: Orchestrator | None = None
         self.recorder: Recorder | None = None
@@ -183,7 +185,12 @@ class RpcTuiApp(App[int]):
 
     @work(group="replay", exclusive=True, exit_on_error=False)
     async def replay_run(self, path: Path) -> None:
-        events = read_run(path)
+        try:
+            events = self.replay_events or read_run(path)
+        except UserError as exc:
+            self.notify(f"{exc.message}\nfix: {exc.fix}", title="replay", severity="error")
+            return
+        self.replay_events = None
         last = 0.0
         for e in events:
             delay = (e.t - last) / self.replay_speed if self.replay_speed > 0 else 0

@@ -13,6 +13,7 @@ from textual.coordinate import Coordinate
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, RichLog, Static, TextArea
 
+from rpctui.errors import UserError
 from rpctui.history.store import compare_rows, list_runs, run_summary
 from rpctui.profile.load import ProfileError, parse_profile
 from rpctui.run.state import ClusterState
@@ -47,11 +48,17 @@ class RunsScreen(Screen[Path | None]):
     def summarise(self) -> None:
         """Reading every recording takes a while with many runs: off the UI thread."""
         for i, path in enumerate(self.runs):
-            s = run_summary(path)
+            try:
+                s = run_summary(path)
+            except UserError as exc:  # a recording from a newer rpctui: say so in its row
+                s = {"profile": "", "when": "", "exit_code": "", "tps": [], "error": exc.message}
             self.app.call_from_thread(self._fill, i, s)
 
     def _fill(self, row: int, s: dict[str, Any]) -> None:
         table = self.query_one(DataTable)
+        if "error" in s:
+            table.update_cell_at(Coordinate(row, 2), "newer rpctui's format: not read")
+            return
         for col, value in ((2, s["profile"]), (3, s["when"]), (4, str(s["exit_code"])),
                            (5, str(len(s["tps"])))):
             table.update_cell_at(Coordinate(row, col), value)
