@@ -48,7 +48,7 @@ class Printer:
             case ev.NodeFailed():
                 return f"error: {e.message}\n  fix: {e.fix}" if e.fix else f"error: {e.message}"
             case ev.NodeProbed():
-                devs = ", ".join(f"{d[0]} {d[3]}/{d[2]} MiB free" if d[2] else d[0]
+                devs = ", ".join(f"{d.name} {d.free_mib}/{d.total_mib} MiB free" if d.total_mib else d.name
                                  for d in e.devices) or "no server"
                 proto = f", RPC {e.protocol}" if e.protocol else ""
                 return f"node {e.node}: {e.flavour} build {e.build}{proto}; {devs}"
@@ -283,7 +283,8 @@ def preflight_rows(state: ClusterState) -> list[dict[str, object]]:
             "reachable": "no" if node.status == "failed" else "yes",
             "build": f"{node.flavour} {node.build}".strip() if node.build else "",
             "rpc": node.protocol,
-            "devices": "; ".join(f"{d[0]} {d[3]}/{d[2]} MiB" if d[2] is not None else d[0]
+            "devices": "; ".join(f"{d.name} {d.free_mib}/{d.total_mib} MiB" if d.total_mib is not None
+                                 else d.name
                                  for d in node.devices),
             "ports": "in use" if ports else ("free" if node.status == "probed" else ""),
             "model": ("missing" if any("not found" in i.message for i in model) else "damaged")

@@ -128,7 +128,7 @@ class Orchestrator:
                                               mem_available_mib=caps.mem_available_mib))
         self.emit(ev.NodeProbed(node=node.label, hostname=caps.hostname, flavour=caps.flavour,
                   build=caps.build, protocol=caps.protocol or "",
-                  devices=tuple((d.name, d.description, d.total_mib, d.free_mib)
+                  devices=tuple(ev.DeviceInfo(d.name, d.description, d.total_mib, d.free_mib)
                                 for d in caps.devices),
                   tools=tuple((role, t.path) for role, t in caps.tools.items()),
                   mem_total_mib=caps.mem_total_mib, mem_available_mib=caps.mem_available_mib))
@@ -194,8 +194,8 @@ class Orchestrator:
                       fix=fix, fatal=False))
         self.emit(ev.BufferPlanned(flavour=plan.flavour, n_ctx=plan.n_ctx,
                   headroom_mib=plan.headroom_mib,
-                  rows=tuple((r["device"], r["node"], r["model_mib"], r["kv_mib"],
-                              r["free_mib"] or 0.0, r["fits"]) for r in plan.rows
+                  rows=tuple(ev.PlannedRow(r["device"], r["node"], r["model_mib"], r["kv_mib"],
+                                           r["free_mib"] or 0.0, r["fits"]) for r in plan.rows
                              if r["scope"] == "device"),
                   compute=tuple((d, round(mib, 2)) for d, mib in
                                 sorted(plan.placement.mib("compute").items()))))

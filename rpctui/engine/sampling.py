@@ -32,9 +32,10 @@ def _mib(value: Any) -> float | None:
 def sample_event(node: str, t: float, data: dict[str, Any]) -> ev.NodeSample:
     """A sampler JSON line -> NodeSample (sizes in MiB, counters as they are)."""
     mem = data.get("mem") or {}
-    gpus = tuple((g.get("name", ""), g.get("kind", ""), _mib(g.get("vram_used")),
-                  _mib(g.get("vram_total")), _mib(g.get("gtt_used")), _mib(g.get("gtt_total")),
-                  g.get("util")) for g in data.get("gpus") or [])
+    gpus = tuple(ev.GpuReading(g.get("name", ""), g.get("kind", ""), _mib(g.get("vram_used")),
+                               _mib(g.get("vram_total")), _mib(g.get("gtt_used")),
+                               _mib(g.get("gtt_total")), g.get("util"))
+                 for g in data.get("gpus") or [])
     gpu_procs: dict[str, float] = {}
     for g in data.get("gpus") or []:
         for name, used in (g.get("procs") or {}).items():
@@ -46,8 +47,9 @@ def sample_event(node: str, t: float, data: dict[str, Any]) -> ev.NodeSample:
         mem_total_mib=round(total / 1024, 1) if total else None,
         mem_available_mib=round(avail / 1024, 1) if avail is not None else None,
         gpus=gpus,
-        net=tuple((name, rx, tx) for name, (rx, tx) in sorted((data.get("net") or {}).items())),
-        procs=tuple((name, round(p["rss_kib"] / 1024, 2), round(p["cpu_s"], 2))
+        net=tuple(ev.NetCounters(name, rx, tx)
+                  for name, (rx, tx) in sorted((data.get("net") or {}).items())),
+        procs=tuple(ev.ProcReading(name, round(p["rss_kib"] / 1024, 2), round(p["cpu_s"], 2))
                     for name, p in sorted((data.get("procs") or {}).items())),
         received=tuple(sorted((data.get("received") or {}).items())),
         cache=tuple(sorted((k, v) for k, v in (data.get("cache") or {}).items() if v is not None)),

@@ -9,10 +9,73 @@ event serialises to one JSON object with its class name under ``"type"``, and
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 REGISTRY: dict[str, type[Event]] = {}
+
+
+# -- rows that travel inside events (JSON arrays, in this field order) -------------------------
+
+class DeviceInfo(NamedTuple):
+    name: str
+    description: str
+    total_mib: int | None
+    free_mib: int | None
+
+
+class GpuReading(NamedTuple):
+    name: str
+    kind: str  #: nvidia or amd
+    vram_used_mib: float | None
+    vram_total_mib: float | None
+    gtt_used_mib: float | None  #: AMD APUs: system memory the GPU maps
+    gtt_total_mib: float | None
+    util_pct: int | None
+
+
+class NetCounters(NamedTuple):
+    interface: str
+    rx_bytes: int
+    tx_bytes: int
+
+
+class ProcReading(NamedTuple):
+    endpoint: str
+    rss_mib: float
+    cpu_s: float
+
+
+class DistributionRow(NamedTuple):
+    node: str
+    device: str  #: the endpoint's buffer or a local device
+    model_mib: float
+    kv_mib: float
+    compute_mib: float
+
+
+class PlannedRow(NamedTuple):
+    device: str
+    node: str
+    model_mib: float
+    kv_mib: float
+    usable_mib: float
+    fits: bool
+
+
+class CheckedRow(NamedTuple):
+    device: str
+    model_planned_mib: float
+    model_allocated_mib: float
+    kv_planned_mib: float
+    kv_allocated_mib: float
+
+
+class ComputeChecked(NamedTuple):
+    device: str
+    estimated_mib: float
+    allocated_mib: float
 
 
 @dataclass(frozen=True)
@@ -29,14 +92,31 @@ class Event:
         return data
 
 
+_ROW_TYPES: dict[str, dict[str, type | None]] = {}
+
+
+def _row_types(cls: type[Event]) -> dict[str, type | None]:
+    """For each tuple field: the NamedTuple its items are (None for plain tuples); once a class."""
+    if cls.__name__ in _ROW_TYPES:
+        return _ROW_TYPES[cls.__name__]
+    out: dict[str, type | None] = _ROW_TYPES.setdefault(cls.__name__, {})
+    for name, hint in typing.get_type_hints(cls).items():
+        if typing.get_origin(hint) is tuple:
+            item = typing.get_args(hint)[0]
+            out[name] = item if isinstance(item, type) and issubclass(item, tuple) and hasattr(
+                item, "_fields") else None
+    return out
+
+
 def from_dict(data: dict[str, Any]) -> Event:
     """Rebuild an event from its JSON form; unknown fields (from newer versions) are dropped."""
     cls = REGISTRY[data["type"]]
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in data.items() if k in names}
-    for f in dataclasses.fields(cls):
-        if f.name in values and isinstance(values[f.name], list) and f.type.startswith("tuple"):
-            values[f.name] = tuple(tuple(v) if isinstance(v, list) else v for v in values[f.name])
+    for name, row in _row_types(cls).items():
+        if isinstance(values.get(name), list):
+            values[name] = tuple((row(*v) if row else tuple(v)) if isinstance(v, list) else v
+                                 for v in values[name])
     return cls(**values)
 
 
@@ -116,7 +196,7 @@ class NodeProbed(Event):
     flavour: str = ""
     build: str = ""
     protocol: str = ""
-    devices: tuple[tuple[str, str, int | None, int | None], ...] = ()  #: name, desc, total, free MiB
+    devices: tuple[DeviceInfo, ...] = ()
     tools: tuple[tuple[str, str], ...] = ()  #: role, path
     mem_total_mib: int | None = None
     mem_available_mib: int | None = None
@@ -272,11 +352,9 @@ class NodeSample(Event):
     node: str = ""
     mem_total_mib: float | None = None
     mem_available_mib: float | None = None
-    #: name, kind (nvidia/amd), vram used, vram total, gtt used, gtt total (MiB), util %
-    gpus: tuple[tuple[str, str, float | None, float | None, float | None, float | None,
-                      int | None], ...] = ()
-    net: tuple[tuple[str, int, int], ...] = ()  #: interface, rx bytes, tx bytes (counters)
-    procs: tuple[tuple[str, float, float], ...] = ()  #: endpoint, rss MiB, cpu seconds
+    gpus: tuple[GpuReading, ...] = ()
+    net: tuple[NetCounters, ...] = ()  #: counters since boot
+    procs: tuple[ProcReading, ...] = ()
     #: endpoint, bytes received on its port (kernel per-connection counters, summed)
     received: tuple[tuple[str, int], ...] = ()
     cache: tuple[tuple[str, int], ...] = ()  #: endpoint, bytes in its tensor cache
@@ -313,8 +391,8 @@ class OomRisk(Event):
     """A node about to run out of memory: before loading (predicted) or while running."""
 
     node: str = ""
-    kind: str = ""  #: predicted, threshold, trend
-    memory: str = ""  #: RAM, VRAM, GTT+RAM
+    kind: Literal["", "predicted", "threshold", "trend"] = ""
+    memory: str = ""  #: RAM, VRAM, GTT+RAM, budget, or "VRAM <gpu>" for a live warning
     used_mib: float = 0.0
     total_mib: float = 0.0
     need_mib: float = 0.0
@@ -327,8 +405,7 @@ class MemoryDistribution(Event):
     """After loading: where the memory went, per server (seed 000's "cluster1: 10577 M")."""
 
     step: int = 0
-    #: node, endpoint or device, model MiB, KV MiB, compute MiB
-    rows: tuple[tuple[str, str, float, float, float], ...] = ()
+    rows: tuple[DistributionRow, ...] = ()
 
 
 # -- the memory plan ----------------------------------------------------------------------------
@@ -340,8 +417,7 @@ class BufferPlanned(Event):
     flavour: str = ""
     n_ctx: int = 0
     headroom_mib: float = 0.0
-    #: device, node, predicted model MiB, predicted KV MiB, usable MiB, fits
-    rows: tuple[tuple[str, str, float, float, float, bool], ...] = ()
+    rows: tuple[PlannedRow, ...] = ()
     #: device ("CPU" for the main node's), estimated compute buffer MiB
     compute: tuple[tuple[str, float], ...] = ()
 
@@ -351,9 +427,7 @@ class PlanChecked(Event):
     """After a job step: the plan next to what llama.cpp allocated, per device."""
 
     step: int = 0
-    #: device, predicted model MiB, actual model MiB, predicted KV MiB, actual KV MiB
-    rows: tuple[tuple[str, float, float, float, float], ...] = ()
+    rows: tuple[CheckedRow, ...] = ()
     worst_error_mib: float = 0.0
-    #: device, estimated compute MiB, actual compute MiB (an estimate: kept apart)
-    compute: tuple[tuple[str, float, float], ...] = ()
+    compute: tuple[ComputeChecked, ...] = ()  #: compute is estimated: kept apart
     compute_worst_pct: float = 0.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 from rpctui.run import events as ev
 
@@ -88,8 +89,10 @@ class Monitor:
             return "RAM"
         sample = self.samples.get(node)
         if sample:
-            amd = [g for g in sample.gpus if g[1] == "amd"]
-            if amd and all(g[4] is not None and g[5] and g[3] and g[5] > g[3] for g in amd):
+            amd = [g for g in sample.gpus if g.kind == "amd"]
+            # an APU: the GPU maps more system memory (GTT) than it has VRAM
+            if amd and all(g.gtt_used_mib is not None and g.gtt_total_mib and g.vram_total_mib
+                           and g.gtt_total_mib > g.vram_total_mib for g in amd):
                 return "GTT+RAM"
             if sample.gpus:
                 return "VRAM"
@@ -99,8 +102,8 @@ class Monitor:
         """(free, total) MiB of that memory on the node, from the latest sample or the probe."""
         sample = self.samples.get(node)
         if kind == "VRAM" and sample and sample.gpus:
-            used = sum(g[2] or 0 for g in sample.gpus)
-            total = sum(g[3] or 0 for g in sample.gpus)
+            used = sum(g.vram_used_mib or 0 for g in sample.gpus)
+            total = sum(g.vram_total_mib or 0 for g in sample.gpus)
             return total - used, total
         if sample and sample.mem_available_mib is not None and sample.mem_total_mib:
             return sample.mem_available_mib, sample.mem_total_mib
@@ -110,7 +113,7 @@ class Monitor:
         sample = self.samples.get(node)
         if not sample or not sample.procs:
             return ""
-        return max(sample.procs, key=lambda p: p[1])[0]
+        return max(sample.procs, key=lambda p: p.rss_mib).endpoint
 
     # -- the stream ---------------------------------------------------------------------------
 
@@ -148,7 +151,8 @@ class Monitor:
         if self.plan is not None and len(e.servers) == len(self.endpoints):
             # The plan knows each server's share before the client prints it.
             for ep, load in self.loads.items():
-                mib = sum(row[2] for row in self.plan.rows if row[0].endswith(f"[{ep}]"))
+                mib = sum(row.model_mib for row in self.plan.rows
+                          if row.device.endswith(f"[{ep}]"))
                 if mib:
                     load.expected_bytes, load.from_plan = int(mib * MIB), True
         return []
@@ -290,7 +294,7 @@ class Monitor:
                 self.armed.discard(key)
             if key in self.armed:
                 continue
-            kind = ""
+            kind: Literal["", "threshold", "trend"] = ""
             if used >= limit:
                 kind = "threshold"
             elif len(hist) >= 3 and hist[-1][0] - hist[0][0] >= 1.0:
@@ -318,7 +322,8 @@ class Monitor:
         rows = []
         for (where, device), (model, kv, compute) in sorted(self.buffers.items()):
             node = self.endpoints.get(where, self.main)
-            rows.append((node, device, round(model, 2), round(kv, 2), round(compute, 2)))
+            rows.append(ev.DistributionRow(node, device, round(model, 2), round(kv, 2),
+                                           round(compute, 2)))
         if rows:
             out.append(ev.MemoryDistribution(t=e.t, step=e.step, rows=tuple(rows)))
         if self.plan is not None and e.rc == 0 and len(self.loads) == len(self.endpoints):
@@ -334,12 +339,12 @@ class Monitor:
         worst = 0.0
         for device, _node, model, kv, _free, _fits in self.plan.rows:
             got = actual.get(device, [0.0, 0.0, 0.0])
-            rows.append((device, model, round(got[0], 2), kv, round(got[1], 2)))
+            rows.append(ev.CheckedRow(device, model, round(got[0], 2), kv, round(got[1], 2)))
             worst = max(worst, abs(model - got[0]), abs(kv - got[1]))
         compute, worst_pct = [], 0.0
         for device, est in self.plan.compute:
             allocated = actual.get(device, [0.0, 0.0, 0.0])[2]
-            compute.append((device, est, round(allocated, 2)))
+            compute.append(ev.ComputeChecked(device, est, round(allocated, 2)))
             if allocated:
                 worst_pct = max(worst_pct, 100 * abs(est - allocated) / allocated)
         return ev.PlanChecked(t=e.t, step=e.step, rows=tuple(rows), worst_error_mib=round(worst, 3),

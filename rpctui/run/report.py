@@ -37,8 +37,8 @@ def status_lines(state: ClusterState) -> list[str]:
         gpu = ""
         if sample:
             for g in sample.gpus:
-                if g[2] is not None and g[3]:
-                    gpu += f" {g[0][:12]} {100 * g[2] / g[3]:3.0f}%"
+                if g.vram_used_mib is not None and g.vram_total_mib:
+                    gpu += f" {g.name[:12]} {100 * g.vram_used_mib / g.vram_total_mib:3.0f}%"
         net = (f"rx {human_bytes(tel.rx_bytes_per_s)}/s tx {human_bytes(tel.tx_bytes_per_s)}/s"
                if tel else "rx -/s tx -/s")
         loads = [lp for lp in state.loads.values() if lp.node == name and lp.endpoint]

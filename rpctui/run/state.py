@@ -11,24 +11,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import singledispatch
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from rpctui.run import events as ev
 
 TAIL_LINES = 20
 
 
+NodeStatus = Literal["pending", "connecting", "connected", "probed", "failed"]
+ServerStatus = Literal["planned", "starting", "ready", "stopped", "failed"]
+JobStatus = Literal["idle", "running", "done", "failed"]
+TeardownStatus = Literal["", "running", "done", "failed"]
+
+
 @dataclass(frozen=True)
 class NodeState:
     name: str
-    status: str = "pending"  #: pending, connecting, connected, probed, failed
+    status: NodeStatus = "pending"
     message: str = ""
     fix: str = ""
     hostname: str = ""
     flavour: str = ""
     build: str = ""
     protocol: str = ""
-    devices: tuple[tuple[str, str, int | None, int | None], ...] = ()
+    devices: tuple[ev.DeviceInfo, ...] = ()
     mem_total_mib: int | None = None
     mem_available_mib: int | None = None
 
@@ -37,7 +43,7 @@ class NodeState:
 class ServerState:
     node: str
     endpoint: str
-    status: str = "planned"  #: planned, starting, ready, stopped, failed
+    status: ServerStatus = "planned"
     pgid: int | None = None
     protocol: str = ""
     devices: tuple[str, ...] = ()
@@ -50,7 +56,7 @@ class ServerState:
 
 @dataclass(frozen=True)
 class JobState:
-    status: str = "idle"  #: idle, running, done, failed
+    status: JobStatus = "idle"
     kind: str = ""
     argv: tuple[str, ...] = ()
     step: int = 0
@@ -62,6 +68,15 @@ class JobState:
 
 
 HISTORY = 240  #: samples kept per node for sparklines and plots (2 minutes at 2 Hz)
+
+
+class HistoryPoint(NamedTuple):
+    """One point of a node's recent past, for sparklines and plots."""
+
+    t: float
+    used_mib: float
+    rx_per_s: float
+    tx_per_s: float
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,7 @@ class NodeTelemetry:
     peak_gpu_mib: float = 0.0
     procs_mib: float = 0.0  #: resident memory of the servers rpctui started there
     peak_procs_mib: float = 0.0
-    history: tuple[tuple[float, float, float, float], ...] = ()  #: t, used MiB, rx/s, tx/s
+    history: tuple[HistoryPoint, ...] = ()
 
 
 def _counters(sample: ev.NodeSample, loopback: bool) -> tuple[int, int]:
@@ -102,9 +117,9 @@ def telemetry_after(old: NodeTelemetry, e: ev.NodeSample) -> NodeTelemetry:
     rx_rate, tx_rate = _rates(old.sample, e) if old.sample is not None else (0.0, 0.0)
     used = (e.mem_total_mib - e.mem_available_mib
             if e.mem_total_mib is not None and e.mem_available_mib is not None else None)
-    gpu = sum(g[2] or 0 for g in e.gpus)
-    procs = sum(rss for _, rss, _ in e.procs)
-    point = (e.t, used or 0.0, rx_rate, tx_rate)
+    gpu = sum(g.vram_used_mib or 0 for g in e.gpus)
+    procs = sum(p.rss_mib for p in e.procs)
+    point = HistoryPoint(e.t, used or 0.0, rx_rate, tx_rate)
     return replace(old, sample=e, rx_bytes_per_s=rx_rate, tx_bytes_per_s=tx_rate, used_mib=used,
                    peak_used_mib=max(old.peak_used_mib, used or 0.0),
                    peak_gpu_mib=max(old.peak_gpu_mib, gpu), procs_mib=procs,
@@ -138,7 +153,7 @@ class ClusterState:
     distributions: tuple[ev.MemoryDistribution, ...] = ()
     plan: ev.BufferPlanned | None = None
     plan_checks: tuple[ev.PlanChecked, ...] = ()
-    teardown: str = ""  #: "", running, done, failed
+    teardown: TeardownStatus = ""
     teardown_failures: tuple[str, ...] = ()
     finished: bool = False
     exit_code: int | None = None

@@ -209,13 +209,13 @@ class NodeScreen(Screen[None]):
     def on_mount(self) -> None:
         tel = self.state.telemetry.get(self.node)
         history = tel.history if tel else ()
-        used = [p[1] for p in history]
+        used = [p.used_mib for p in history]
         lines = []
         if used:
-            lines.append(f"memory in use over {history[-1][0] - history[0][0]:.0f} s: "
+            lines.append(f"memory in use over {history[-1].t - history[0].t:.0f} s: "
                          f"{sparkline(used, 60)}  peak {max(used):.0f} MiB")
-            lines.append(f"rx over time: {sparkline([p[2] for p in history], 60)}")
-            lines.append(f"tx over time: {sparkline([p[3] for p in history], 60)}")
+            lines.append(f"rx over time: {sparkline([p.rx_per_s for p in history], 60)}")
+            lines.append(f"tx over time: {sparkline([p.tx_per_s for p in history], 60)}")
         self.query_one("#node-history", Static).update("\n".join(lines) or "no samples")
         table = self.query_one(DataTable)
         table.add_columns("server", "resident MiB", "CPU s", "GPU MiB")

@@ -84,7 +84,7 @@ def render_node(state: ClusterState, name: str) -> Text:
         t.append("  main", style="italic")
     t.append("\n")
     if node.build:
-        devs = ", ".join(d[0] for d in node.devices) or "no server"
+        devs = ", ".join(d.name for d in node.devices) or "no server"
         t.append(f"{node.flavour} {node.build} · RPC {node.protocol or '?'} · {devs}\n", style="dim")
     if node.message:
         t.append(f"{node.message}\n", style="red")
@@ -94,7 +94,8 @@ def render_node(state: ClusterState, name: str) -> Text:
     need = None
     if state.plan:  # the plan's weights, KV and estimated compute on this node's devices
         compute = dict(state.plan.compute)
-        need = sum(r[2] + r[3] + compute.get(r[0], 0.0) for r in state.plan.rows if r[1] == name)
+        need = sum(r.model_mib + r.kv_mib + compute.get(r.device, 0.0) for r in state.plan.rows
+                   if r.node == name)
     sample = tel.sample if tel else None
     if sample and sample.mem_total_mib and tel and tel.used_mib is not None:
         t.append("RAM  ")
@@ -111,8 +112,8 @@ def render_node(state: ClusterState, name: str) -> Text:
                 t.append("GTT  ")
                 t.append_text(_bar(gtt_used, gtt_total))
                 t.append(f" {gtt_used / 1024:.1f}/{gtt_total / 1024:.1f} GiB\n")
-        rx = [p[2] for p in tel.history]
-        tx = [p[3] for p in tel.history]
+        rx = [p.rx_per_s for p in tel.history]
+        tx = [p.tx_per_s for p in tel.history]
         t.append(f"net  rx {human_bytes(tel.rx_bytes_per_s):>9s}/s {sparkline(rx)}  "
                  f"tx {human_bytes(tel.tx_bytes_per_s):>9s}/s {sparkline(tx)}\n")
     elif need:
@@ -150,8 +151,8 @@ def planned_share(state: ClusterState, endpoint: str) -> float | None:
     if state.plan is None:
         return None
     compute = dict(state.plan.compute)
-    devices = [r for r in state.plan.rows if r[0].endswith(f"[{endpoint}]")]
-    return sum(r[2] + r[3] + compute.get(r[0], 0.0) for r in devices)
+    devices = [r for r in state.plan.rows if r.device.endswith(f"[{endpoint}]")]
+    return sum(r.model_mib + r.kv_mib + compute.get(r.device, 0.0) for r in devices)
 
 
 class NodeCard(Static, can_focus=True):
