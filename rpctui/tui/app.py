@@ -17,9 +17,8 @@ from typing import Any
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Header, Label, TabbedContent, TabPane
+from textual.screen import Screen
+from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from rpctui.engine.orchestrator import Orchestrator
 from rpctui.errors import UserError
@@ -28,30 +27,11 @@ from rpctui.paths import shipped_dir
 from rpctui.profile.schema import Profile
 from rpctui.run import events as ev
 from rpctui.run.state import ClusterState, fold
-from rpctui.tui.screens import EditorScreen, ExamplePicker, NodeScreen, RunsScreen
+from rpctui.tui.screens import ConfirmStop, EditorScreen, ExamplePicker, NodeScreen, RunsScreen
 from rpctui.tui.themes import load_themes, remember_theme, remembered_theme
 from rpctui.tui.widgets import ClusterView, JobView, NodeCard
 
 REDRAW_S = 0.5  # samples arrive at 2 Hz: drawing more often shows nothing new
-
-
-class ConfirmStop(ModalScreen[bool]):
-    """Quitting while servers run: stop them first? (default yes)."""
-
-    BINDINGS = [Binding("y,enter", "answer(True)", "Stop them"), Binding("n", "answer(False)", "Leave")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm"):
-            yield Label("rpc-servers are running.\nStop every process rpctui started?")
-            with Horizontal():
-                yield Button("Stop and quit", id="yes", variant="error")
-                yield Button("Cancel", id="no")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, value: bool) -> None:
-        self.dismiss(value)
 
 
 class RpcTuiApp(App[int]):

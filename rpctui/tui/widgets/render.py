@@ -1,19 +1,12 @@
-"""Widgets: a card per node, the cluster grid, the job view. They get ClusterState by
-attribute and draw it; they ask nothing of any node."""
+"""A node card's text, bars and sparklines, drawn from ClusterState (no widget state)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
-from textual.message import Message
-from textual.widgets import DataTable, Input, RichLog, Static
 
-from rpctui.history.store import result_rows
-from rpctui.run.report import human_bytes, plan_check_lines
+from rpctui.run.report import human_bytes
 from rpctui.run.state import ClusterState
 
 BAR = 24
@@ -155,77 +148,6 @@ def planned_share(state: ClusterState, endpoint: str) -> float | None:
     return sum(r.model_mib + r.kv_mib + compute.get(r.device, 0.0) for r in devices)
 
 
-class NodeCard(Static, can_focus=True):
-    """One node: state, build, memory bars with the planned need marked, network, loads.
-    Enter or a click opens the node's detail."""
-
-    DEFAULT_CSS = """
-    NodeCard { border: round $primary; padding: 0 1; height: auto; min-height: 6; }
-    NodeCard:focus { border: double $accent; }
-    NodeCard.failed { border: round $error; }
-    """
-
-    @dataclass
-    class Selected(Message):
-        node: str
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.node_name = name
-        self._drawn: tuple[object, ...] | None = None
-        self._lines = -1
-
-    def on_click(self) -> None:
-        self.post_message(self.Selected(self.node_name))
-
-    def key_enter(self) -> None:
-        self.post_message(self.Selected(self.node_name))
-
-    def show(self, state: ClusterState) -> None:
-        name = self.node_name
-        # State records are replaced, never changed, so identities tell what moved; a card
-        # whose inputs are the same objects as last time is not drawn again.
-        inputs = (state.nodes.get(name), state.telemetry.get(name), state.job.status,
-                  state.teardown, state.main, state.plan, len(state.warnings),
-                  tuple(s for s in state.servers.values() if s.node == name),
-                  tuple(lp for lp in state.loads.values() if lp.node == name))
-        if self._drawn is not None and len(inputs) == len(self._drawn) and all(
-                a is b for a, b in zip(inputs, self._drawn, strict=True)):
-            return
-        self._drawn = inputs
-        self.set_class(node_status(state, name) == "failed", "failed")
-        text = render_node(state, name)
-        lines = text.plain.count("\n")
-        # A new layout only when the card grows or shrinks: most updates only repaint it.
-        self.update(text, layout=lines != self._lines)
-        self._lines = lines
-
-
-class ClusterView(VerticalScroll):
-    """A card per node; cards wrap into as many columns as the terminal allows."""
-
-    def __init__(self) -> None:
-        super().__init__(id="cluster")
-        self.cards: dict[str, NodeCard] = {}
-
-    def on_resize(self) -> None:
-        # Cards wrap: as many 70-column cards side by side as fit (1 to 4).
-        self.styles.grid_size_columns = max(1, min(4, self.size.width // 70))
-
-    def reset(self) -> None:
-        for card in self.cards.values():
-            card.remove()
-        self.cards = {}
-
-    def show(self, state: ClusterState) -> None:
-        for name in state.nodes:
-            if name not in self.cards:
-                card = NodeCard(name)
-                self.cards[name] = card
-                self.mount(card)
-            self.cards[name].show(state)
-
-
 def scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
     """For a sweep: t/s against server count per test, as seed 000's table, with a bar."""
     counts = sorted({r["servers"] for r in rows})
@@ -239,53 +161,3 @@ def scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
             if n in series:
                 out.append(f"  {test:>10s} x{n:<2d} {series[n]:10.2f} {'█' * round(20 * series[n] / top)}")
     return out
-
-
-class JobView(Vertical):
-    """The exact command lines, the live log with a filter, the results table."""
-
-    def compose(self) -> ComposeResult:
-        yield Static(id="command")
-        yield DataTable(id="results", zebra_stripes=True)
-        yield Input(placeholder="filter the log (text or node)", id="log-filter")
-        yield RichLog(id="log", max_lines=5000, wrap=False, markup=False)
-
-    def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("servers", "nodes", "test", "t/s", "backend", "build")
-        self.rows_shown = 0
-        self.log_filter = ""
-
-    def reset(self) -> None:
-        self.query_one(DataTable).clear()
-        self.query_one(RichLog).clear()
-        self.rows_shown = 0
-
-    def show(self, state: ClusterState) -> None:
-        commands = []
-        for s in sorted(state.servers.values(), key=lambda s: s.endpoint):
-            commands.append(f"# {s.node} {s.endpoint} ({s.status})")
-        if state.job.argv:
-            commands.append(f"# job on {state.main}\n" + " ".join(state.job.argv))
-        rows = result_rows(state)
-        scaling = scaling_lines(rows)
-        if scaling:
-            commands += ["", *scaling]
-        plan = plan_check_lines(state)
-        if plan:
-            commands += ["", *plan]
-        self.query_one("#command", Static).update("\n".join(commands) or "no job yet")
-        table = self.query_one(DataTable)
-        for r in rows[self.rows_shown:]:
-            table.add_row(str(r["servers"]), r["nodes"], r["test"], r["t/s"], r["backend"],
-                          r["build"])
-        self.rows_shown = len(rows)
-
-    def add_log(self, lines: list[str]) -> None:
-        log = self.query_one(RichLog)
-        for line in lines:
-            if not self.log_filter or self.log_filter in line:
-                log.write(line)
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.log_filter = event.value

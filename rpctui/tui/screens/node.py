@@ -1,0 +1,52 @@
+"""One node in detail: memory and network over time, its processes, its servers' log."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, RichLog, Static
+
+from rpctui.run.state import ClusterState
+from rpctui.tui.widgets.render import render_node, sparkline
+
+
+class NodeScreen(Screen[None]):
+    """One node: its card, memory and network over time, each server's full log."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Back")]
+
+    def __init__(self, state: ClusterState, node: str, logs: list[str]) -> None:
+        super().__init__()
+        self.state, self.node, self.logs = state, node, logs
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical():
+            yield Static(render_node(self.state, self.node), id="node-card")
+            yield Static(id="node-history")
+            yield DataTable(id="node-procs")
+            yield RichLog(id="node-log", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        tel = self.state.telemetry.get(self.node)
+        history = tel.history if tel else ()
+        used = [p.used_mib for p in history]
+        lines = []
+        if used:
+            lines.append(f"memory in use over {history[-1].t - history[0].t:.0f} s: "
+                         f"{sparkline(used, 60)}  peak {max(used):.0f} MiB")
+            lines.append(f"rx over time: {sparkline([p.rx_per_s for p in history], 60)}")
+            lines.append(f"tx over time: {sparkline([p.tx_per_s for p in history], 60)}")
+        self.query_one("#node-history", Static).update("\n".join(lines) or "no samples")
+        table = self.query_one(DataTable)
+        table.add_columns("server", "resident MiB", "CPU s", "GPU MiB")
+        if tel and tel.sample:
+            gpu = dict(tel.sample.gpu_procs)
+            for ep, rss, cpu in tel.sample.procs:
+                table.add_row(ep, f"{rss:.1f}", f"{cpu:.1f}", f"{gpu.get(ep, 0):.0f}")
+        log = self.query_one(RichLog)
+        for line in self.logs:
+            log.write(line)

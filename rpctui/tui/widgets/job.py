@@ -1,0 +1,62 @@
+"""The job tab: commands, results, sweep scaling, the plan check and a filterable log."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input, RichLog, Static
+
+from rpctui.history.store import result_rows
+from rpctui.run.report import plan_check_lines
+from rpctui.run.state import ClusterState
+from rpctui.tui.widgets.render import scaling_lines
+
+
+class JobView(Vertical):
+    """The exact command lines, the live log with a filter, the results table."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="command")
+        yield DataTable(id="results", zebra_stripes=True)
+        yield Input(placeholder="filter the log (text or node)", id="log-filter")
+        yield RichLog(id="log", max_lines=5000, wrap=False, markup=False)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("servers", "nodes", "test", "t/s", "backend", "build")
+        self.rows_shown = 0
+        self.log_filter = ""
+
+    def reset(self) -> None:
+        self.query_one(DataTable).clear()
+        self.query_one(RichLog).clear()
+        self.rows_shown = 0
+
+    def show(self, state: ClusterState) -> None:
+        commands = []
+        for s in sorted(state.servers.values(), key=lambda s: s.endpoint):
+            commands.append(f"# {s.node} {s.endpoint} ({s.status})")
+        if state.job.argv:
+            commands.append(f"# job on {state.main}\n" + " ".join(state.job.argv))
+        rows = result_rows(state)
+        scaling = scaling_lines(rows)
+        if scaling:
+            commands += ["", *scaling]
+        plan = plan_check_lines(state)
+        if plan:
+            commands += ["", *plan]
+        self.query_one("#command", Static).update("\n".join(commands) or "no job yet")
+        table = self.query_one(DataTable)
+        for r in rows[self.rows_shown:]:
+            table.add_row(str(r["servers"]), r["nodes"], r["test"], r["t/s"], r["backend"],
+                          r["build"])
+        self.rows_shown = len(rows)
+
+    def add_log(self, lines: list[str]) -> None:
+        log = self.query_one(RichLog)
+        for line in lines:
+            if not self.log_filter or self.log_filter in line:
+                log.write(line)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.log_filter = event.value
