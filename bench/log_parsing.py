@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rpctui.engine.runtime import LogScanner  # noqa: E402 - after the sys.path line above
+from rpctui.engine.job import LogScanner  # noqa: E402 - after the sys.path line above
 from rpctui.llama.logs import parse_buffer, parse_failure  # noqa: E402 - after the sys.path line above
 
 FIX = ROOT / "tests" / "fixtures"

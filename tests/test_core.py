@@ -19,7 +19,8 @@ from rpctui.run import events as ev
 from rpctui.run.state import fold_all
 from tests.conftest import ROOT, rpctui
 
-CORE = ["rpctui.cli.main", "rpctui.cli.headless", "rpctui.engine.orchestrator", "rpctui.engine.runtime",
+CORE = ["rpctui.cli.main", "rpctui.cli.headless", "rpctui.engine.orchestrator",
+        "rpctui.engine.servers", "rpctui.engine.job",
         "rpctui.engine.preflight", "rpctui.profile.load", "rpctui.history.store", "rpctui.run.state",
         "rpctui.llama.argv", "rpctui.llama.caps", "rpctui.llama.logs", "rpctui.llama.bench",
         "rpctui.llama.build", "rpctui.llama.tinymodel", "rpctui.hosts.ssh", "rpctui.hosts.local"]

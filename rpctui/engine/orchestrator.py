@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rpctui.engine.job import Job
 from rpctui.engine.model import load_model_info
 from rpctui.engine.preflight import preflight
 from rpctui.engine.probe import (
@@ -25,8 +26,9 @@ from rpctui.engine.probe import (
     probe_script,
     save_probe_cache,
 )
-from rpctui.engine.runtime import Job, ServerWatch, resolve_bin_dirs, resolve_model
+from rpctui.engine.resolve import resolve_bin_dirs, resolve_model
 from rpctui.engine.sampling import Sampler
+from rpctui.engine.servers import ServerWatch
 from rpctui.engine.tasks import Background
 from rpctui.errors import ExitCode, UserError
 from rpctui.hosts.base import Host, Spawned, launcher_argv

@@ -1,9 +1,5 @@
-"""What runs while a run runs: server watchers, the job reader, and resolving local paths.
-
-A ServerWatch reads one rpc-server's output into events until it exits; a Job
-reads the job's stdout (results) and stderr (the loading log) into events and
-works out why it failed, naming the server or node responsible.
-"""
+"""The job's process: results from stdout, the loading log from stderr, then a verdict that names
+the server or node responsible when it failed."""
 
 from __future__ import annotations
 
@@ -11,40 +7,18 @@ import asyncio
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from rpctui.engine.tasks import Background
-from rpctui.errors import ExitCode, UserError
-from rpctui.hosts.base import CRASH_SIGNALS, Host, LineSplitter, Spawned, exit_signal_name
+from rpctui.hosts.base import CRASH_SIGNALS, LineSplitter, Spawned, exit_signal_name
 from rpctui.llama import logs
 from rpctui.llama.bench import BenchStream
-from rpctui.profile.schema import Node, Profile
 from rpctui.run import events as ev
 
 if TYPE_CHECKING:
-    from rpctui.engine.sampling import Sampler
+    pass
 
 
-class Cluster(Protocol):
-    """What a ServerWatch and a Job use of the engine that runs them (the Orchestrator is one):
-    a way to emit, the profile, the hosts, the other watches and samplers, a stopping flag."""
-
-    @property
-    def profile(self) -> Profile: ...
-    @property
-    def hosts(self) -> Mapping[str, Host]: ...
-    @property
-    def samplers(self) -> Mapping[str, Sampler]: ...
-    @property
-    def watches(self) -> Mapping[str, ServerWatch]: ...
-    @property
-    def stopping(self) -> bool: ...
-    @property
-    def background(self) -> Background: ...
-
-    def emit(self, event: ev.Event) -> None: ...
-
+from rpctui.engine.servers import Cluster
 
 LOAD_SETTLE_S = 0.3
 
@@ -94,63 +68,6 @@ class LogScanner:
         if count_dots:
             self.dots.feed(text)
         return self.lines.feed(text), hint
-
-
-class ServerWatch:
-    """Reads one server's merged output into ServerLog/ServerBanner events until it exits."""
-
-    def __init__(self, node: str, endpoint: str, spawned: Spawned, orch: Cluster) -> None:
-        self.node = node
-        self.endpoint = endpoint
-        self.spawned = spawned
-        self.orch = orch
-        self.tail: deque[str] = deque(maxlen=20)
-        self.exited = asyncio.Event()
-        self.rc: int | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._read())
-
-    async def done(self) -> None:
-        if self._task:
-            await self._task
-
-    def tail_text(self, n: int = 8) -> str:
-        lines = [line for line in self.tail if line.strip()][-n:]
-        return ("; last lines:\n    " + "\n    ".join(lines)) if lines else ""
-
-    async def _read(self) -> None:
-        split = LineSplitter()
-        try:
-            async for _stream, text in self.spawned.chunks():
-                for line in split.feed(text):
-                    self._line(line)
-            for line in split.flush():
-                self._line(line)
-            self.rc = await self.spawned.wait()
-        finally:
-            self.exited.set()
-            self.orch.emit(ev.ServerExited(node=self.node, endpoint=self.endpoint,
-                           rc=self.rc if self.rc is not None else -1,
-                           expected=self.orch.stopping, tail=tuple(self.tail)))
-
-    def _line(self, line: str) -> None:
-        self.tail.append(line)
-        self.orch.emit(ev.ServerLog(node=self.node, endpoint=self.endpoint, line=line))
-        protocol = logs.banner_protocol(line)
-        cache = logs.banner_cache(line)
-        if cache:
-            sampler = self.orch.samplers.get(self.node)
-            pgid = self.spawned.pgid
-            if sampler and pgid:
-                port = int(self.endpoint.rsplit(":", 1)[1])
-                self.orch.background.start(sampler.watch(pgid, self.endpoint, port, cache),
-                                           f"watching {self.endpoint}'s tensor cache")
-        if protocol or cache or logs.is_exposure_warning(line):
-            self.orch.emit(ev.ServerBanner(node=self.node, endpoint=self.endpoint,
-                           protocol=protocol or "", cache_dir=cache or "",
-                           exposed=logs.is_exposure_warning(line)))
 
 
 class Job:
@@ -294,34 +211,3 @@ class Job:
     def _node_of(self, ep: str) -> str:
         watch = self.orch.watches.get(ep)
         return watch.node if watch else ""
-
-
-async def resolve_bin_dirs(node: Node, progress: Callable[[str, float | None], None] | None
-                           ) -> list[str]:
-    """The directories to search for binaries on a node; builds rpctui's own when asked."""
-    if node.bin_dir:
-        return [node.bin_dir]
-    if node.build:
-        from rpctui.llama.build import ensure_build
-
-        build = await asyncio.to_thread(ensure_build, node.build, (), progress)
-        return [str(build.bin_dir)]
-    return []
-
-
-async def resolve_model(profile: Profile) -> str:
-    """The model path on the main node; a builtin model is generated here first."""
-    job = profile.job
-    name = job.builtin_model
-    if name is None:
-        return job.model
-    from rpctui.llama.tinymodel import BUILTIN, ensure_model
-
-    if name not in BUILTIN:
-        raise UserError(f"{profile.path}: job.model: no builtin model {name!r}",
-                        f"use one of: {', '.join('builtin:' + n for n in BUILTIN)}")
-    if not profile.main_node.is_local:
-        raise UserError(f"{profile.path}: job.model: builtin models exist on this machine only, "
-                        f"but the main node is {profile.main_node.label}",
-                        "copy the model to the main node and give its path", ExitCode.USAGE)
-    return str(await asyncio.to_thread(ensure_model, name))

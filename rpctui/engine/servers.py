@@ -1,0 +1,95 @@
+"""Watching the rpc-servers: each one's output read into ServerLog and ServerBanner events until it
+exits; and Cluster, what a watch and the job use of the engine that runs them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from rpctui.engine.tasks import Background
+from rpctui.hosts.base import Host, LineSplitter, Spawned
+from rpctui.llama import logs
+from rpctui.profile.schema import Profile
+from rpctui.run import events as ev
+
+if TYPE_CHECKING:
+    from rpctui.engine.sampling import Sampler
+
+
+class Cluster(Protocol):
+    """What a ServerWatch and a Job use of the engine that runs them (the Orchestrator is one):
+    a way to emit, the profile, the hosts, the other watches and samplers, a stopping flag."""
+
+    @property
+    def profile(self) -> Profile: ...
+    @property
+    def hosts(self) -> Mapping[str, Host]: ...
+    @property
+    def samplers(self) -> Mapping[str, Sampler]: ...
+    @property
+    def watches(self) -> Mapping[str, ServerWatch]: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def background(self) -> Background: ...
+
+    def emit(self, event: ev.Event) -> None: ...
+
+
+class ServerWatch:
+    """Reads one server's merged output into ServerLog/ServerBanner events until it exits."""
+
+    def __init__(self, node: str, endpoint: str, spawned: Spawned, orch: Cluster) -> None:
+        self.node = node
+        self.endpoint = endpoint
+        self.spawned = spawned
+        self.orch = orch
+        self.tail: deque[str] = deque(maxlen=20)
+        self.exited = asyncio.Event()
+        self.rc: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._read())
+
+    async def done(self) -> None:
+        if self._task:
+            await self._task
+
+    def tail_text(self, n: int = 8) -> str:
+        lines = [line for line in self.tail if line.strip()][-n:]
+        return ("; last lines:\n    " + "\n    ".join(lines)) if lines else ""
+
+    async def _read(self) -> None:
+        split = LineSplitter()
+        try:
+            async for _stream, text in self.spawned.chunks():
+                for line in split.feed(text):
+                    self._line(line)
+            for line in split.flush():
+                self._line(line)
+            self.rc = await self.spawned.wait()
+        finally:
+            self.exited.set()
+            self.orch.emit(ev.ServerExited(node=self.node, endpoint=self.endpoint,
+                           rc=self.rc if self.rc is not None else -1,
+                           expected=self.orch.stopping, tail=tuple(self.tail)))
+
+    def _line(self, line: str) -> None:
+        self.tail.append(line)
+        self.orch.emit(ev.ServerLog(node=self.node, endpoint=self.endpoint, line=line))
+        protocol = logs.banner_protocol(line)
+        cache = logs.banner_cache(line)
+        if cache:
+            sampler = self.orch.samplers.get(self.node)
+            pgid = self.spawned.pgid
+            if sampler and pgid:
+                port = int(self.endpoint.rsplit(":", 1)[1])
+                self.orch.background.start(sampler.watch(pgid, self.endpoint, port, cache),
+                                           f"watching {self.endpoint}'s tensor cache")
+        if protocol or cache or logs.is_exposure_warning(line):
+            self.orch.emit(ev.ServerBanner(node=self.node, endpoint=self.endpoint,
+                           protocol=protocol or "", cache_dir=cache or "",
+                           exposed=logs.is_exposure_warning(line)))
