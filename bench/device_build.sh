@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Sourced by the device scripts: set up Python paths and build llama.cpp mainline with CUDA
 # (sm_90) and RPC from the carried source into /tmp/build/bin. Needs .dev/ carried:
-# llama-src.tgz, whl/ (tomlkit, gguf), cache/ (the llama vocab).
+# llama-src.tgz; for scripts that run rpctui there also whl/ (tomlkit, gguf), cache/ (the vocab).
 out="${OUT:-/tmp/out}"; mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .dev/whl/*.whl
-mkdir -p /tmp/xdg/rpctui/src && cp -r .dev/cache/src/x /tmp/xdg/rpctui/src/
+if [ -d .dev/whl ]; then  # rpctui itself runs there: its wheels and the vocab's source
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .dev/whl/*.whl
+  mkdir -p /tmp/xdg/rpctui/src && cp -r .dev/cache/src/x /tmp/xdg/rpctui/src/
+fi
 export PYTHONPATH="/tmp/site:$PWD" XDG_CACHE_HOME=/tmp/xdg XDG_DATA_HOME=/tmp/data PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 mkdir -p /tmp/src && tar xzf .dev/llama-src.tgz -C /tmp/src

@@ -4,17 +4,7 @@
 # memory with a PyTorch allocation, then load the model on the client's own CUDA0 and on a
 # CUDA rpc-server. Needs .dev/ carried: llama-src.tgz and model.gguf (a generated tiny model).
 set -uo pipefail
-out="${OUT:-/tmp/out}"; mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-mkdir -p /tmp/src && tar xzf .dev/llama-src.tgz -C /tmp/src
-start=$(date +%s)
-cmake -S /tmp/src/llama.cpp -B /tmp/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_RPC=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF \
-  -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_NATIVE=OFF \
-  -DLLAMA_BUILD_NUMBER=11312 -DLLAMA_BUILD_COMMIT=0c1e570 > "$out/cmake.log" 2>&1
-cmake --build /tmp/build -j"$(nproc)" --target ggml-rpc-server llama-bench > "$out/build.log" 2>&1 || { tail -20 "$out/build.log"; exit 1; }
-echo "CUDA build: $(( $(date +%s) - start )) s" | tee -a "$out/summary.txt"
+source bench/device_build.sh
 bin=/tmp/build/bin
 # Hold all but LEAVE MiB of the GPU; try smaller margins until the model's buffer no longer fits.
 hold() {

@@ -227,20 +227,30 @@ def start_long_run(rig: Rig, bins, model: str, tmp_path: Path, servers: int,
     return proc
 
 
-def test_server_killed_during_job(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
-    proc = start_long_run(clean_rig, bins, model, tmp_path, servers=2, repetitions=20)
+def signal_servers_during_job(rig: Rig, bins, model: str, tmp_path: Path,
+                              sig: signal.Signals) -> tuple[subprocess.Popen[str], str, int]:
+    """A long run over two servers; a second in, every process on n2 whose command line names
+    ggml-rpc-server gets ``sig`` (what `pkill -f ggml-rpc-server` does). Returns the finished
+    run, its stderr, and how many processes were signalled."""
+    import os
+
+    proc = start_long_run(rig, bins, model, tmp_path, servers=2, repetitions=20)
     try:
         time.sleep(1.0)
-        victims = [p for p in clean_rig.node_pids(clean_rig.nodes[1])
+        victims = [p for p in rig.node_pids(rig.nodes[1])
                    if "ggml-rpc-server" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
-        assert victims, "the server on n2 was not running"
         for pid in victims:
-            import os
-            os.kill(pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=60)
+            os.kill(pid, sig)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc, err, len(victims)
+
+
+def test_server_killed_during_job(clean_rig: Rig, bins, model, tmp_path: Path) -> None:
+    proc, err, victims = signal_servers_during_job(clean_rig, bins, model, tmp_path, signal.SIGKILL)
+    assert victims, "the server on n2 was not running"
     assert proc.returncode == 1, err
     assert f"server {clean_rig.nodes[1].address}:50052 on node n2 was killed by SIGKILL; n2's " \
            f"kernel log shows no OOM kill" in err
@@ -250,19 +260,8 @@ def test_server_ended_by_another_signal_is_named(clean_rig: Rig, bins, model,
                                                  tmp_path: Path) -> None:
     """`pkill -f ggml-rpc-server` on a node hits the SSH session's own process too: sshd then
     reports exit-signal TERM, which must read as SIGTERM, not as SIGKILL or an OOM (issue 9)."""
-    proc = start_long_run(clean_rig, bins, model, tmp_path, servers=2, repetitions=20)
-    try:
-        time.sleep(1.0)
-        victims = [p for p in clean_rig.node_pids(clean_rig.nodes[1])
-                   if "ggml-rpc-server" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
-        assert len(victims) >= 2, "expected the session's process and the server on n2"
-        for pid in victims:
-            import os
-            os.kill(pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, err, victims = signal_servers_during_job(clean_rig, bins, model, tmp_path, signal.SIGTERM)
+    assert victims >= 2, "expected the session's process and the server on n2"
     assert proc.returncode == 1, err
     assert (f"server {clean_rig.nodes[1].address}:50052 on node n2 was ended by SIGTERM"
             in err), err
