@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,13 +18,7 @@ from dataclasses import dataclass, field
 from rpctui.engine.job import Job
 from rpctui.engine.model import load_model_info
 from rpctui.engine.preflight import preflight
-from rpctui.engine.probe import (
-    load_probe_cache,
-    merge_probe_cache,
-    probe_argv,
-    probe_script,
-    save_probe_cache,
-)
+from rpctui.engine.probe import probe_node
 from rpctui.engine.resolve import resolve_bin_dirs, resolve_model
 from rpctui.engine.sampling import Sampler
 from rpctui.engine.servers import ServerWatch
@@ -34,7 +27,7 @@ from rpctui.errors import ExitCode, UserError
 from rpctui.hosts.base import Host, Spawned, launcher_argv
 from rpctui.hosts.local import LocalHost
 from rpctui.llama import argv as largv
-from rpctui.llama.caps import Capabilities, capabilities_from_probe
+from rpctui.llama.caps import Capabilities
 from rpctui.plan.plan import Plan, make_plan
 from rpctui.profile.schema import Node, Profile, Server, endpoint
 from rpctui.run import events as ev
@@ -110,22 +103,7 @@ class Orchestrator:
         return host
 
     async def _probe(self, node: Node, host: Host, bin_dirs: list[str]) -> Capabilities:
-        ports = [(s.bind, s.port) for s in node.servers]
-        model = self.model if node.main else None
-        cache = load_probe_cache(node)
-        script = probe_script(node, ports, model, bin_dirs, node.main, cache=cache)
-        result = await host.run(probe_argv(node), input=script, timeout=120)
-        if result.rc != 0:
-            if result.rc == 127 or "not found" in result.stderr:
-                raise UserError(f"node {node.label}: {node.python} not found",
-                                "install python3 on the node, or set python = \"/path/to/python3\" "
-                                "for it in the profile", ExitCode.PREFLIGHT)
-            raise UserError(f"node {node.label}: probing failed (exit {result.rc}): "
-                            f"{result.stderr.strip()[-500:]}", "run with --debug for details",
-                            ExitCode.PREFLIGHT)
-        raw = merge_probe_cache(json.loads(result.stdout), cache)
-        save_probe_cache(node, raw)
-        caps = capabilities_from_probe(node.label, raw)
+        caps = await probe_node(node, host, bin_dirs, self.model if node.main else None)
         self.caps_events.append(ev.NodeProbed(node=node.label, mem_total_mib=caps.mem_total_mib,
                                               mem_available_mib=caps.mem_available_mib))
         self.emit(ev.NodeProbed(node=node.label, hostname=caps.hostname, flavour=caps.flavour,
@@ -316,8 +294,6 @@ class Orchestrator:
         self.started.append(Started(main.label, "job", spawned, spawned.pgid))
         job = Job(self, spawned, step, n_servers)
         return await job.run(self.profile.job.timeout_s)
-
-    # -- lifecycle ------------------------------------------------------------------------------
 
     # -- the command API both faces use --------------------------------------------------------
 

@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rpctui.hosts.base import agent_source
-from rpctui.llama.caps import TOOL_NAMES
+from rpctui.errors import ExitCode, UserError
+from rpctui.hosts.base import Host, agent_source
+from rpctui.llama.caps import TOOL_NAMES, Capabilities, capabilities_from_probe
 from rpctui.paths import cache_dir
 from rpctui.profile.schema import Node
 
@@ -97,3 +98,22 @@ def probe_script(node: Node, ports: list[tuple[str, int]], model: str | None,
 def probe_argv(node: Node) -> list[str]:
     # -S: the agent needs only the standard library; skipping site saves start-up time.
     return [node.python, "-S", "-"]
+
+
+async def probe_node(node: Node, host: Host, bin_dirs: list[str], model: str | None) -> Capabilities:
+    """Run the probe agent on a node (what earlier probes learnt is reused) and read its answer."""
+    ports = [(s.bind, s.port) for s in node.servers]
+    cache = load_probe_cache(node)
+    script = probe_script(node, ports, model, bin_dirs, node.main, cache=cache)
+    result = await host.run(probe_argv(node), input=script, timeout=120)
+    if result.rc != 0:
+        if result.rc == 127 or "not found" in result.stderr:
+            raise UserError(f"node {node.label}: {node.python} not found",
+                            "install python3 on the node, or set python = \"/path/to/python3\" "
+                            "for it in the profile", ExitCode.PREFLIGHT)
+        raise UserError(f"node {node.label}: probing failed (exit {result.rc}): "
+                        f"{result.stderr.strip()[-500:]}", "run with --debug for details",
+                        ExitCode.PREFLIGHT)
+    raw = merge_probe_cache(json.loads(result.stdout), cache)
+    save_probe_cache(node, raw)
+    return capabilities_from_probe(node.label, raw)

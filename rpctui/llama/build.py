@@ -275,10 +275,16 @@ def _unpacked_source(flavour: Flavour, report: Progress) -> Path:
     return tree
 
 
+def _build_env() -> dict[str, str]:
+    """ccache keyed on paths relative to rpctui's cache: a build under another cache root (a
+    fresh XDG_CACHE_HOME, say) finds the same compiled objects."""
+    return {**os.environ, "CCACHE_BASEDIR": str(cache_dir())}
+
+
 def _run_logged(argv: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh:
-        proc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, env=_build_env())
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise UserError(f"{argv[0]} failed (exit {proc.returncode}):\n{tail}", f"full log: {log}")
@@ -290,7 +296,7 @@ _NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
 def _run_with_progress(argv: list[str], log: Path, flavour: Flavour, report: Progress) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh, subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_build_env()
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
