@@ -3,9 +3,10 @@
 A green suite on a machine that already has rpctui's caches proves nothing about a fresh one
 (issue 9: the README's first command failed there, fetching an sdist needed a build backend the
 venv did not have). These tests start from empty XDG homes: a new venv through scripts/setup,
-each pinned sdist fetched by the code that builds llama.cpp, and the wheel installed into a
-venv of its own. pip's download cache is kept (it holds downloads only, no built state), so
-the registry is not asked again for the same files.
+each pinned sdist fetched by the code that builds llama.cpp, the mainline build, and the wheel
+installed into a venv of its own. pip's download cache and ccache are kept (downloads and
+compiled objects only, no set-up state), so the registry is not asked again for the same files
+and the build takes about half a minute.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def _pip_cache() -> str:
     return out.stdout.strip() or str(Path.home() / ".cache" / "pip")
 
 
+def _ccache_dir() -> str:
+    out = subprocess.run(["ccache", "-k", "cache_dir"], capture_output=True, text=True)
+    return out.stdout.strip() or str(Path.home() / ".cache" / "ccache")
+
+
 def _fresh_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
     env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_DATA_HOME=str(tmp_path / "data"),
@@ -42,7 +48,8 @@ def _fresh_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_setup_makes_a_venv_and_fetches_every_sdist_from_empty_caches(tmp_path: Path) -> None:
+@pytest.mark.timeout(1500)  # with a cold ccache the build compiles everything (5 min here)
+def test_setup_makes_a_venv_fetches_every_sdist_and_builds_from_empty_caches(tmp_path: Path) -> None:
     env = _fresh_env(tmp_path)
     setup = subprocess.run([str(ROOT / "scripts" / "setup"), "none"], capture_output=True,
                            text=True, env=env, timeout=900)
@@ -64,6 +71,17 @@ def test_setup_makes_a_venv_and_fetches_every_sdist_from_empty_caches(tmp_path: 
     archives = [Path(line) for line in fetch.stdout.splitlines() if line.endswith(".tar.gz")]
     assert len(archives) == 3 and all(a.stat().st_size > 1_000_000 for a in archives)
     assert all(a.is_relative_to(tmp_path / "cache" / "rpctui" / "sdist") for a in archives)
+    # The full build too, from the fresh cache root: ccache (the user's, keyed on paths relative
+    # to rpctui's cache) keeps it to about half a minute once the same sources were built before.
+    env["CCACHE_DIR"] = _ccache_dir()
+    build = subprocess.run([str(bin_dir / "rpctui"), "build", "mainline"], capture_output=True,
+                           text=True, env=env, timeout=1200)
+    assert build.returncode == 0, build.stderr[-3000:]
+    built = Path(build.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+    assert built.is_relative_to(tmp_path / "cache" / "rpctui" / "llama")
+    version = subprocess.run([str(built / "llama-bench"), "--version"], capture_output=True,
+                             text=True)
+    assert "build 11312, commit 0c1e570" in version.stdout + version.stderr
 
 
 def test_the_wheel_carries_examples_and_themes_and_runs_the_demo(tmp_path: Path, bins,
