@@ -104,7 +104,12 @@ class Rig:
             _sh("ip", "link", "set", node_if, "netns", ns)
             _sh("ip", "link", "set", host_if, "master", self.bridge)
             _sh("ip", "link", "set", host_if, "up")
+            # The servers listen on 50052 and up, inside Linux's default ephemeral range: a node's
+            # own outgoing connections (llama-bench to the other servers, in TIME_WAIT after a
+            # load) could hold that local port when the next server binds it. Seen once as
+            # "Failed to create server socket" in bench/plan_accuracy.py.
             for cmd in (["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
+                        ["sysctl", "-qw", "net.ipv4.ip_local_port_range=32768 49999"],
                         ["ip", "link", "set", "lo", "up"],
                         ["ip", "link", "set", node_if, "name", "eth0"],
                         ["ip", "addr", "add", f"{address}/24", "dev", "eth0"],
