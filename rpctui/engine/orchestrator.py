@@ -58,7 +58,7 @@ class Orchestrator:
     watches: dict[str, ServerWatch] = field(default_factory=dict)
     model: str = ""
     stopping: bool = False
-    #: None before prepare(), then whether the preflight passed
+    #: None before connect(), then whether the preflight passed
     prepared: bool | None = None
     servers_started: bool = False
     jobs_running: bool = False  #: the job, or a sweep of them, is under way
