@@ -7,18 +7,12 @@ import asyncio
 import re
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
+from rpctui.engine.servers import Cluster
 from rpctui.hosts.base import CRASH_SIGNALS, LineSplitter, Spawned, exit_signal_name
 from rpctui.llama import logs
 from rpctui.llama.bench import BenchStream
 from rpctui.run import events as ev
-
-if TYPE_CHECKING:
-    pass
-
-
-from rpctui.engine.servers import Cluster
 
 LOAD_SETTLE_S = 0.3
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from rpctui.errors import ExitCode, UserError
 from rpctui.profile.schema import Node, Profile
-
-if TYPE_CHECKING:
-    pass
 
 
 async def resolve_bin_dirs(node: Node, progress: Callable[[str, float | None], None] | None

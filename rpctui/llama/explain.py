@@ -118,9 +118,7 @@ def explain_text(text: str, name: str = "<log>", into: Explanation | None = None
         if buf:
             sizes = x.buffers.setdefault(buf.device, {"model": 0.0, "kv": 0.0, "compute": 0.0})
             if buf.kind == "kv":  # a sliding-window model's device holds two caches
-                parts = kv_parts.setdefault(buf.device, {})
-                parts[buf.cache] = max(parts.get(buf.cache, 0.0), buf.mib)
-                sizes["kv"] = sum(parts.values())
+                sizes["kv"] = logs.add_kv(kv_parts.setdefault(buf.device, {}), buf)
             else:
                 sizes[buf.kind] = max(sizes[buf.kind], buf.mib)
             if buf.endpoint:
@@ -144,9 +142,9 @@ def explain_text(text: str, name: str = "<log>", into: Explanation | None = None
     for d in devices:
         desc = f": {d.description}" if d.description else ""
         _add(x.devices, f"{d.name}{desc} ({d.total_mib} MiB)" if d.total_mib else d.name)
-    x.failures = [dataclasses.asdict(f) for f in logs.collapse(
-        [logs.Failure(**f) for f in x.failures] + failures)]
-    cause = logs.root_cause([logs.Failure(**f) for f in x.failures])
+    collapsed = logs.collapse([logs.Failure(**f) for f in x.failures] + failures)
+    x.failures = [dataclasses.asdict(f) for f in collapsed]
+    cause = logs.root_cause(collapsed)
     if cause:
         x.diagnosis = cause.message
         x.responsible = cause.endpoint or _local_device(cause, x)

@@ -54,6 +54,14 @@ def parse_buffer(line: str) -> Buffer | None:
     return None
 
 
+def add_kv(parts: dict[str, float], buf: Buffer) -> float:
+    """Count a KV buffer line into a device's caches (cache -> MiB, the largest seen of each:
+    a bench allocates them again per test) and return the device's KV total, both caches of a
+    sliding-window model together."""
+    parts[buf.cache] = max(parts.get(buf.cache, 0.0), buf.mib)
+    return sum(parts.values())
+
+
 class BufferLines:
     """:func:`parse_buffer` over a log, with the context a KV line needs: which of a
     sliding-window model's two caches it belongs to (the line before says)."""
@@ -102,15 +110,16 @@ def _alloc_failure(line: str) -> Failure | None:
         m = pattern.search(line)
         if not m:
             continue
+        cuda = pattern.pattern.startswith("allocating")  # ggml-cuda.cu's line: index and reason
         device = m.group(g_dev) if g_dev else "a Vulkan device"
-        if pattern.pattern.startswith("allocating"):
+        if cuda:
             device = f"GPU device {device}"
         size = int(m.group(g_bytes)) if g_bytes else 0
         mib = size / _MIB_BYTES if size else float(m.group(g_mib)) if g_mib else 0.0
         ep = _ENDPOINT.match(device)
         what = f"{mib:.2f} MiB" + (f" ({size} bytes)" if size else "") if mib else "a buffer"
         who = "that server" if ep else "that device"
-        reason = f" (cudaMalloc: {m.group(3)})" if pattern.pattern.startswith("allocating") else ""
+        reason = f" (cudaMalloc: {m.group(3)})" if cuda else ""
         return Failure("alloc", f"could not allocate {what} on {device}: {who} ran out of "
                        f"memory{reason}", ep.group(2) if ep else "", device, size)
     return None

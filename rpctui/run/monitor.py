@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rpctui.llama.logs import Buffer, add_kv
 from rpctui.run import events as ev
 
 MIB = 1024 * 1024
@@ -171,9 +172,8 @@ class Monitor:
             sizes[0] = max(sizes[0], self._model_block[key])
         elif e.kind == "kv":
             # A sliding-window model's device holds two caches, each printed on its own line.
-            parts = self._kv_parts.setdefault(key, {})
-            parts[e.cache] = max(parts.get(e.cache, 0.0), e.mib)
-            sizes[1] = sum(parts.values())
+            sizes[1] = add_kv(self._kv_parts.setdefault(key, {}),
+                              Buffer(e.kind, e.device, e.mib, e.cache))
         else:
             sizes[i] = max(sizes[i], e.mib)
         self._last_kind = e.kind
@@ -281,9 +281,9 @@ class Monitor:
         checks: list[tuple[str, float, float]] = []
         if e.mem_total_mib and e.mem_available_mib is not None:
             checks.append(("RAM", e.mem_total_mib - e.mem_available_mib, e.mem_total_mib))
-        for name, _kind, used, total, *_ in e.gpus:
-            if used is not None and total:
-                checks.append((f"VRAM {name}", used, total))
+        for g in e.gpus:
+            if g.vram_used_mib is not None and g.vram_total_mib:
+                checks.append((f"VRAM {g.name}", g.vram_used_mib, g.vram_total_mib))
         out: list[ev.Event] = []
         for memory, used, total in checks:
             key = (e.node, memory)
