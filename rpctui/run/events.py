@@ -133,7 +133,7 @@ class RunStarted(Event):
     servers: tuple[str, ...] = ()  #: node:port of each server, in --rpc order
     main: str = ""  #: the node that runs the job
     endpoints: tuple[str, ...] = ()  #: host:port of each server (as --rpc names it), same order
-    schema: int = 0  #: the recording format (rpctui.run.schema); 0 before it was written
+    schema: int = 1  #: the recording format (rpctui.run.schema); 1 before it was written
 
 
 def run_started(profile: Any, run_id: str, command: str) -> RunStarted:
