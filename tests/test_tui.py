@@ -3,18 +3,22 @@ the look of the cluster view pinned by a snapshot."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
-from textual.widgets import DataTable, TextArea
+from textual.widgets import Button, DataTable, Static, Tabs, TextArea
 
+from rpctui.history.store import read_run
+from rpctui.run import events as ev
 from rpctui.tui.app import ConfirmStop, RpcTuiApp
 from rpctui.tui.screens import CompareScreen, EditorScreen, NodeScreen, RunsScreen
-from rpctui.tui.widgets import JobView, render_node
+from rpctui.tui.widgets import JobView, KeyBar, NodeCard, render_node
 from tests.conftest import ROOT
 
 H100_RUN = Path(__file__).parent / "fixtures" / "run-h100-two-cuda-servers.jsonl"
@@ -37,7 +41,7 @@ async def test_replay_of_a_real_gpu_run_fills_the_views() -> None:
         assert "NVIDIA H100 80GB" in card and "VRAM" in card
         assert "127.0.0.1:50052 stopped  load 100.0%" in card
         await pilot.press("l")  # the job view is drawn when its tab is shown
-        assert app.query_one("TabbedContent").active == "job-tab"
+        assert app.query_one(Tabs).active == "job-tab"
         table = app.query_one(JobView).query_one("#results")
         assert table.row_count == 2  # pp512 and tg128
         await pilot.press("q")
@@ -360,3 +364,94 @@ async def test_new_profile_from_an_example(tmp_path: Path, monkeypatch: pytest.M
         await pilot.press("ctrl+s")
     saved = tmp_path / "my-moe-experts-on-remote-cpu.toml"
     assert "Seed 001" in saved.read_text()
+
+
+async def test_a_new_sample_repaints_only_the_card_lines_it_changed() -> None:
+    """Cards draw a line at a time and keep what did not change: a sample repaints the memory
+    and network lines, not the title, build or server lines. The 32-node app's speed rests on
+    it (bench/app_replay.py)."""
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await app.workers.wait_for_complete()
+        app.redraw()
+        await pilot.pause()
+        card = app.cluster_view.cards["gpu"]
+        last = [e for e in read_run(H100_RUN) if isinstance(e, ev.NodeSample) and e.node == "gpu"][-1]
+        assert last.mem_available_mib is not None
+        app.post_event(dataclasses.replace(last, t=app.state.t + 1,
+                                           mem_available_mib=last.mem_available_mib - 8192))
+        app.redraw()
+        await pilot.pause()
+        shown = [card.render_line(y).text for y in range(card.size.height)]
+        assert card.repainted, "the sample changed the RAM line: something is repainted"
+        assert all(shown[y].startswith(("RAM", "VRAM", "GTT", "net")) for y in card.repainted)
+        assert len(card.repainted) < len(shown) / 2
+        tel = app.state.telemetry["gpu"]
+        assert tel.used_mib is not None
+        assert f"{tel.used_mib / 1024:.1f}/" in next(line for line in shown if line.startswith("RAM"))
+
+
+class _Zapper(Static, can_focus=True):
+    BINDINGS = [("z", "app.bell", "Zap")]
+
+
+class _KeyBarApp(App[None]):
+    BINDINGS = [("q", "quit", "Quit")]
+
+    def compose(self) -> ComposeResult:
+        yield Button("one", id="one")
+        yield Button("two", id="two")
+        yield _Zapper("zapper", id="zapper")
+        yield KeyBar()
+
+
+async def test_the_key_bar_is_rebuilt_only_when_its_keys_change() -> None:
+    """Textual's Footer mounts its keys again on every focus move; the key bar keeps them while
+    the keys shown stay the same, and shows the new ones when they change."""
+    app = _KeyBarApp()
+    async with app.run_test(size=(80, 10)) as pilot:
+        await pilot.pause()
+        bar = app.query_one(KeyBar)
+        app.query_one("#one").focus()
+        await pilot.pause()
+        keys = list(bar.children)
+        assert [k.description for k in keys if hasattr(k, "description")][:1] == ["Quit"]
+        app.query_one("#two").focus()  # the same keys: nothing is mounted again
+        await pilot.pause()
+        assert list(bar.children) == keys and all(a is b for a, b in zip(bar.children, keys, strict=True))
+        app.query_one("#zapper").focus()  # a key more: rebuilt, and it shows
+        await pilot.pause()
+        await pilot.pause()
+        assert "Zap" in [getattr(k, "description", None) for k in bar.children]
+
+
+async def test_moving_between_node_cards_keeps_the_key_bar() -> None:
+    app = RpcTuiApp(replay=RIG4, replay_speed=0, record=False)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.workers.wait_for_complete()
+        app.redraw()
+        await pilot.press("tab")
+        await pilot.pause()
+        assert isinstance(app.focused, NodeCard)
+        bar = app.query_one(KeyBar)
+        keys = list(bar.children)
+        await pilot.press("tab")
+        await pilot.pause()
+        assert isinstance(app.focused, NodeCard)
+        assert keys and all(a is b for a, b in zip(bar.children, keys, strict=True))
+
+
+async def test_tabs_switch_by_key_and_by_click() -> None:
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("l")
+        assert app.query_one(Tabs).active == "job-tab"
+        assert app.job_view.display and not app.cluster_view.display
+        await pilot.click("#cluster-tab")
+        await pilot.pause()
+        assert app.query_one(Tabs).active == "cluster-tab"
+        assert app.cluster_view.display and not app.job_view.display
+        await pilot.click("#job-tab")
+        await pilot.pause()
+        assert app.job_view.display and not app.cluster_view.display

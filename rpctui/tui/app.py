@@ -9,6 +9,7 @@ redraw, not one per sample.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +19,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Header, Tab, Tabs
 
 from rpctui.engine.orchestrator import Orchestrator
 from rpctui.errors import UserError
@@ -27,9 +28,9 @@ from rpctui.paths import shipped_dir
 from rpctui.profile.schema import Profile
 from rpctui.run import events as ev
 from rpctui.run.state import ClusterState, fold
-from rpctui.tui.screens import ConfirmStop, EditorScreen, ExamplePicker, NodeScreen, RunsScreen
+from rpctui.tui.screens import ConfirmStop, EditorScreen, ExamplePicker, MainScreen, NodeScreen, RunsScreen
 from rpctui.tui.themes import load_themes, remember_theme, remembered_theme
-from rpctui.tui.widgets import ClusterView, JobView, NodeCard
+from rpctui.tui.widgets import ClusterView, JobView, KeyBar, NodeCard
 
 REDRAW_S = 0.5  # samples arrive at 2 Hz: drawing more often shows nothing new
 
@@ -84,19 +85,24 @@ class RpcTuiApp(App[int]):
 
     # -- layout -------------------------------------------------------------------------------
 
+    def get_default_screen(self) -> Screen[Any]:
+        return MainScreen(id="_default")
+
     def compose(self) -> ComposeResult:
         # The views are kept by reference: other screens (runs, editor, node) may be on top,
         # and a query would search those instead of the main screen.
         self.cluster_view = ClusterView()
         self.job_view = JobView()
-        self.tabs = TabbedContent(initial="cluster-tab")
+        # A tab bar over two views, one displayed at a time, rather than a TabbedContent: its
+        # three container layers are each painted in full on a switch (Textual composes every
+        # layer), and a switch cost a third more with them.
+        self.tabs = Tabs(Tab("Cluster", id="cluster-tab"), Tab("Job", id="job-tab"))
         yield Header()
-        with self.tabs:
-            with TabPane("Cluster", id="cluster-tab"):
-                yield self.cluster_view
-            with TabPane("Job", id="job-tab"):
-                yield self.job_view
-        yield Footer()
+        yield self.tabs
+        yield self.cluster_view
+        self.job_view.display = False
+        yield self.job_view
+        yield KeyBar()
 
     def on_mount(self) -> None:
         for theme in load_themes():
@@ -105,6 +111,10 @@ class RpcTuiApp(App[int]):
         if name in self.available_themes:
             self.theme = name
         self.set_interval(REDRAW_S, self.redraw)
+        # What exists once the first screen is up lives as long as the app: the collector
+        # need not walk it again. A full collection over Textual's widgets and caches took
+        # 85-105 ms here (a key pressed then waits for it); over what is made later, 25-30 ms.
+        self.call_after_refresh(gc.freeze)
         if self.replay_path is not None:
             self.sub_title = f"replay of {self.replay_path.name}"
             self.replay_run(self.replay_path)
@@ -156,7 +166,17 @@ class RpcTuiApp(App[int]):
             job.add_log(list(self.pending_log))
             self.pending_log.clear()
 
-    def on_tabbed_content_tab_activated(self) -> None:
+    def on_tabs_tab_activated(self, message: Tabs.TabActivated) -> None:
+        # A tab clicked; a key switches through _show_tab, which activates the tab itself.
+        tab = message.tab.id or "cluster-tab"
+        if self.cluster_view.display != (tab == "cluster-tab"):
+            self._show_tab(tab)
+
+    def _show_tab(self, tab: str) -> None:
+        if self.tabs.active != tab:
+            self.tabs.active = tab
+        self.cluster_view.display = tab == "cluster-tab"
+        self.job_view.display = tab == "job-tab"
         # Show the tab at once, as last drawn; bring it up to date right after that paint.
         self.dirty = True
         self.call_after_refresh(self.redraw)
@@ -171,6 +191,7 @@ class RpcTuiApp(App[int]):
             self.notify(f"{exc.message}\nfix: {exc.fix}", title="replay", severity="error")
             return
         self.replay_events = None
+        gc.freeze()  # the recording is read once and kept: see on_mount
         last = 0.0
         for e in events:
             delay = (e.t - last) / self.replay_speed if self.replay_speed > 0 else 0
@@ -226,10 +247,10 @@ class RpcTuiApp(App[int]):
             await self.orch.teardown()
 
     def action_show_log(self) -> None:
-        self.tabs.active = "job-tab"
+        self._show_tab("job-tab")
 
     def action_show_cluster(self) -> None:
-        self.tabs.active = "cluster-tab"
+        self._show_tab("cluster-tab")
 
     def action_node_detail(self, node: str | None = None) -> None:
         focused = self.focused

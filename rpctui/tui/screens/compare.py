@@ -7,9 +7,10 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label
+from textual.widgets import DataTable, Header, Label
 
 from rpctui.history.store import compare_rows, run_summary
+from rpctui.tui.widgets.footer import KeyBar
 
 
 class CompareScreen(Screen[None]):
@@ -25,7 +26,7 @@ class CompareScreen(Screen[None]):
         yield Header()
         yield Label(f"A: {self.a['run']}   B: {self.b['run']}")
         yield DataTable(id="compare")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

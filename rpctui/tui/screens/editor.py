@@ -7,9 +7,10 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Label, Static, TextArea
+from textual.widgets import Header, Input, Label, Static, TextArea
 
 from rpctui.profile.load import ProfileError, parse_profile
+from rpctui.tui.widgets.footer import KeyBar
 
 
 class EditorScreen(Screen[None]):
@@ -30,7 +31,7 @@ class EditorScreen(Screen[None]):
         yield TextArea(self.initial, language="toml", id="editor", show_line_numbers=True)
         yield Static(id="problems")
         yield Input(placeholder="save as: path", id="save-as", classes="hidden")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.validate()

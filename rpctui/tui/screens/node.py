@@ -6,9 +6,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, RichLog, Static
+from textual.widgets import DataTable, Header, RichLog, Static
 
 from rpctui.run.state import ClusterState
+from rpctui.tui.widgets.footer import KeyBar
 from rpctui.tui.widgets.render import render_node, sparkline
 
 
@@ -28,7 +29,7 @@ class NodeScreen(Screen[None]):
             yield Static(id="node-history")
             yield DataTable(id="node-procs")
             yield RichLog(id="node-log", markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         tel = self.state.telemetry.get(self.node)

@@ -10,11 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label
+from textual.widgets import DataTable, Header, Label
 
 from rpctui.errors import UserError
 from rpctui.history.store import list_runs, run_summary
 from rpctui.tui.screens.compare import CompareScreen
+from rpctui.tui.widgets.footer import KeyBar
 
 
 class RunsScreen(Screen[Path | None]):
@@ -32,7 +33,7 @@ class RunsScreen(Screen[Path | None]):
         yield Header()
         yield Label(f"{len(self.runs)} recorded runs (enter: replay, space: mark, c: compare)")
         yield DataTable(id="runs", cursor_type="row")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input, RichLog, Static
@@ -26,6 +27,7 @@ class JobView(Vertical):
         table.add_columns("servers", "nodes", "test", "t/s", "backend", "build")
         self.rows_shown = 0
         self.log_filter = ""
+        self.command_text = ""
 
     def reset(self) -> None:
         self.query_one(DataTable).clear()
@@ -45,7 +47,11 @@ class JobView(Vertical):
         plan = plan_check_lines(state)
         if plan:
             commands += ["", *plan]
-        self.query_one("#command", Static).update("\n".join(commands) or "no job yet")
+        text = "\n".join(commands) or "no job yet"
+        if text != self.command_text:  # a new layout only when the line count changes
+            layout = text.count("\n") != self.command_text.count("\n")
+            self.query_one("#command", Static).update(text, layout=layout)
+            self.command_text = text
         table = self.query_one(DataTable)
         for r in rows[self.rows_shown:]:
             table.add_row(str(r["servers"]), r["nodes"], r["test"], r["t/s"], r["backend"],
@@ -53,10 +59,9 @@ class JobView(Vertical):
         self.rows_shown = len(rows)
 
     def add_log(self, lines: list[str]) -> None:
-        log = self.query_one(RichLog)
-        for line in lines:
-            if not self.log_filter or self.log_filter in line:
-                log.write(line)
+        shown = [line for line in lines if not self.log_filter or self.log_filter in line]
+        if shown:  # one write: each write is a layout of the screen
+            self.query_one(RichLog).write(Text("\n".join(shown), no_wrap=True))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.log_filter = event.value

@@ -46,15 +46,17 @@ def _bar(used: float, total: float, need: float | None = None, progress: bool = 
     frac = min(max(used / total, 0.0), 1.0) if total else 0.0
     full = round(frac * BAR)
     mark = round(min(need / total, 1.0) * (BAR - 1)) if need and total else None
+    style = "cyan" if progress else ("red" if frac >= 0.9 else ("yellow" if frac >= 0.75 else "green"))
+    # One span per run of cells, not one per cell: a card's lines are mostly bars, and every
+    # span is a segment the compositor cuts and copies on each repaint.
     text = Text()
-    for i in range(BAR):
-        ch = "█" if i < full else "░"
-        style = "cyan" if progress else (
-            "red" if frac >= 0.9 else ("yellow" if frac >= 0.75 else "green"))
-        if i == mark:
+    for start, end, ch, cell_style in ((0, full, "█", style), (full, BAR, "░", "dim")):
+        if mark is not None and start <= mark < end:
+            text.append(ch * (mark - start), style=cell_style)
             text.append("▲", style="bold magenta")
+            text.append(ch * (end - mark - 1), style=cell_style)
         else:
-            text.append(ch, style=style if i < full else "dim")
+            text.append(ch * (end - start), style=cell_style)
     return text
 
 
