@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,8 @@ async def test_runs_screen_compares_two_real_runs(tmp_path: Path, bins, model) -
     async with app.run_test(size=(150, 45)) as pilot:
         await app.workers.wait_for_complete()
         await pilot.press("u")
+        await app.workers.wait_for_complete()  # the runs screen reads the history off the UI
+        await pilot.pause()
         assert isinstance(app.screen, RunsScreen) and len(app.screen.runs) == 2
         await pilot.press("space", "down", "space", "c")
         await pilot.pause()
@@ -455,3 +458,55 @@ async def test_tabs_switch_by_key_and_by_click() -> None:
         await pilot.click("#job-tab")
         await pilot.pause()
         assert app.job_view.display and not app.cluster_view.display
+
+
+def _history(folder: Path) -> None:
+    """A run store holding the three real recordings under their run ids."""
+    runs = folder / "rpctui" / "runs"
+    shutil.rmtree(folder, ignore_errors=True)
+    runs.mkdir(parents=True)
+    for path in (H100_RUN, RIG4, Path(__file__).parent / "fixtures" / "rig32-2hz.jsonl"):
+        run_id = read_run(path)[0].run_id  # type: ignore[attr-defined]  # the first event is RunStarted
+        (runs / f"{run_id}.jsonl").write_text(path.read_text())
+
+
+async def test_runs_screen_shows_sorts_and_filters_the_history(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _history(tmp_path / "data")
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    async with app.run_test(size=(200, 45)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("u")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        table = screen.query_one(DataTable)
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert [r[1] for r in rows] == ["2026-11-22 05:16", "2026-11-22 05:16", "2026-11-22 04:42"]
+        assert {r[2] for r in rows} == {"rig", "cuda-two-servers"}
+        assert {str(r[4]) for r in rows} == {"32", "4", "1"} and {r[9] for r in rows} == {"ok"}
+        columns = list(table.columns.values())
+        x = sum(c.get_render_width(table) for c in columns[:6]) + 1
+        await pilot.click("#runs", offset=(x, 0))  # the pp t/s heading: fastest first
+        await pilot.pause()
+        assert [str(table.get_row_at(i)[6]) for i in range(3)] == ["73732.5", "3542.2", "544.5"]
+        await pilot.press("slash")
+        await pilot.press(*"cuda")
+        await pilot.pause()
+        assert table.row_count == 1 and table.get_row_at(0)[2] == "cuda-two-servers"
+
+
+def test_runs_screen_snapshot(snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = Path("/tmp/rpctui-snapshot/history")  # fixed: the database's path shows on screen
+    _history(home)
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+
+    async def opened(pilot: Pilot[None]) -> None:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("u")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
+    assert snap_compare(app, terminal_size=(200, 20), run_before=opened)

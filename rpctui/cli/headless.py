@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from rpctui.engine.orchestrator import Orchestrator
 from rpctui.errors import ExitCode, UserError
-from rpctui.history.store import FORMATS, Recorder, new_run_id, result_rows
+from rpctui.history.recorder import Recorder
+from rpctui.history.store import FORMATS, new_run_id, result_rows
 from rpctui.profile.schema import Profile
 from rpctui.run import events as ev
 from rpctui.run.report import final_report, human_bytes, status_lines
@@ -171,8 +172,10 @@ class Session:
         for line in final_report(self.state):
             print(line, file=self.err)
         if self.recorder:
-            self.recorder.close()
+            problem = self.recorder.close(self.state)
             print(f"run recorded in {self.recorder.path}", file=self.err)
+            if problem:
+                print(f"warning: {problem}", file=self.err)
 
 
 async def _with_signals(coro_factory: Callable[[], Awaitable[ExitCode]]) -> ExitCode:

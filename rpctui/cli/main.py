@@ -1,4 +1,5 @@
-"""Command line: rpctui [PROFILE] | run | check | demo | build | validate.
+"""Command line: rpctui [PROFILE] | run | check | demo | build | plan | explain | replay |
+validate | history.
 
 Every error a user can cause ends in one message and a non-zero exit code
 (see :class:`rpctui.errors.ExitCode`); a traceback only with --debug.
@@ -67,6 +68,25 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="validate profiles without connecting")
     val.add_argument("profiles", nargs="+")
+
+    hist = sub.add_parser("history", help="past runs: list and filter, show one, export, import",
+                          description="Every run is kept in a SQLite database (rpctui history "
+                          "path); llama.cpp's scripts/compare-llama-bench.py reads it as it is.")
+    hist.add_argument("action", nargs="?", choices=("list", "show", "export", "import", "path"),
+                      help="list (the default), show RUN, export, import [FILE...], path")
+    hist.add_argument("run", nargs="?", help="show: a run id (or a unique part of it), or last")
+    hist.add_argument("paths", nargs="*", help="import: recordings (default: every new one)")
+    for flag, help_text in (("--profile", "part of the profile's name"),
+                            ("--model", "part of the model file's name"),
+                            ("--nodes", "a node count, or a range such as 2-4"),
+                            ("--build", "part of a build (b6110, 0c1e570, 11312)"),
+                            ("--since", "runs from this date or time on (ISO, UTC)"),
+                            ("--until", "runs before this date or time (a date: to its end)"),
+                            ("--status", "ok, failed or interrupted")):
+        hist.add_argument(flag, help=help_text)
+    hist.add_argument("--limit", type=int, default=50, help="list: at most this many (50)")
+    hist.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    hist.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
     return p
 
 
@@ -127,6 +147,15 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
         return ExitCode.OK
     if args.command == "build":
         return _build(args.flavours)
+    if args.command == "history":
+        from rpctui.cli.history import history_command
+
+        if args.action == "import" and args.run:
+            args.paths = [args.run, *args.paths]
+        elif args.action == "show" and not args.run:
+            raise UserError("history show needs a run", "give a run id from `rpctui history`, "
+                            "or last")
+        return history_command(args)
     if args.command == "explain":
         return _explain(args.logs, args.json)
     if args.command == "plan":
@@ -177,7 +206,8 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
     return ExitCode.OK
 
 
-COMMANDS = ("run", "check", "demo", "build", "plan", "explain", "replay", "app", "validate")
+COMMANDS = ("run", "check", "demo", "build", "plan", "explain", "replay", "app", "validate",
+            "history")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,23 +28,6 @@ def new_run_id(profile_name: str) -> str:
     return f"{stamp}-{slug}-{time.monotonic_ns() % 100000:05d}"
 
 
-class Recorder:
-    """Appends events to ``<runs_dir>/<run_id>.jsonl`` as they happen."""
-
-    def __init__(self, run_id: str, folder: Path | None = None) -> None:
-        folder = folder or runs_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{run_id}.jsonl"
-        self._fh = self.path.open("a", encoding="utf-8")
-
-    def write(self, event: ev.Event) -> None:
-        self._fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-
 def read_run(path: str | Path) -> list[ev.Event]:
     """The events of a recorded run, upgraded from an older recording format; a torn last line
     (from a crash) is skipped; a recording from a newer rpctui is a UserError."""

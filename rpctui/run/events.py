@@ -108,10 +108,15 @@ def _row_types(cls: type[Event]) -> dict[str, type | None]:
     return out
 
 
+_FIELD_NAMES: dict[str, frozenset[str]] = {}
+
+
 def from_dict(data: dict[str, Any]) -> Event:
     """Rebuild an event from its JSON form; unknown fields (from newer versions) are dropped."""
     cls = REGISTRY[data["type"]]
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _FIELD_NAMES.get(cls.__name__)
+    if names is None:
+        names = _FIELD_NAMES[cls.__name__] = frozenset(f.name for f in dataclasses.fields(cls))
     values = {k: v for k, v in data.items() if k in names}
     for name, row in _row_types(cls).items():
         if isinstance(values.get(name), list):

@@ -23,7 +23,8 @@ from textual.widgets import Header, Tab, Tabs
 
 from rpctui.engine.orchestrator import Orchestrator
 from rpctui.errors import UserError
-from rpctui.history.store import Recorder, new_run_id, read_run
+from rpctui.history.recorder import Recorder
+from rpctui.history.store import new_run_id, read_run
 from rpctui.paths import shipped_dir
 from rpctui.profile.schema import Profile
 from rpctui.run import events as ev
@@ -326,6 +327,10 @@ class RpcTuiApp(App[int]):
         if self.orch is not None:
             await self.orch.teardown()
         if self.recorder is not None:
-            self.recorder.write(ev.RunFinished(t=self.state.t, exit_code=0, message="app quit"))
-            self.recorder.close()
+            finished = ev.RunFinished(t=self.state.t, exit_code=0, message="app quit")
+            self.recorder.write(finished)
+            self.state = fold(self.state, finished)
+            problem = self.recorder.close(self.state)
+            if problem:
+                self.notify(problem, title="run history", severity="warning")
         self.exit(0)

@@ -1,89 +1,160 @@
-"""Past runs: the list (summarised off the UI thread), replay one, mark two to compare."""
+"""Past runs from the run database: sort, filter, replay one, mark two to compare."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Label
+from textual.widgets import DataTable, Header, Input, Label
 
-from rpctui.errors import UserError
-from rpctui.history.store import list_runs, run_summary
+from rpctui.history import db
+from rpctui.history.index import import_recordings
+from rpctui.history.query import find_runs
 from rpctui.tui.screens.compare import CompareScreen
 from rpctui.tui.widgets.footer import KeyBar
 
+COLUMNS = ("", "when (UTC)", "profile", "model", "nodes", "servers", "pp t/s", "tg t/s",
+           "peak GiB", "outcome", "run")
+NUMERIC = {"nodes", "servers", "pp t/s", "tg t/s", "peak GiB"}
+
+
+def _cells(run: dict[str, Any]) -> list[str]:
+    def num(v: Any, fmt: str) -> str:
+        return fmt.format(v) if isinstance(v, (int, float)) else "-"
+
+    outcome = (f"failed (exit {run['exit_code']})" if run["status"] == "failed"
+               else str(run["status"]))
+    return [str(run["started"] or "")[:16].replace("T", " "), run["profile"] or "",
+            run["model"] or "", str(run["n_nodes"]), str(run["n_servers"]),
+            num(run["pp_ts"], "{:.1f}"), num(run["tg_ts"], "{:.1f}"),
+            num(run["peak_mib"] / 1024 if run["peak_mib"] else None, "{:.1f}"), outcome,
+            run["run_id"]]
+
+
+def _sort_key(value: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(value))
+    except ValueError:
+        return (1, value)
+
 
 class RunsScreen(Screen[Path | None]):
-    """The run store: enter opens a run's replay; space marks two runs, c compares them."""
+    """Every recorded run: enter replays it; a click on a heading sorts by it; typing in the
+    filter keeps the rows that contain the text; space marks two runs, c compares them."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Back"), Binding("space", "mark", "Mark"),
-                Binding("c", "compare", "Compare marked")]
+                Binding("c", "compare", "Compare marked"), Binding("slash", "filter", "Filter")]
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.runs = list_runs(folder)
-        self.marked: list[Path] = []
+        self.runs: list[dict[str, Any]] = []
+        self.shown: list[dict[str, Any]] = []
+        self.marked: list[str] = []
+        self.sorted_by: tuple[str, bool] = ("when (UTC)", True)
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Label(f"{len(self.runs)} recorded runs (enter: replay, space: mark, c: compare)")
+        yield Label("reading the run history ...", id="runs-title")
+        yield Input(placeholder="filter: profile, model, build, outcome ... (/)", id="runs-filter")
         yield DataTable(id="runs", cursor_type="row")
         yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("", "run", "profile", "when", "exit", "results")
-        for path in self.runs:
-            table.add_row("", path.stem, "", "", "", "", key=str(path))
-        self.summarise()
+        for name in COLUMNS:
+            table.add_column(name, key=name)
+        table.focus()
+        self.load()
 
     @work(thread=True, exit_on_error=False)
-    def summarise(self) -> None:
-        """Reading every recording takes a while with many runs: off the UI thread."""
-        for i, path in enumerate(self.runs):
-            try:
-                s = run_summary(path)
-            except UserError as exc:  # a recording from a newer rpctui: say so in its row
-                s = {"profile": "", "when": "", "exit_code": "", "tps": [], "error": exc.message}
-            self.app.call_from_thread(self._fill, i, s)
+    def load(self) -> None:
+        """New recordings are imported first (a run from before the database, or one that
+        crashed): off the UI thread, as that reads their files."""
+        conn = db.connect()
+        try:
+            import_recordings(None, conn)
+            runs = find_runs(conn)
+        finally:
+            conn.close()
+        self.app.call_from_thread(self._loaded, runs)
 
-    def _fill(self, row: int, s: dict[str, Any]) -> None:
+    def _loaded(self, runs: list[dict[str, Any]]) -> None:
+        self.runs = runs
+        self.query_one("#runs-title", Label).update(
+            f"{len(runs)} runs in {db.db_path()}  (enter: replay, space: mark, c: compare, "
+            "click a heading: sort, /: filter)")
+        self._show()
+
+    def _show(self) -> None:
+        text = self.query_one("#runs-filter", Input).value.lower()
+        rows = [(run, _cells(run)) for run in self.runs]
+        if text:
+            rows = [(run, cells) for run, cells in rows
+                    if text in " ".join([*cells, run["builds"] or ""]).lower()]
+        column, reverse = self.sorted_by
+        index = COLUMNS.index(column) - 1
+        rows.sort(key=lambda rc: _sort_key(rc[1][index]), reverse=reverse)
+        self.shown = [run for run, _ in rows]
         table = self.query_one(DataTable)
-        if "error" in s:
-            table.update_cell_at(Coordinate(row, 2), "newer rpctui's format: not read")
+        table.clear()
+        right = [name in NUMERIC for name in COLUMNS[1:]]
+        for run, cells in rows:
+            mark = "*" if run["run_id"] in self.marked else ""
+            table.add_row(mark, *(Text(c, justify="right") if r else c
+                                  for c, r in zip(cells, right, strict=True)), key=run["run_id"])
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._show()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        column = str(event.column_key.value)
+        if not column:
             return
-        for col, value in ((2, s["profile"]), (3, s["when"]), (4, str(s["exit_code"])),
-                           (5, str(len(s["tps"])))):
-            table.update_cell_at(Coordinate(row, col), value)
+        same = self.sorted_by[0] == column
+        self.sorted_by = (column, not self.sorted_by[1] if same else column in NUMERIC
+                          or column == "when (UTC)")
+        self._show()
 
-    def _current(self) -> Path | None:
+    def action_filter(self) -> None:
+        self.query_one("#runs-filter", Input).focus()
+
+    def _current(self) -> dict[str, Any] | None:
         table = self.query_one(DataTable)
-        if not self.runs:
+        if not self.shown:
             return None
-        return self.runs[table.cursor_row]
+        return self.shown[table.cursor_row]
 
     def action_mark(self) -> None:
-        path = self._current()
-        if path is None:
+        run = self._current()
+        if run is None:
             return
-        if path in self.marked:
-            self.marked.remove(path)
+        if run["run_id"] in self.marked:
+            self.marked.remove(run["run_id"])
         else:
-            self.marked = (self.marked + [path])[-2:]
+            self.marked = (self.marked + [run["run_id"]])[-2:]
         table = self.query_one(DataTable)
-        for i, p in enumerate(self.runs):
-            table.update_cell_at(Coordinate(i, 0), "*" if p in self.marked else "")
+        for i, shown in enumerate(self.shown):
+            table.update_cell_at(Coordinate(i, 0), "*" if shown["run_id"] in self.marked else "")
 
     def action_compare(self) -> None:
-        if len(self.marked) == 2:
-            self.app.push_screen(CompareScreen(*self.marked))
+        paths = [Path(r["recording"]) for r in self.runs if r["run_id"] in self.marked]
+        if len(paths) == 2 and all(p.is_file() for p in paths):
+            self.app.push_screen(CompareScreen(*paths))
+        elif len(self.marked) == 2:
+            self.notify("a marked run's recording is gone: it cannot be compared")
         else:
             self.notify("mark two runs with space first")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.dismiss(self._current())
+        run = self._current()
+        path = Path(run["recording"]) if run and run["recording"] else None
+        if path is not None and not path.is_file():
+            self.notify(f"the recording {path} is gone: nothing to replay")
+            return
+        self.dismiss(path)

@@ -1,0 +1,54 @@
+"""Keeping the run database in step with the recordings: a run as it ends, and any recording
+the database does not hold yet (runs from before it existed, a run that crashed before its
+end was written, recordings copied from another machine)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from rpctui.history import db
+from rpctui.history.store import list_runs, read_run
+from rpctui.history.summary import summarize
+from rpctui.run import events as ev
+from rpctui.run.state import ClusterState
+
+
+def index_run(events: list[ev.Event], recording: Path | None = None,
+              conn: sqlite3.Connection | None = None, state: ClusterState | None = None) -> str:
+    """Write one run's rows (replacing any earlier write of it); its run id. ``state``: the
+    events folded, when the caller holds it."""
+    rec = summarize(events, str(recording or ""), state)
+    own = conn is None
+    conn = conn or db.connect()
+    try:
+        db.write_run(conn, rec)
+    finally:
+        if own:
+            conn.close()
+    return str(rec.run["run_id"])
+
+
+def import_recordings(paths: list[Path] | None = None, conn: sqlite3.Connection | None = None,
+                      only_new: bool = True) -> list[str]:
+    """Import recordings (default: every one in the runs directory the database lacks, and
+    those it recorded as interrupted that have grown since); the run ids written."""
+    own = conn is None
+    conn = conn or db.connect()
+    try:
+        # Recordings are known by their path (a recording's name is its run id, unless it was
+        # renamed or copied in); an interrupted run's is read again, in case it went on.
+        known = {r["recording"] for r in conn.execute(
+            "SELECT recording FROM runs WHERE status != 'interrupted'")} if only_new else set()
+        done = []
+        for path in paths if paths is not None else list_runs():
+            if str(path) in known:
+                continue
+            events = read_run(path)
+            if not any(isinstance(e, ev.RunStarted) for e in events):
+                continue  # not a recording (or empty): nothing to say about it
+            done.append(index_run(events, path, conn))
+        return done
+    finally:
+        if own:
+            conn.close()

@@ -1,0 +1,41 @@
+"""A run's recording as it happens: every event appended to its JSONL file (flushed, so a
+crash loses nothing seen), and the run written into the run database as it ends."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from rpctui.history.index import index_run
+from rpctui.paths import runs_dir
+from rpctui.run import events as ev
+from rpctui.run.state import ClusterState
+
+
+class Recorder:
+    """Appends events to ``<runs_dir>/<run_id>.jsonl`` as they happen; :meth:`close` also
+    writes the run into the run database."""
+
+    def __init__(self, run_id: str, folder: Path | None = None) -> None:
+        folder = folder or runs_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{run_id}.jsonl"
+        self._fh = self.path.open("a", encoding="utf-8")
+        self.events: list[ev.Event] = []
+
+    def write(self, event: ev.Event) -> None:
+        self.events.append(event)
+        self._fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def close(self, state: ClusterState | None = None) -> str:
+        """Close the recording and write the run into the database: "" when done, else why
+        not (the recording is whole, and `rpctui history` imports it later). ``state``: the
+        run's events folded, which the caller holds (it saves folding them again)."""
+        self._fh.close()
+        try:
+            index_run(self.events, self.path, state=state)
+        except (sqlite3.Error, OSError) as exc:
+            return f"the run database was not updated ({exc}); `rpctui history import` retries"
+        return ""

@@ -1,0 +1,163 @@
+"""The run database: llama-bench's own table, the cluster facts beside it, `rpctui history`,
+and llama.cpp's compare-llama-bench.py reading what rpctui wrote. Runs are real recordings
+(tests/fixtures) and, in the rig tier, runs made here with the real builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rpctui.history import db
+from rpctui.history.index import import_recordings
+from rpctui.history.store import read_run
+from rpctui.history.summary import summarize
+from rpctui.llama.build import FLAVOURS
+from rpctui.paths import cache_dir
+from rpctui.run import events as ev
+from tests.conftest import ROOT
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RIG32 = FIXTURES / "rig32-2hz.jsonl"
+RIG4 = FIXTURES / "rig4-midload-warning.jsonl"
+H100 = FIXTURES / "run-h100-two-cuda-servers.jsonl"
+
+
+@pytest.fixture()
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data directory holding the three real recordings, and one cut short as a crash
+    leaves it (the rig4 run without its last events)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    folder = tmp_path / "data" / "rpctui" / "runs"
+    folder.mkdir(parents=True)
+    for path in (RIG32, RIG4, H100):
+        (folder / path.name).write_text(path.read_text())
+    lines = RIG4.read_text().splitlines()
+    cut = [line for line in lines if '"RunFinished"' not in line][: len(lines) // 2]
+    (folder / "rig4-crashed.jsonl").write_text(
+        "\n".join(cut).replace("20261122-051636-rig-60403", "20261122-051636-rig-crashed") + "\n")
+    return folder
+
+
+def _cli(*args: str, env_home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rpctui.cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, env={**os.environ, "XDG_DATA_HOME": str(env_home)})
+
+
+def test_llama_bench_table_is_the_one_llama_bench_creates() -> None:
+    """Column for column and type for type, the CREATE TABLE of `llama-bench -o sql` from the
+    pinned mainline; and that build's own INSERT statements run against rpctui's table."""
+    sql = (FIXTURES / "mainline-bench-sql.txt").read_text()
+    create = sql[sql.index("CREATE TABLE"):sql.index(");") + 2]
+    columns = re.findall(r"^\s+(\w+) (\w+),?$", create, re.M)
+    assert tuple(columns) == db.LLAMA_BENCH_COLUMNS
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(db.SCHEMA)
+    for insert in re.findall(r"^INSERT INTO llama_bench .*;$", sql, re.M):
+        conn.execute(insert)
+    assert conn.execute("SELECT COUNT(*), MIN(n_prompt), MAX(n_gen) FROM llama_bench").fetchone() \
+        == (2, 0, 4)
+
+
+def test_a_run_is_summed_up_from_its_events() -> None:
+    rec = summarize(read_run(RIG4), "rig4.jsonl")
+    assert rec.run["n_nodes"] == 4 and rec.run["n_servers"] == 4 and rec.run["status"] == "ok"
+    assert rec.run["model"] == "tiny-llama-16L-512e-1536f-8h-4kv-s42.gguf"
+    results = [e for e in read_run(RIG4) if isinstance(e, ev.BenchResult)]
+    pp = next(r.row["avg_ts"] for r in results if r.row["n_gen"] == 0)
+    assert rec.run["pp_ts"] == pp
+    assert [(b["test"], b["n_servers"], b["nodes"]) for _, b in rec.bench] == [
+        ("pp128", 4, "n1,n2,n3,n4"), ("tg32", 4, "n1,n2,n3,n4")]
+    servers = {s["endpoint"]: s for s in rec.servers}
+    assert servers["10.215.0.4:50052"]["bind"] == "10.215.0.4"
+    assert servers["10.215.0.4:50052"]["port"] == 50052 and servers["10.215.0.4:50052"]["cache"] == 0
+    assert all(s["load_s"] and s["load_bytes"] for s in rec.servers)
+    assert [p["kind"] for p in rec.problems] == ["oom-predicted"]
+    assert {m["device"] for m in rec.memory} == {"RAM"}
+    assert rec.plan and {p["device"] for p in rec.plan} >= {"RPC0[10.215.0.1:50052]"}
+    gpu = summarize(read_run(H100))
+    assert any(m["device"].startswith("VRAM NVIDIA H100") for m in gpu.memory)
+
+
+def test_recordings_import_once_and_a_crashed_run_reads_as_interrupted(runs: Path) -> None:
+    done = import_recordings()
+    assert len(done) == 4
+    conn = db.connect()
+    status = {r["run_id"]: r["status"] for r in conn.execute("SELECT run_id, status FROM runs")}
+    assert status["20261122-051636-rig-crashed"] == "interrupted"
+    assert list(status.values()).count("ok") == 3
+    counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+              for t in ("llama_bench", "bench", "servers", "nodes")]
+    # Nothing new: nothing imported, except the interrupted run, which is read again in
+    # case it grew; writing a run again replaces it, so nothing doubles.
+    assert import_recordings() == ["20261122-051636-rig-crashed"]
+    assert import_recordings(sorted(runs.glob("*.jsonl")), only_new=False)
+    assert counts == [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                      for t in ("llama_bench", "bench", "servers", "nodes")]
+
+
+def test_a_write_that_fails_midway_leaves_the_database_as_it_was(runs: Path) -> None:
+    conn = db.connect()
+    rec = summarize(read_run(RIG4), "rig4.jsonl")
+    db.write_run(conn, rec)
+    before = conn.execute("SELECT COUNT(*) FROM llama_bench").fetchone()[0]
+    rec.bench.append(({"avg_ts": 1.0}, {"no_such_column": 1}))  # fails after the other rows
+    with pytest.raises(sqlite3.OperationalError):
+        db.write_run(conn, rec)
+    assert conn.execute("SELECT COUNT(*) FROM llama_bench").fetchone()[0] == before
+    assert conn.execute("SELECT status FROM runs").fetchone()[0] == "ok"
+
+
+def test_history_lists_filters_shows_and_exports(runs: Path, tmp_path: Path) -> None:
+    home = tmp_path / "data"
+    listed = _cli("history", env_home=home)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:4] == ["run", "when", "(UTC)", "profile"]
+    assert len(lines) == 5
+    assert "2026-11-22 05:16" in listed.stdout and "cuda-two-servers" in listed.stdout
+    assert "interrupted" in listed.stdout and "tiny-llama-16L-512e-1536f-8h-4kv-s42.gguf" in listed.stdout
+    four = _cli("history", "--nodes", "2-8", "--status", "ok", "--format", "json", env_home=home)
+    assert [r["run_id"] for r in json.loads(four.stdout)] == ["20261122-051636-rig-60403"]
+    assert _cli("history", "--since", "2026-11-22T05:00", "--format", "csv",
+                env_home=home).stdout.count("\n") == 4  # the header and the three rig runs
+    shown = _cli("history", "show", "cuda-two", env_home=home)
+    assert shown.returncode == 0, shown.stderr
+    assert "NVIDIA H100 80GB HBM3" in shown.stdout and "pp512" in shown.stdout
+    assert "127.0.0.1:50053" in shown.stdout
+    exported = _cli("history", "export", "--format", "csv", env_home=home)
+    rows = exported.stdout.splitlines()
+    assert len(rows) == 1 + 2 + 2 + 2 + 1  # header, two results a run, the crashed run's row
+    for bad, why in ((("history", "show", "nothing-like-it"), "no run in the history matches"),
+                     (("history", "--nodes", "four"), "is not a count or a range"),
+                     (("history", "show", "rig"), "runs match")):
+        out = _cli(*bad, env_home=home)
+        assert out.returncode != 0 and why in out.stderr and "fix:" in out.stderr
+
+
+@pytest.mark.rig
+def test_compare_llama_bench_reads_the_database_of_a_real_run(tmp_path: Path, bins, model) -> None:
+    """A real run on this machine (the demo: two rpc-servers, llama-bench, mainline) goes into
+    the database as it ends; llama.cpp's own compare script reads that database unchanged."""
+    home = tmp_path / "data"
+    demo = _cli("demo", "--headless", env_home=home)
+    assert demo.returncode == 0, demo.stderr
+    conn = sqlite3.connect(home / "rpctui" / "history.sqlite")
+    commit = conn.execute("SELECT DISTINCT build_commit FROM llama_bench").fetchone()[0]
+    assert commit == FLAVOURS["mainline"].build_commit
+    bins["mainline"]  # the pinned source is unpacked with the build
+    script = (cache_dir() / "src" / FLAVOURS["mainline"].sdist_stem / FLAVOURS["mainline"].vendor
+              / "scripts" / "compare-llama-bench.py")
+    out = subprocess.run([sys.executable, str(script), "-i", str(home / "rpctui" / "history.sqlite"),
+                          "-b", commit, "-c", commit], cwd=tmp_path, text=True, capture_output=True)
+    assert out.returncode == 0, out.stderr
+    table = out.stdout.splitlines()
+    assert table[0].startswith("|") and f"t/s {commit}" in table[0] and "Speedup" in table[0]
+    assert any("pp" in line and "1.00" in line for line in table[2:])
+    assert any("tg" in line and "1.00" in line for line in table[2:])
