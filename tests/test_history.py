@@ -161,3 +161,49 @@ def test_compare_llama_bench_reads_the_database_of_a_real_run(tmp_path: Path, bi
     assert table[0].startswith("|") and f"t/s {commit}" in table[0] and "Speedup" in table[0]
     assert any("pp" in line and "1.00" in line for line in table[2:])
     assert any("tg" in line and "1.00" in line for line in table[2:])
+
+
+def test_compare_sets_runs_side_by_side_and_says_what_differs(runs: Path, tmp_path: Path) -> None:
+    home = tmp_path / "data"
+    out = _cli("compare", "rig-60403", "rig-48525", env_home=home)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "A: 20261122-051636-rig-60403" in text and "B: 20261122-051643-rig-48525" in text
+    assert re.search(r"pp128 t/s\s+544\.52 ± 55\.07 \(3\)", text)  # the three repetitions
+    assert re.search(r"pp512 t/s\s+-\s+3542\.24 ± 210\.41 \(10\)", text)
+    assert "B against A: 4 things differ (job flags, model, nodes, servers)" in text
+    assert "job flags: -p: 128 -> 512" in text and "nodes: n5 added" in text
+    for bad, why in ((("compare", "rig-60403"), "compare needs two runs or more"),
+                     (("compare", "rig-60403:7", "cuda"), "has no step 7"),
+                     (("compare", "rig-60403", "nothing-like-it"), "no run in the history")):
+        out = _cli(*bad, env_home=home)
+        assert out.returncode != 0 and why in out.stderr and "fix:" in out.stderr
+
+
+def test_a_change_is_weighed_against_the_runs_own_spread() -> None:
+    from rpctui.history.compare import verdict
+
+    rig32 = [e.row for e in read_run(RIG32) if isinstance(e, ev.BenchResult)]
+    h100 = [e.row for e in read_run(H100) if isinstance(e, ev.BenchResult)]
+    tg_rig, tg_h100 = (next(r["samples_ts"] for r in rows if r["n_gen"]) for rows in (rig32, h100))
+    assert verdict(tg_rig, tg_h100) == "beyond noise"  # 121 against 769 t/s
+    assert verdict(tg_rig, tg_rig[::-1]) == "within noise"
+    assert verdict(tg_rig[:1], tg_h100) == "one sample: cannot tell"
+
+
+@pytest.mark.rig
+def test_compare_puts_a_change_on_the_build_when_only_the_build_differs(tmp_path: Path, bins,
+                                                                         model) -> None:
+    """The demo run twice on this machine, on mainline and on the seed-era b6110: the same
+    profile, so the build is all that differs, and compare says so."""
+    home = tmp_path / "data"
+    for flavour in ("mainline", "b6110"):
+        bins[flavour]
+        demo = _cli("demo", "--headless", "--flavour", flavour, env_home=home)
+        assert demo.returncode == 0, demo.stderr
+    out = _cli("compare", "last~1", "last", env_home=home)
+    assert out.returncode == 0, out.stderr
+    assert "B against A: the only difference is the build (" in out.stdout, out.stdout
+    assert "llama-bench: 0c1e570 (11312) -> " in out.stdout
+    rows = [line for line in out.stdout.splitlines() if " t/s " in line]
+    assert rows and all(re.search(r"(beyond noise|within noise|cannot tell)$", r) for r in rows)

@@ -15,6 +15,7 @@ from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Static, Tabs, TextArea
 
+from rpctui.history.index import import_recordings
 from rpctui.history.store import read_run
 from rpctui.run import events as ev
 from rpctui.tui.app import ConfirmStop, RpcTuiApp
@@ -181,10 +182,11 @@ async def test_runs_screen_compares_two_real_runs(tmp_path: Path, bins, model) -
         await pilot.pause()
         assert isinstance(app.screen, CompareScreen)
         table = app.screen.query_one(DataTable)
-        measures = {table.get_row_at(i)[0] for i in range(table.row_count)}
-        assert measures == {"t/s", "load s", "peak MiB"}
-        tests = {table.get_row_at(i)[1] for i in range(table.row_count)}
-        assert {"pp512 x2", "pp64 x2", "tg16 x2", "tg128 x2"} <= tests
+        metrics = {table.get_row_at(i)[0] for i in range(table.row_count)}
+        assert {"pp512 t/s", "tg128 t/s", "pp64 t/s", "tg16 t/s", "load s (slowest server)",
+                "peak MiB (highest node)"} <= metrics
+        why = str(app.screen.query_one("#compare-why").render())
+        assert "B against A:" in why and "nodes: gpu" in why
 
 
 async def test_editor_validates_as_you_type_and_saves_keeping_comments(tmp_path: Path) -> None:
@@ -295,16 +297,15 @@ def test_cluster_view_midload_with_a_warning_snapshot(snap_compare) -> None:
     assert snap_compare(app, terminal_size=(150, 45), run_before=replayed)
 
 
-def test_compare_view_snapshot(snap_compare, tmp_path: Path) -> None:
-    a = Path("/tmp/rpctui-snapshot/a-h100.jsonl")
-    b = Path("/tmp/rpctui-snapshot/b-rig4.jsonl")
-    a.parent.mkdir(exist_ok=True)
-    a.write_text(H100_RUN.read_text())
-    b.write_text(RIG4.read_text())
+def test_compare_view_snapshot(snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = Path("/tmp/rpctui-snapshot/compare")
+    _history(home)
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    import_recordings()
 
     async def compare(pilot: Pilot[None]) -> None:
         await pilot.app.workers.wait_for_complete()
-        pilot.app.push_screen(CompareScreen(a, b))
+        pilot.app.push_screen(CompareScreen(["cuda-two-servers", "rig-60403"]))
         await pilot.pause()
 
     app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)

@@ -1,5 +1,5 @@
 """Command line: rpctui [PROFILE] | run | check | demo | build | plan | explain | replay |
-validate | history.
+validate | history | compare.
 
 Every error a user can cause ends in one message and a non-zero exit code
 (see :class:`rpctui.errors.ExitCode`); a traceback only with --debug.
@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="validate profiles without connecting")
     val.add_argument("profiles", nargs="+")
+
+    comp = sub.add_parser("compare", help="runs or sweep steps side by side: results with their "
+                          "spread, load time, peak memory, and what differs")
+    comp.add_argument("runs", nargs="+", metavar="RUN",
+                      help="a run id (or a unique part of it), last, last~1; RUN:STEP for a "
+                      "sweep step. The first is the baseline")
 
     hist = sub.add_parser("history", help="past runs: list and filter, show one, export, import",
                           description="Every run is kept in a SQLite database (rpctui history "
@@ -147,6 +153,18 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
         return ExitCode.OK
     if args.command == "build":
         return _build(args.flavours)
+    if args.command == "compare":
+        from rpctui.history import db
+        from rpctui.history.compare import compare, render
+        from rpctui.history.index import import_recordings
+
+        conn = db.connect()
+        try:
+            import_recordings(None, conn)
+            sys.stdout.write(render(*compare(conn, args.runs)))
+        finally:
+            conn.close()
+        return ExitCode.OK
     if args.command == "history":
         from rpctui.cli.history import history_command
 
@@ -207,7 +225,7 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
 
 
 COMMANDS = ("run", "check", "demo", "build", "plan", "explain", "replay", "app", "validate",
-            "history")
+            "history", "compare")
 
 
 def main(argv: list[str] | None = None) -> int:

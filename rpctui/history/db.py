@@ -10,7 +10,8 @@ run, step and servers by rowid (rpctui never VACUUMs, which could renumber rowid
 
 A run is written in one transaction as it ends (a crash mid-write leaves the database as it
 was; the run's JSONL recording is imported on the next ``rpctui history``); writing a run
-again replaces it.
+again replaces it. The recordings stay the source: a database of an older format is dropped
+and filled again from them.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_run ON steps (run_id);
 CREATE TABLE IF NOT EXISTS bench (
-  run_id TEXT, step INTEGER, n_servers INTEGER, nodes TEXT, test TEXT, llama_bench_rowid INTEGER
+  run_id TEXT, step INTEGER, n_servers INTEGER, nodes TEXT, test TEXT, llama_bench_rowid INTEGER,
+  samples_ts TEXT, extra TEXT
 );
 CREATE INDEX IF NOT EXISTS bench_run ON bench (run_id);
 CREATE TABLE IF NOT EXISTS memory (
@@ -94,6 +96,10 @@ CREATE INDEX IF NOT EXISTS plan_run ON plan (run_id);
 
 _PER_RUN = ("nodes", "servers", "steps", "memory", "problems", "plan")
 
+#: The database's format (PRAGMA user_version). Everything in it is derived from the runs'
+#: recordings, so a database of another format is dropped and filled again from them.
+DB_VERSION = 1
+
 
 def db_path() -> Path:
     """``$XDG_DATA_HOME/rpctui/history.sqlite``."""
@@ -106,7 +112,12 @@ def connect(path: Path | None = None) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=10)
     conn.row_factory = sqlite3.Row
-    conn.executescript(SCHEMA)
+    if conn.execute("PRAGMA user_version").fetchone()[0] != DB_VERSION:
+        with conn:
+            for table in ("llama_bench", "runs", "bench", *_PER_RUN):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version = {DB_VERSION}")
     return conn
 
 
@@ -136,7 +147,11 @@ def write_run(conn: sqlite3.Connection, rec: RunRecord) -> None:
             # llama-bench's row as it printed it; fields another flavour prints and the pinned
             # mainline does not have (ik's, older builds') are not columns of its table.
             rowid = _insert(conn, "llama_bench", {k: v for k, v in bench_row.items() if k in known})
-            _insert(conn, "bench", {"run_id": run_id, **ours, "llama_bench_rowid": rowid})
+            # What its table has no column for: each repetition's t/s (for the spread a
+            # comparison needs) and the fields of other flavours, kept as JSON beside it.
+            extra = {k: v for k, v in bench_row.items() if k not in known and k[:8] != "samples_"}
+            _insert(conn, "bench", {"run_id": run_id, **ours, "llama_bench_rowid": rowid,
+                                    "samples_ts": bench_row.get("samples_ts"), "extra": extra})
 
 
 def _delete(conn: sqlite3.Connection, run_id: str) -> None:
@@ -162,7 +177,8 @@ def bench_rows(conn: sqlite3.Connection, run_ids: Iterable[str]) -> list[dict[st
     if not ids:
         return []
     marks = ", ".join("?" for _ in ids)
-    query = (f"SELECT b.run_id, b.step, b.n_servers, b.nodes, b.test, lb.* FROM bench b "
+    query = (f"SELECT b.run_id, b.step, b.n_servers, b.nodes, b.test, b.samples_ts, b.extra, "
+             f"lb.* FROM bench b "
              f"JOIN llama_bench lb ON lb.rowid = b.llama_bench_rowid WHERE b.run_id IN ({marks}) "
              f"ORDER BY b.run_id, b.step, b.rowid")
     return [dict(r) for r in conn.execute(query, ids)]

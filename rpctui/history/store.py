@@ -112,36 +112,3 @@ def list_runs(folder: Path | None = None) -> list[Path]:
     """Recorded runs, newest first."""
     folder = folder or runs_dir()
     return sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def run_summary(path: Path) -> dict[str, Any]:
-    """What a comparison needs from one recording: t/s per test and server count, load time
-    per server, peak memory per node, how it ended."""
-    from rpctui.run.state import fold_all
-
-    events = read_run(path)
-    state = fold_all(events)
-    started = next((e for e in events if isinstance(e, ev.RunStarted)), None)
-    return {
-        "run": path.stem,
-        "profile": state.profile,
-        "command": started.command if started else "",
-        "when": started.wall_time if started else "",
-        "exit_code": state.exit_code,
-        "tps": {f"{r['test']} x{r['servers']}": r["avg_ts"] for r in result_rows(state)},
-        "load_s": {lf.endpoint: lf.seconds for lf in state.loads_finished},
-        "peak_mib": {n: max(t.peak_procs_mib, t.peak_gpu_mib) for n, t in state.telemetry.items()},
-    }
-
-
-def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(what, key, value in a, value in b, b relative to a) for every measure either run has."""
-    rows = []
-    for what, key, fmt in (("t/s", "tps", "{:.2f}"), ("load s", "load_s", "{:.2f}"),
-                           ("peak MiB", "peak_mib", "{:.0f}")):
-        for name in sorted(set(a[key]) | set(b[key])):
-            va, vb = a[key].get(name), b[key].get(name)
-            ratio = f"{vb / va:.2f}x" if va and vb else ""
-            rows.append((what, name, fmt.format(va) if va is not None else "-",
-                         fmt.format(vb) if vb is not None else "-", ratio))
-    return rows

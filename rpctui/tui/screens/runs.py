@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Header, Input, Label
 from rpctui.history import db
 from rpctui.history.index import import_recordings
 from rpctui.history.query import find_runs
-from rpctui.tui.screens.compare import CompareScreen
+from rpctui.tui.screens.compare import open_compare
 from rpctui.tui.widgets.footer import KeyBar
 
 COLUMNS = ("", "when (UTC)", "profile", "model", "nodes", "servers", "pp t/s", "tg t/s",
@@ -46,7 +46,8 @@ def _sort_key(value: str) -> tuple[int, float | str]:
 
 class RunsScreen(Screen[Path | None]):
     """Every recorded run: enter replays it; a click on a heading sorts by it; typing in the
-    filter keeps the rows that contain the text; space marks two runs, c compares them."""
+    filter keeps the rows that contain the text; space marks up to four runs, c compares them
+    (the first marked is the baseline)."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Back"), Binding("space", "mark", "Mark"),
                 Binding("c", "compare", "Compare marked"), Binding("slash", "filter", "Filter")]
@@ -137,19 +138,16 @@ class RunsScreen(Screen[Path | None]):
         if run["run_id"] in self.marked:
             self.marked.remove(run["run_id"])
         else:
-            self.marked = (self.marked + [run["run_id"]])[-2:]
+            self.marked = (self.marked + [run["run_id"]])[-4:]
         table = self.query_one(DataTable)
         for i, shown in enumerate(self.shown):
             table.update_cell_at(Coordinate(i, 0), "*" if shown["run_id"] in self.marked else "")
 
     def action_compare(self) -> None:
-        paths = [Path(r["recording"]) for r in self.runs if r["run_id"] in self.marked]
-        if len(paths) == 2 and all(p.is_file() for p in paths):
-            self.app.push_screen(CompareScreen(*paths))
-        elif len(self.marked) == 2:
-            self.notify("a marked run's recording is gone: it cannot be compared")
+        if len(self.marked) >= 2:
+            open_compare(self, self.marked)  # in the order marked: the first is the baseline
         else:
-            self.notify("mark two runs with space first")
+            self.notify("mark two runs (up to four) with space first; the first is the baseline")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         run = self._current()
