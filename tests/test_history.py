@@ -207,3 +207,76 @@ def test_compare_puts_a_change_on_the_build_when_only_the_build_differs(tmp_path
     assert "llama-bench: 0c1e570 (11312) -> " in out.stdout
     rows = [line for line in out.stdout.splitlines() if " t/s " in line]
     assert rows and all(re.search(r"(beyond noise|within noise|cannot tell)$", r) for r in rows)
+
+
+def test_report_in_markdown_with_its_charts_beside_it(runs: Path, tmp_path: Path) -> None:
+    home = tmp_path / "data"
+    out = tmp_path / "out" / "rig.md"
+    out.parent.mkdir()
+    made = _cli("report", "rig-60403", "--out", str(out), env_home=home)
+    assert made.returncode == 0, made.stderr
+    text = out.read_text()
+    assert "## t/s by node count" in text
+    assert re.search(r"\| pp128 \| 544\.52 ± 55\.07 \|", text)
+    assert "| 10.215.0.4:50052 | n4 | 0.42 | 49.9 |" in text
+    assert "| n1 | RAM | 0.77 | 23.5 | 3 % |" in text
+    for chart in ("scaling", "memory", "network"):
+        assert f"![{chart}](rig-{chart}.svg)" in text
+        svg = (out.parent / f"rig-{chart}.svg").read_text()
+        assert svg.startswith("<svg") and 'class="series"' in svg
+    assert _cli("report", "nothing-like-it", env_home=home).returncode != 0
+
+
+CHART_PROBE = """<script>
+const charts = [...document.querySelectorAll('figure svg')].map(svg => {
+  const box = svg.getBoundingClientRect();
+  const lines = [...svg.querySelectorAll('polyline.series')].map(p => p.getBBox());
+  return {id: svg.parentElement.id, width: box.width, height: box.height,
+          series: lines.length, drawn: lines.filter(b => b.width > 0 || b.height > 0).length};
+});
+document.body.setAttribute('data-charts', JSON.stringify(charts));
+</script>"""
+
+
+def _charts_in_chromium(html: Path, work: Path) -> list[dict[str, object]]:
+    """What a real browser drew: each chart's size and how many of its lines have a shape."""
+    probe = work / "probe.html"
+    probe.write_text(html.read_text().replace("</body>", CHART_PROBE + "</body>"))
+    out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                          "--disable-quic", "--no-first-run", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={work / 'chromium'}", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-charts="([^"]*)"', out.stdout)
+    assert found, out.stderr[-2000:]
+    import html as html_lib
+
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+@pytest.mark.rig
+def test_html_report_of_a_real_sweep_renders_in_a_browser(clean_rig, bins, model,
+                                                          tmp_path: Path) -> None:
+    """A sweep over 1, 2 and 3 servers on the namespace rig, reported as one HTML file, opened
+    in headless Chromium: every chart is laid out and every line in it has a shape."""
+    from tests.conftest import rig_profile
+
+    home = tmp_path / "data"
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=3, extra="[sweep]\nservers = [1, 2, 3]\n")
+    run = _cli("run", str(profile), env_home=home)
+    assert run.returncode == 0, run.stderr
+    page = tmp_path / "report.html"
+    made = _cli("report", "last", "--format", "html", "--out", str(page), env_home=home)
+    assert made.returncode == 0, made.stderr
+    text = page.read_text()
+    assert "<script" not in text and "http" not in text.replace("http://www.w3.org/2000/svg", "")
+    # The main node runs a server too: 1, 2 and 3 servers are 1, 2 and 3 nodes.
+    assert "<th>1 node</th><th>2 nodes</th><th>3 nodes</th>" in text
+    charts = {c["id"]: c for c in _charts_in_chromium(page, tmp_path)}
+    assert set(charts) == {"chart-scaling", "chart-memory", "chart-network"}
+    for chart in charts.values():
+        assert chart["width"] == 640 and chart["height"] == 300
+        assert chart["series"] and chart["drawn"] == chart["series"]
+    assert charts["chart-scaling"]["series"] == 2  # pp and tg
+    assert charts["chart-memory"]["series"] == 3  # one line per node

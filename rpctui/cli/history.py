@@ -183,3 +183,33 @@ def show_run(conn: Any, run_id: str) -> str:
     for p in db.rows(conn, "problems", run_id):
         lines.append(f"! {p['kind']} {p['node'] or ''}: {p['message']}")
     return "\n".join(line for line in lines) + "\n"
+
+
+def report_command(refs: list[str], fmt: str, out: str | None) -> ExitCode:
+    """`rpctui report`: Markdown or one HTML file, to standard output or to --out."""
+    from rpctui.history.report import build_report, to_html, to_markdown
+
+    conn = db.connect()
+    try:
+        import_recordings(None, conn)
+        report = build_report(conn, refs)
+    finally:
+        conn.close()
+    if fmt == "html":
+        text = to_html(report)
+    elif out:
+        target = Path(out)
+        names = {}
+        for stem, svg in report.charts.items():
+            name = f"{target.stem}-{stem}.svg"
+            (target.parent / name).write_text(svg)
+            names[stem] = name
+        text = to_markdown(report, names)
+    else:
+        text = to_markdown(report)
+    if out:
+        Path(out).write_text(text)
+        print(f"report written to {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return ExitCode.OK

@@ -1,5 +1,5 @@
 """Command line: rpctui [PROFILE] | run | check | demo | build | plan | explain | replay |
-validate | history | compare.
+validate | history | compare | report.
 
 Every error a user can cause ends in one message and a non-zero exit code
 (see :class:`rpctui.errors.ExitCode`); a traceback only with --debug.
@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("runs", nargs="+", metavar="RUN",
                       help="a run id (or a unique part of it), last, last~1; RUN:STEP for a "
                       "sweep step. The first is the baseline")
+
+    rep = sub.add_parser("report", help="a report to post: t/s by node count, memory per node, "
+                         "load per server, charts")
+    rep.add_argument("runs", nargs="+", metavar="RUN", help="runs to report on (ids, parts of "
+                     "ids, last, last~1); their results are pooled by node count")
+    rep.add_argument("--format", choices=("md", "html"), default="md")
+    rep.add_argument("--out", metavar="FILE", help="write to FILE (Markdown: the charts as SVG "
+                     "files beside it)")
 
     hist = sub.add_parser("history", help="past runs: list and filter, show one, export, import",
                           description="Every run is kept in a SQLite database (rpctui history "
@@ -165,6 +173,10 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
         finally:
             conn.close()
         return ExitCode.OK
+    if args.command == "report":
+        from rpctui.cli.history import report_command
+
+        return report_command(args.runs, args.format, args.out)
     if args.command == "history":
         from rpctui.cli.history import history_command
 
@@ -225,7 +237,7 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
 
 
 COMMANDS = ("run", "check", "demo", "build", "plan", "explain", "replay", "app", "validate",
-            "history", "compare")
+            "history", "compare", "report")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,7 +100,7 @@ def _counters(sample: ev.NodeSample, loopback: bool) -> tuple[int, int]:
     return sum(r for r, _ in rows), sum(t for _, t in rows)
 
 
-def _rates(old: ev.NodeSample, new: ev.NodeSample) -> tuple[float, float]:
+def net_rates(old: ev.NodeSample, new: ev.NodeSample) -> tuple[float, float]:
     """rx, tx bytes/s over the node's real interfaces; loopback when nothing else moved
     (servers and client on one machine talk over lo)."""
     dt = new.t - old.t
@@ -114,7 +114,7 @@ def _rates(old: ev.NodeSample, new: ev.NodeSample) -> tuple[float, float]:
 
 
 def telemetry_after(old: NodeTelemetry, e: ev.NodeSample) -> NodeTelemetry:
-    rx_rate, tx_rate = _rates(old.sample, e) if old.sample is not None else (0.0, 0.0)
+    rx_rate, tx_rate = net_rates(old.sample, e) if old.sample is not None else (0.0, 0.0)
     used = (e.mem_total_mib - e.mem_available_mib
             if e.mem_total_mib is not None and e.mem_available_mib is not None else None)
     gpu = sum(g.vram_used_mib or 0 for g in e.gpus)
