@@ -280,3 +280,70 @@ def test_html_report_of_a_real_sweep_renders_in_a_browser(clean_rig, bins, model
         assert chart["series"] and chart["drawn"] == chart["series"]
     assert charts["chart-scaling"]["series"] == 2  # pp and tg
     assert charts["chart-memory"]["series"] == 3  # one line per node
+
+
+@pytest.mark.rig
+def test_metrics_are_served_during_a_real_run(clean_rig, bins, model, tmp_path: Path) -> None:
+    """`rpctui run --metrics` on the 4-node namespace rig, scraped as Prometheus would scrape
+    it: node memory and network, the servers, their loads and the job's results."""
+    import socket
+    import time
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.conftest import rig_profile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model)
+    proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli", "run", str(profile), "--metrics",
+                             f"127.0.0.1:{port}", "--metrics-hold", "3"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")})
+    scrapes: list[dict[str, list[tuple[dict[str, str], float]]]] = []
+    try:
+        while proc.poll() is None:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+            except OSError:
+                time.sleep(0.1)
+                continue
+            scrapes.append({f.name: [(dict(x.labels), x.value) for x in f.samples]
+                            for f in text_string_to_metric_families(text.decode())})
+            time.sleep(0.2)
+    finally:
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert len(scrapes) >= 3
+    jobs = [labels["job"] for s in scrapes for labels, _ in s["rpctui_run_info"]]
+    assert "running" in jobs  # scraped while the job ran, not only after
+    last = scrapes[-1]
+    used = {labels["node"]: v for labels, v in last["rpctui_node_memory_used_bytes"]}
+    assert set(used) == {"n1", "n2", "n3", "n4"} and all(v > 0 for v in used.values())
+    assert {labels["node"] for labels, _ in last["rpctui_node_network_receive_bytes_per_second"]} \
+        == {"n1", "n2", "n3", "n4"}
+    ready = [s["rpctui_server_ready"] for s in scrapes]
+    assert any(len(r) == 4 and all(v == 1 for _, v in r) for r in ready)
+    loads = {labels["endpoint"]: v for labels, v in last["rpctui_server_load_progress_ratio"]}
+    servers = {e: v for e, v in loads.items() if e != "local"}  # local: the main node's share
+    assert len(servers) == 4 and all(v == 1.0 for v in servers.values())
+    tps = {labels["test"]: v for labels, v in last["rpctui_bench_tokens_per_second"]}
+    assert set(tps) == {"pp32", "tg8"} and all(v > 0 for v in tps.values())
+
+
+def test_a_metrics_address_that_cannot_be_served_stops_the_run_before_it_starts(
+        tmp_path: Path) -> None:
+    import socket
+
+    example = str(ROOT / "examples" / "loopback.toml")
+    bad = _cli("run", example, "--metrics", "nine-four-six-four", env_home=tmp_path)
+    assert bad.returncode == 2 and "is not HOST:PORT" in bad.stderr and "fix:" in bad.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = _cli("run", example, "--metrics", str(port), env_home=tmp_path)
+    assert busy.returncode != 0 and f"cannot serve metrics on 127.0.0.1:{port}" in busy.stderr
+    assert "starting" not in busy.stderr and not (tmp_path / "rpctui" / "runs").exists()

@@ -12,6 +12,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -195,9 +196,19 @@ async def _with_signals(coro_factory: Callable[[], Awaitable[ExitCode]]) -> Exit
 
 def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
                  check_only: bool = False, verbose: bool = False, force: bool = False,
-                 stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> ExitCode:
+                 stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr,
+                 metrics: str | None = None, metrics_hold: float = 0.0) -> ExitCode:
     """``rpctui run`` / ``rpctui check``: returns the exit code."""
+    stop_metrics = None
+    sessions: list[Session] = []
+    if metrics:  # before the run starts: a port in use is refused with nothing started
+        from rpctui.engine.metrics import serve
+
+        stop_metrics = serve(metrics, lambda: sessions[0].state if sessions else ClusterState())
+        print(f"metrics served on http://{metrics if ':' in metrics else '127.0.0.1:' + metrics}"
+              "/metrics", file=stderr)
     session = Session(profile, "check" if check_only else "run", stderr, verbose)
+    sessions.append(session)
     orch = Orchestrator(profile, session.emit, build_progress=session.build_progress,
                         force=force)
     message = ""
@@ -223,6 +234,14 @@ def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
         stdout.flush()
     if out_file and text:
         Path(out_file).write_text(text)
+    if stop_metrics is not None:
+        if metrics_hold > 0:
+            print(f"metrics: served {metrics_hold:g} s more for a last scrape", file=stderr)
+            try:
+                time.sleep(metrics_hold)
+            except KeyboardInterrupt:
+                pass
+        stop_metrics()
     return code
 
 

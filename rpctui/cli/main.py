@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="print every log line")
     run.add_argument("--force", action="store_true",
                      help="launch even when the memory plan says it will not fit")
+    _metrics_flags(run)
 
     check = sub.add_parser("check", help="connect, probe and preflight every node; start nothing")
     check.add_argument("profile")
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     app = sub.add_parser("app", help="open the app on a profile (also: rpctui PROFILE)")
     app.add_argument("profile", nargs="?")
+    _metrics_flags(app, hold=False)
 
     val = sub.add_parser("validate", help="validate profiles without connecting")
     val.add_argument("profiles", nargs="+")
@@ -102,6 +104,16 @@ def _parser() -> argparse.ArgumentParser:
     hist.add_argument("--format", choices=("table", "csv", "json"), default="table")
     hist.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
     return p
+
+
+def _metrics_flags(parser: argparse.ArgumentParser, hold: bool = True) -> None:
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus/OpenMetrics text while the run lasts (a port "
+                        "alone: on 127.0.0.1)")
+    if hold:
+        parser.add_argument("--metrics-hold", type=float, default=0.0, metavar="SECONDS",
+                            help="keep serving the metrics this long after the run ends, for "
+                            "a scraper to read the results")
 
 
 def _demo_profile(flavour: str | None) -> Profile:
@@ -197,7 +209,8 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
 
     if args.command == "run":
         return run_headless(load_profile(args.profile), args.format, args.out,
-                            verbose=args.verbose, force=args.force)
+                            verbose=args.verbose, force=args.force, metrics=args.metrics,
+                            metrics_hold=args.metrics_hold)
     if args.command == "check":
         return run_headless(load_profile(args.profile), args.format, check_only=True,
                             force=args.force)
@@ -215,12 +228,13 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
 
         return _app(replay=path, speed=args.speed, events=read_run(path))  # refused here if newer
     if args.command == "app":
-        return _app(profile=load_profile(args.profile) if args.profile else None)
+        return _app(profile=load_profile(args.profile) if args.profile else None,
+                    metrics=args.metrics)
     return ExitCode.USAGE
 
 
 def _app(profile: Profile | None = None, replay: Path | None = None,
-         speed: float = 1.0, events: list[Event] | None = None) -> ExitCode:
+         speed: float = 1.0, events: list[Event] | None = None, metrics: str | None = None) -> ExitCode:
     from rpctui.tui.app import RpcTuiApp
 
     if profile is not None and any(n.build for n in profile.nodes):
@@ -232,7 +246,12 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
                 ensure_build(node.build, progress=lambda m, f: print(f"\r\x1b[K{m}", end="",
                                                                       file=sys.stderr))
         print("\r\x1b[K", end="", file=sys.stderr)
-    RpcTuiApp(profile=profile, replay=replay, replay_speed=speed, replay_events=events).run()
+    if metrics:
+        from rpctui.engine.metrics import parse_address
+
+        parse_address(metrics)  # a bad address is refused before the app opens
+    RpcTuiApp(profile=profile, replay=replay, replay_speed=speed, replay_events=events,
+              metrics=metrics).run()
     return ExitCode.OK
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Header, Tab, Tabs
 
+from rpctui.engine.metrics import serve as serve_metrics
 from rpctui.engine.orchestrator import Orchestrator
 from rpctui.errors import UserError
 from rpctui.history.recorder import Recorder
@@ -55,8 +56,10 @@ class RpcTuiApp(App[int]):
 
     def __init__(self, profile: Profile | None = None, replay: Path | None = None,
                  replay_speed: float = 1.0, record: bool = True,
-                 replay_events: list[ev.Event] | None = None) -> None:
+                 replay_events: list[ev.Event] | None = None, metrics: str | None = None) -> None:
         super().__init__()
+        self.metrics = metrics  #: HOST:PORT to serve the state as Prometheus metrics
+        self._stop_metrics: Callable[[], None] | None = None
         self.profile = profile
         self.replay_path = replay
         self.replay_speed = replay_speed
@@ -112,6 +115,12 @@ class RpcTuiApp(App[int]):
         if name in self.available_themes:
             self.theme = name
         self.set_interval(REDRAW_S, self.redraw)
+        if self.metrics:
+            try:
+                self._stop_metrics = serve_metrics(self.metrics, lambda: self.state)
+                self.notify(f"metrics on http://{self.metrics}/metrics", title="metrics")
+            except UserError as exc:
+                self.notify(f"{exc.message}\nfix: {exc.fix}", title="metrics", severity="error")
         # What exists once the first screen is up lives as long as the app: the collector
         # need not walk it again. A full collection over Textual's widgets and caches took
         # 85-105 ms here (a key pressed then waits for it); over what is made later, 25-30 ms.
@@ -322,6 +331,8 @@ class RpcTuiApp(App[int]):
         """However the app ends (an error included), nothing it started is left running."""
         if self.orch is not None and not self.orch.stopping:
             await self.orch.teardown()
+        if self._stop_metrics is not None:
+            self._stop_metrics()
 
     async def _finish(self) -> None:
         if self.orch is not None:
