@@ -221,6 +221,13 @@ async def test_node_detail_after_replay() -> None:
         history = str(app.screen.query_one("#node-history").render())
         assert "memory in use over" in history and "rx over time" in history
         assert app.screen.query_one(DataTable).row_count == 2
+        await pilot.pause()
+        for chart, title in (("#node-memory-chart", "memory in use (GiB)"),
+                             ("#node-network-chart", "network (MiB/s)")):
+            drawn = app.screen.query_one(chart)
+            assert drawn.size.height > 8
+            text = "\n".join(drawn.render_line(y).text for y in range(drawn.size.height))
+            assert title in text and ("▄" in text or "▀" in text)  # a line drawn, not axes alone
 
 
 def test_job_view_snapshot(snap_compare) -> None:
