@@ -194,17 +194,25 @@ def test_a_change_is_weighed_against_the_runs_own_spread() -> None:
 @pytest.mark.rig
 def test_compare_puts_a_change_on_the_build_when_only_the_build_differs(tmp_path: Path, bins,
                                                                          model) -> None:
-    """The demo run twice on this machine, on mainline and on the seed-era b6110: the same
-    profile, so the build is all that differs, and compare says so."""
+    """The demo run on this machine with each flavour (mainline, the seed-era b6110, ik_llama.cpp):
+    the same profile, so between two of them the build is all that differs, and compare says
+    so. Each flavour's llama-bench row is in the database, ik's own fields kept beside it."""
     home = tmp_path / "data"
-    for flavour in ("mainline", "b6110"):
+    for flavour in ("mainline", "b6110", "ik"):
         bins[flavour]
         demo = _cli("demo", "--headless", "--flavour", flavour, env_home=home)
         assert demo.returncode == 0, demo.stderr
-    out = _cli("compare", "last~1", "last", env_home=home)
+    conn = sqlite3.connect(home / "rpctui" / "history.sqlite")
+    commits = {c for (c,) in conn.execute("SELECT DISTINCT build_commit FROM llama_bench")}
+    assert commits == {FLAVOURS[f].build_commit for f in ("mainline", "b6110", "ik")}
+    extras = [json.loads(e) for (e,) in conn.execute("SELECT extra FROM bench")]
+    assert any("mla_attn" in e for e in extras)  # ik's, which llama.cpp's table has no column for
+    out = _cli("compare", "last~2", "last~1", env_home=home)
     assert out.returncode == 0, out.stderr
     assert "B against A: the only difference is the build (" in out.stdout, out.stdout
     assert "llama-bench: 0c1e570 (11312) -> " in out.stdout
+    shown = _cli("history", "show", "last", env_home=home).stdout
+    assert re.search(r"^local .* lo, MTU 65536 ", shown, re.M), shown  # one machine: loopback
     rows = [line for line in out.stdout.splitlines() if " t/s " in line]
     assert rows and all(re.search(r"(beyond noise|within noise|cannot tell)$", r) for r in rows)
 
@@ -266,6 +274,10 @@ def test_html_report_of_a_real_sweep_renders_in_a_browser(clean_rig, bins, model
                           servers=3, extra="[sweep]\nservers = [1, 2, 3]\n")
     run = _cli("run", str(profile), env_home=home)
     assert run.returncode == 0, run.stderr
+    # Each node's link, as its probe read it inside its namespace: the veth named eth0.
+    conn = sqlite3.connect(home / "rpctui" / "history.sqlite")
+    links = conn.execute("SELECT node, link, link_mbps, mtu FROM nodes ORDER BY node").fetchall()
+    assert links == [(f"n{i}", "eth0", 10000, 1500) for i in (1, 2, 3)]
     page = tmp_path / "report.html"
     made = _cli("report", "last", "--format", "html", "--out", str(page), env_home=home)
     assert made.returncode == 0, made.stderr

@@ -11,6 +11,7 @@ from typing import Any
 
 from rpctui.errors import ExitCode, UserError
 from rpctui.history import db
+from rpctui.history.compare import link_text
 from rpctui.history.index import import_recordings
 from rpctui.history.query import RunFilter, find_runs, resolve_run
 
@@ -153,8 +154,9 @@ def show_run(conn: Any, run_id: str) -> str:
         lines.append(table([{"node": n["node"], "host": n["hostname"] or "",
                              "build": f"{n['flavour']} {n['build']}".strip(),
                              "RPC": n["protocol"] or "",
-                             "devices": ", ".join(json.loads(n["devices"] or "[]"))}
-                            for n in nodes], ("node", "host", "build", "RPC", "devices")))
+                             "devices": ", ".join(json.loads(n["devices"] or "[]")),
+                             "link": link_text(n) if n["link"] else "-"}
+                            for n in nodes], ("node", "host", "build", "RPC", "link", "devices")))
     servers = db.rows(conn, "servers", run_id)
     if servers:
         lines.append(table([{"server": s["endpoint"], "node": s["node"], "bind": s["bind"] or "",

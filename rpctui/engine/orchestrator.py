@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from rpctui.engine.job import Job
 from rpctui.engine.model import load_model_info
 from rpctui.engine.preflight import preflight
-from rpctui.engine.probe import probe_node
+from rpctui.engine.probe import link_peer, probe_node
 from rpctui.engine.resolve import resolve_bin_dirs, resolve_model
 from rpctui.engine.sampling import Sampler
 from rpctui.engine.servers import ServerWatch
@@ -103,7 +103,8 @@ class Orchestrator:
         return host
 
     async def _probe(self, node: Node, host: Host, bin_dirs: list[str]) -> Capabilities:
-        caps = await probe_node(node, host, bin_dirs, self.model if node.main else None)
+        caps = await probe_node(node, host, bin_dirs, self.model if node.main else None,
+                                link_peer(self.profile, node))
         self.caps_events.append(ev.NodeProbed(node=node.label, mem_total_mib=caps.mem_total_mib,
                                               mem_available_mib=caps.mem_available_mib))
         self.emit(ev.NodeProbed(node=node.label, hostname=caps.hostname, flavour=caps.flavour,
@@ -111,7 +112,10 @@ class Orchestrator:
                   devices=tuple(ev.DeviceInfo(d.name, d.description, d.total_mib, d.free_mib)
                                 for d in caps.devices),
                   tools=tuple((role, t.path) for role, t in caps.tools.items()),
-                  mem_total_mib=caps.mem_total_mib, mem_available_mib=caps.mem_available_mib))
+                  mem_total_mib=caps.mem_total_mib, mem_available_mib=caps.mem_available_mib,
+                  link=caps.link[0] if caps.link else "",
+                  link_mbps=caps.link[1] if caps.link else None,
+                  mtu=caps.link[2] if caps.link else None))
         return caps
 
     async def _connect_and_probe(self, node: Node) -> None:

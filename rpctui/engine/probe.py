@@ -14,7 +14,7 @@ from rpctui.errors import ExitCode, UserError
 from rpctui.hosts.base import Host, agent_source
 from rpctui.llama.caps import TOOL_NAMES, Capabilities, capabilities_from_probe
 from rpctui.paths import cache_dir
-from rpctui.profile.schema import Node
+from rpctui.profile.schema import Node, Profile, endpoint_host
 
 _AGENT = Path(__file__).resolve().parent.parent / "hosts" / "agents" / "probe.py"
 
@@ -73,7 +73,7 @@ def save_probe_cache(node: Node, raw: dict[str, Any]) -> None:
 
 def probe_script(node: Node, ports: list[tuple[str, int]], model: str | None,
                  bin_dirs: list[str], is_main: bool, banner: bool = True,
-                 cache: dict[str, Any] | None = None) -> bytes:
+                 cache: dict[str, Any] | None = None, peer: str | None = None) -> bytes:
     """The agent's source with its CONFIG filled in, ready to send to ``python3 -``.
 
     ``cache`` (from :func:`load_probe_cache`) lets the agent skip --help, --version and the
@@ -86,6 +86,7 @@ def probe_script(node: Node, ports: list[tuple[str, int]], model: str | None,
     config = {
         "bin_dirs": bin_dirs, "use_path": not bin_dirs, "names": names, "ports": ports,
         "model": model, "banner": banner and bool(node.servers), "env": node.env,
+        "peer": peer,
         "list_devices_role": "bench" if is_main else None,
         "known": {path: e["fingerprint"] for path, e in cache.items()
                   if all(k in e for k in _needed(e.get("role", ""), banner))},
@@ -100,11 +101,30 @@ def probe_argv(node: Node) -> list[str]:
     return [node.python, "-S", "-"]
 
 
-async def probe_node(node: Node, host: Host, bin_dirs: list[str], model: str | None) -> Capabilities:
-    """Run the probe agent on a node (what earlier probes learnt is reused) and read its answer."""
+def link_peer(profile: Profile, node: Node) -> str | None:
+    """An address whose route shows the link a node's RPC traffic takes: a worker's own server
+    address (when it binds one), else the main node's; for the main node, its first server's
+    or the first worker's. None when it is not known (a local main node seen from a remote)."""
+    own = [s.bind for s in node.servers if s.bind not in ("0.0.0.0", "::")]
+    if own:
+        return own[0]
+    if not node.main:
+        main = profile.main_node
+        if main.address:
+            return main.address
+        return None if main.is_local and not node.is_local else (
+            "127.0.0.1" if main.is_local else main.host)
+    others = [(n, s) for n, s in profile.servers()]
+    return endpoint_host(*others[0]) if others else None
+
+
+async def probe_node(node: Node, host: Host, bin_dirs: list[str], model: str | None,
+                     peer: str | None = None) -> Capabilities:
+    """Run the probe agent on a node (what earlier probes learnt is reused) and read its answer;
+    ``peer``: see :func:`link_peer`."""
     ports = [(s.bind, s.port) for s in node.servers]
     cache = load_probe_cache(node)
-    script = probe_script(node, ports, model, bin_dirs, node.main, cache=cache)
+    script = probe_script(node, ports, model, bin_dirs, node.main, cache=cache, peer=peer)
     result = await host.run(probe_argv(node), input=script, timeout=120)
     if result.rc != 0:
         if result.rc == 127 or "not found" in result.stderr:

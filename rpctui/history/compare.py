@@ -87,6 +87,7 @@ def _facts(conn: sqlite3.Connection, run_id: str, step: int | None,
         "build": {n["node"]: f"{n['flavour']} {n['build']}".strip() for n in nodes},
         "nodes": {n["node"]: "in" for n in nodes},
         "servers": {}, "cache": {}, "job flags": {}, "split": {},
+        "links": {n["node"]: link_text(n) for n in nodes if n["link"]},
     }
     for s in servers:
         if used and s["endpoint"] not in used:
@@ -105,6 +106,16 @@ def _facts(conn: sqlite3.Connection, run_id: str, step: int | None,
     if results:
         facts["build"]["llama-bench"] = f"{results[0]['build_commit']} ({results[0]['build_number']})"
     return facts
+
+
+def link_text(node: dict[str, Any]) -> str:
+    """eth0, 10000 Mb/s, MTU 9000 (what is known of it)."""
+    parts = [str(node["link"])]
+    if node["link_mbps"]:
+        parts.append(f"{node['link_mbps']} Mb/s")
+    if node["mtu"]:
+        parts.append(f"MTU {node['mtu']}")
+    return ", ".join(parts)
 
 
 def _flags(args: list[str]) -> dict[str, str]:

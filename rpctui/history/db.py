@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 CREATE TABLE IF NOT EXISTS nodes (
   run_id TEXT, node TEXT, hostname TEXT, flavour TEXT, build TEXT, protocol TEXT,
-  devices TEXT, backends TEXT, mem_total_mib INTEGER, link_mbps INTEGER, mtu INTEGER
+  devices TEXT, backends TEXT, mem_total_mib INTEGER, link TEXT, link_mbps INTEGER, mtu INTEGER
 );
 CREATE INDEX IF NOT EXISTS nodes_run ON nodes (run_id);
 CREATE TABLE IF NOT EXISTS servers (
@@ -98,7 +98,7 @@ _PER_RUN = ("nodes", "servers", "steps", "memory", "problems", "plan")
 
 #: The database's format (PRAGMA user_version). Everything in it is derived from the runs'
 #: recordings, so a database of another format is dropped and filled again from them.
-DB_VERSION = 1
+DB_VERSION = 2  # 2: nodes.link
 
 
 def db_path() -> Path:

@@ -97,13 +97,18 @@ def summarize(events: list[ev.Event], recording: str = "",
         rec.bench.append((r.row, {"step": r.step, "n_servers": r.n_servers, "nodes": ",".join(nodes),
                                   "test": bench_label(r.row)}))
 
-    # Nodes, as probed.
+    # Nodes, as probed, with the link their RPC traffic takes.
+    links = {e.node: e for e in events if isinstance(e, ev.NodeProbed) and e.link}
     for name, node in state.nodes.items():
+        link = links.get(name)
         rec.nodes.append({"node": name, "hostname": node.hostname, "flavour": node.flavour,
                           "build": node.build, "protocol": node.protocol,
                           "devices": [d.name for d in node.devices],
                           "backends": sorted({re.sub(r"\d+$", "", d.name) for d in node.devices}),
-                          "mem_total_mib": node.mem_total_mib})
+                          "mem_total_mib": node.mem_total_mib,
+                          "link": link.link if link else None,
+                          "link_mbps": link.link_mbps if link else None,
+                          "mtu": link.mtu if link else None})
 
     # Servers: their flags, how they loaded, whether the tensor cache was already warm.
     argvs = {e.endpoint: e.argv for e in events if isinstance(e, ev.ServerStarting)}

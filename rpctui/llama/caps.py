@@ -84,6 +84,8 @@ class Capabilities:
     mem_total_mib: int | None = None
     mem_available_mib: int | None = None
     banner: str = ""
+    #: the link RPC traffic takes: interface, Mb/s and MTU (None where the node does not say)
+    link: tuple[str, int | None, int | None] | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -180,5 +182,13 @@ def capabilities_from_probe(node: str, raw: dict[str, Any]) -> Capabilities:
         hostname=raw.get("hostname", ""),
         mem_total_mib=total // 1024 if total else None,
         mem_available_mib=avail // 1024 if avail else None,
-        banner=banner, raw=raw,
+        banner=banner, raw=raw, link=_link(raw.get("link")),
     )
+
+
+def _link(info: Any) -> tuple[str, int | None, int | None] | None:
+    if not isinstance(info, dict) or not info.get("interface"):
+        return None
+    speed, mtu = info.get("speed_mbps"), info.get("mtu")
+    return (str(info["interface"]), speed if isinstance(speed, int) else None,
+            mtu if isinstance(mtu, int) else None)

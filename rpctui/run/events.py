@@ -205,6 +205,9 @@ class NodeProbed(Event):
     tools: tuple[tuple[str, str], ...] = ()  #: role, path
     mem_total_mib: int | None = None
     mem_available_mib: int | None = None
+    link: str = ""  #: the interface RPC traffic takes ("" when not known)
+    link_mbps: int | None = None  #: its speed, where the driver says
+    mtu: int | None = None
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,45 @@ for bind, port in cfg["ports"]:
     finally:
         s.close()
 
+def link(peer):
+    """The interface traffic to ``peer`` leaves by (the route the kernel picks), with its speed
+    (Mb/s, None when the driver does not say: virtual and wireless links) and MTU."""
+    import fcntl
+    import struct
+
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(peer, 9, 0, socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            local = s.getsockname()[0]
+    except OSError as exc:
+        return {"peer": peer, "error": exc.strerror or str(exc)}
+    name = None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, ifname in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", ifname[:15].encode()))
+            except OSError:
+                continue
+            if socket.inet_ntoa(packed[20:24]) == local:
+                name = ifname
+                break
+    if name is None and local.startswith("127."):
+        name = "lo"
+    info = {"peer": peer, "address": local, "interface": name, "speed_mbps": None, "mtu": None}
+    for key, file in (("speed_mbps", "speed"), ("mtu", "mtu")):
+        try:
+            with open(os.path.join("/sys/class/net", name, file)) as fh:
+                value = int(fh.read().strip())
+            info[key] = value if value > 0 else None
+        except (OSError, ValueError, TypeError):
+            pass
+    return info
+
+
+if cfg.get("peer"):
+    out["link"] = link(cfg["peer"])
+
 model = cfg.get("model")
 if model:
     path = os.path.expanduser(model)
