@@ -5,6 +5,8 @@
                               predicted to run out (one warning), run with --force.
   rig32-2hz.jsonl             32 namespace nodes, one server each, samplers at 2 Hz, a bench
                               long enough for about 20 s of samples.
+  rig4-sweep.jsonl            4 namespace nodes, the tiny model, a sweep over 1, 2, 3 and 4
+                              servers (the app's scaling chart, reports' scaling tables).
 
     .venv/bin/python bench/record_runs.py
 """
@@ -69,7 +71,15 @@ def main() -> None:
         shutil.copy(run(profile, work, "run"), FIX / "rig32-2hz.jsonl")
     finally:
         rig.down()
-    for name in ("rig4-midload-warning.jsonl", "rig32-2hz.jsonl"):
+    rig = Rig(4, prefix="rr", net=207).up()
+    try:
+        profile = rig_profile(rig, work / "sweep.toml", bin_dir=bin_dir,
+                              model=str(ensure_model("tiny")), servers=4,
+                              extra="[sweep]\nservers = [1, 2, 3, 4]\n")
+        shutil.copy(run(profile, work, "run"), FIX / "rig4-sweep.jsonl")
+    finally:
+        rig.down()
+    for name in ("rig4-midload-warning.jsonl", "rig32-2hz.jsonl", "rig4-sweep.jsonl"):
         path = FIX / name
         kinds: dict[str, int] = {}
         for line in path.read_text().splitlines():

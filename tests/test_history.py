@@ -359,3 +359,21 @@ def test_a_metrics_address_that_cannot_be_served_stops_the_run_before_it_starts(
         busy = _cli("run", example, "--metrics", str(port), env_home=tmp_path)
     assert busy.returncode != 0 and f"cannot serve metrics on 127.0.0.1:{port}" in busy.stderr
     assert "starting" not in busy.stderr and not (tmp_path / "rpctui" / "runs").exists()
+
+
+def test_report_of_a_recorded_sweep_has_seed_000s_scaling_table(tmp_path: Path) -> None:
+    """A real 4-node sweep (1 to 4 servers, recorded on the rig): t/s by node count with each
+    count's ratio to one node, as seed 000 posted it."""
+    home = tmp_path / "data"
+    (home / "rpctui" / "runs").mkdir(parents=True)
+    (home / "rpctui" / "runs" / "sweep.jsonl").write_text((FIXTURES / "rig4-sweep.jsonl").read_text())
+    out = _cli("report", "last", env_home=home)
+    assert out.returncode == 0, out.stderr
+    assert "| test | 1 node | 2 nodes | 3 nodes | 4 nodes |" in out.stdout
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in out.stdout.splitlines()
+            if line.startswith(("| pp32", "| tg8"))}
+    events = read_run(FIXTURES / "rig4-sweep.jsonl")
+    pp = {e.n_servers: e.row["avg_ts"] for e in events
+          if isinstance(e, ev.BenchResult) and e.row["n_gen"] == 0}
+    assert f"{pp[1]:.2f} ± 0.00 |" in rows["pp32"]
+    assert f"{pp[4]:.2f} ± 0.00 ({pp[4] / pp[1]:.2f}x) |" in rows["pp32"]

@@ -518,3 +518,19 @@ def test_runs_screen_snapshot(snap_compare, monkeypatch: pytest.MonkeyPatch) -> 
 
     app = RpcTuiApp(replay=H100_RUN, replay_speed=0, record=False)
     assert snap_compare(app, terminal_size=(200, 20), run_before=opened)
+
+
+async def test_a_sweep_draws_its_scaling_chart_in_the_job_tab() -> None:
+    sweep = Path(__file__).parent / "fixtures" / "rig4-sweep.jsonl"
+    app = RpcTuiApp(replay=sweep, replay_speed=0, record=False)
+    async with app.run_test(size=(150, 50)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("l")
+        await pilot.pause()
+        app.redraw()
+        await pilot.pause()
+        chart = app.job_view.query_one("#scaling-chart")
+        assert chart.display and chart.size.height > 6
+        text = "\n".join(chart.render_line(y).text for y in range(chart.size.height))
+        assert "t/s by servers" in text and "pp32" in text and "tg8" in text
+        assert "•" in text  # the points of each server count

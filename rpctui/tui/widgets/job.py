@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input, RichLog, Static
+from textual_plotext import PlotextPlot
 
 from rpctui.history.store import result_rows
 from rpctui.run.report import plan_check_lines
@@ -19,6 +22,7 @@ class JobView(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="command")
         yield DataTable(id="results", zebra_stripes=True)
+        yield PlotextPlot(id="scaling-chart")
         yield Input(placeholder="filter the log (text or node)", id="log-filter")
         yield RichLog(id="log", max_lines=5000, wrap=False, markup=False)
 
@@ -28,6 +32,7 @@ class JobView(Vertical):
         self.rows_shown = 0
         self.log_filter = ""
         self.command_text = ""
+        self.query_one("#scaling-chart").display = False
 
     def reset(self) -> None:
         self.query_one(DataTable).clear()
@@ -56,7 +61,27 @@ class JobView(Vertical):
         for r in rows[self.rows_shown:]:
             table.add_row(str(r["servers"]), r["nodes"], r["test"], r["t/s"], r["backend"],
                           r["build"])
+        if len(rows) != self.rows_shown:
+            self._chart(rows)
         self.rows_shown = len(rows)
+
+    def _chart(self, rows: list[dict[str, Any]]) -> None:
+        """A sweep's t/s by server count, drawn once a second count has results."""
+        counts = sorted({r["servers"] for r in rows})
+        chart = self.query_one("#scaling-chart", PlotextPlot)
+        chart.display = len(counts) > 1
+        if len(counts) < 2:
+            return
+        plt = chart.plt
+        plt.clear_data()
+        plt.title("t/s by servers")
+        for test in dict.fromkeys(r["test"] for r in rows):
+            points = sorted((r["servers"], r["avg_ts"]) for r in rows
+                            if r["test"] == test and r["avg_ts"])
+            plt.plot([p[0] for p in points], [p[1] for p in points], label=test, marker="dot")
+        plt.xticks(counts)
+        plt.xlabel("servers")
+        chart.refresh()
 
     def add_log(self, lines: list[str]) -> None:
         shown = [line for line in lines if not self.log_filter or self.log_filter in line]
