@@ -11,7 +11,6 @@ from typing import Any
 
 from rpctui.errors import ExitCode, UserError
 from rpctui.history import db
-from rpctui.history.compare import link_text
 from rpctui.history.index import import_recordings
 from rpctui.history.query import RunFilter, find_runs, resolve_run
 
@@ -65,6 +64,12 @@ def _csv(rows: list[dict[str, Any]]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return out.getvalue()
+
+
+def _link(node: dict[str, Any]) -> str:
+    from rpctui.history.compare import link_text
+
+    return link_text(node) if node["link"] else "-"
 
 
 def history_command(args: Any) -> ExitCode:
@@ -155,7 +160,7 @@ def show_run(conn: Any, run_id: str) -> str:
                              "build": f"{n['flavour']} {n['build']}".strip(),
                              "RPC": n["protocol"] or "",
                              "devices": ", ".join(json.loads(n["devices"] or "[]")),
-                             "link": link_text(n) if n["link"] else "-"}
+                             "link": _link(n)}
                             for n in nodes], ("node", "host", "build", "RPC", "link", "devices")))
     servers = db.rows(conn, "servers", run_id)
     if servers:

@@ -163,9 +163,14 @@ def _explain(paths: list[str], as_json: bool) -> ExitCode:
     return ExitCode.OK
 
 
-def _dispatch(args: argparse.Namespace) -> ExitCode:
-    from rpctui.profile.load import load_profile
+def load_profile(path: str) -> Profile:
+    """The profile loader, imported when a command needs it (tomlkit is slow to import)."""
+    from rpctui.profile.load import load_profile as load
 
+    return load(path)
+
+
+def _dispatch(args: argparse.Namespace) -> ExitCode:
     if args.command == "validate":
         for path in args.profiles:
             load_profile(path)

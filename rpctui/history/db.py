@@ -20,10 +20,12 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rpctui.history.summary import RunRecord
 from rpctui.paths import data_dir
+
+if TYPE_CHECKING:  # the listing commands need no summing up: kept out of their start-up
+    from rpctui.history.summary import RunRecord
 
 #: ``llama-bench -o sql``'s CREATE TABLE, mainline (llama-cpp-python 0.3.36, build 11312):
 #: tests/fixtures/mainline-bench-sql.txt is that build's output, and a test holds them equal.

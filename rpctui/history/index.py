@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rpctui.history import db
-from rpctui.history.store import list_runs, read_run
-from rpctui.history.summary import summarize
-from rpctui.run import events as ev
-from rpctui.run.state import ClusterState
+
+if TYPE_CHECKING:
+    from rpctui.run import events as ev
+    from rpctui.run.state import ClusterState
 
 
 def index_run(events: list[ev.Event], recording: Path | None = None,
               conn: sqlite3.Connection | None = None, state: ClusterState | None = None) -> str:
     """Write one run's rows (replacing any earlier write of it); its run id. ``state``: the
     events folded, when the caller holds it."""
+    from rpctui.history.summary import summarize
+
     rec = summarize(events, str(recording or ""), state)
     own = conn is None
     conn = conn or db.connect()
@@ -41,9 +44,14 @@ def import_recordings(paths: list[Path] | None = None, conn: sqlite3.Connection 
         known = {r["recording"] for r in conn.execute(
             "SELECT recording FROM runs WHERE status != 'interrupted'")} if only_new else set()
         done = []
-        for path in paths if paths is not None else list_runs():
+        for path in paths if paths is not None else _recordings():
             if str(path) in known:
                 continue
+            # Reading and summing up are imported only when there is something new: listing
+            # runs starts faster without them.
+            from rpctui.history.store import read_run
+            from rpctui.run import events as ev
+
             events = read_run(path)
             if not any(isinstance(e, ev.RunStarted) for e in events):
                 continue  # not a recording (or empty): nothing to say about it
@@ -52,3 +60,12 @@ def import_recordings(paths: list[Path] | None = None, conn: sqlite3.Connection 
     finally:
         if own:
             conn.close()
+
+
+def _recordings() -> list[Path]:
+    """Recordings in the runs directory (store.list_runs, without importing the store)."""
+    from rpctui.paths import runs_dir
+
+    folder = runs_dir()
+    return sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True) \
+        if folder.is_dir() else []
