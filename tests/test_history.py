@@ -134,9 +134,16 @@ def test_history_lists_filters_shows_and_exports(runs: Path, tmp_path: Path) -> 
     exported = _cli("history", "export", "--format", "csv", env_home=home)
     rows = exported.stdout.splitlines()
     assert len(rows) == 1 + 2 + 2 + 2 + 1  # header, two results a run, the crashed run's row
+    elsewhere = tmp_path / "from-another-machine.jsonl"
+    elsewhere.write_text(H100.read_text().replace("20261122-044200-cuda-two-servers-38282",
+                                                  "20261122-044200-cuda-copied"))
+    imported = _cli("history", "import", str(elsewhere), env_home=home)
+    assert imported.returncode == 0 and "1 run(s) imported" in imported.stderr
+    assert "20261122-044200-cuda-copied" in _cli("history", env_home=home).stdout
     for bad, why in ((("history", "show", "nothing-like-it"), "no run in the history matches"),
                      (("history", "--nodes", "four"), "is not a count or a range"),
-                     (("history", "show", "rig"), "runs match")):
+                     (("history", "show", "rig"), "runs match"),
+                     (("history", "import", str(tmp_path / "nope.jsonl")), "no recording at")):
         out = _cli(*bad, env_home=home)
         assert out.returncode != 0 and why in out.stderr and "fix:" in out.stderr
 
@@ -377,3 +384,45 @@ def test_report_of_a_recorded_sweep_has_seed_000s_scaling_table(tmp_path: Path) 
           if isinstance(e, ev.BenchResult) and e.row["n_gen"] == 0}
     assert f"{pp[1]:.2f} ± 0.00 |" in rows["pp32"]
     assert f"{pp[4]:.2f} ± 0.00 ({pp[4] / pp[1]:.2f}x) |" in rows["pp32"]
+
+
+def test_compare_sweep_steps_of_one_run(tmp_path: Path) -> None:
+    """RUN:STEP: the one-server and the four-server steps of a real sweep, side by side."""
+    home = tmp_path / "data"
+    (home / "rpctui" / "runs").mkdir(parents=True)
+    (home / "rpctui" / "runs" / "sweep.jsonl").write_text((FIXTURES / "rig4-sweep.jsonl").read_text())
+    out = _cli("compare", "last:0", "last:3", env_home=home)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^A: .*:0$", out.stdout, re.M) and re.search(r"^B: .*:3$", out.stdout, re.M)
+    assert re.search(r"^pp32 t/s\s+\d", out.stdout, re.M)
+    assert "B against A: the only difference is the servers" in out.stdout
+    assert "10.207.0.4:50052: added" in out.stdout
+
+
+async def test_the_app_serves_its_state_as_metrics(tmp_path: Path) -> None:
+    """The app with --metrics, on a replayed real 4-node run: a scrape reads the nodes'
+    memory and the results from the app's state."""
+    import asyncio
+    import socket
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from rpctui.tui.app import RpcTuiApp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = RpcTuiApp(replay=RIG4, replay_speed=0, record=False, metrics=f"127.0.0.1:{port}")
+    async with app.run_test(size=(120, 40)):
+        await app.workers.wait_for_complete()
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read())
+    families = {f.name: f.samples for f in text_string_to_metric_families(text.decode())}
+    assert {s.labels["node"] for s in families["rpctui_node_memory_used_bytes"]} == \
+        {"n1", "n2", "n3", "n4"}
+    assert {s.labels["test"] for s in families["rpctui_bench_tokens_per_second"]} == \
+        {"pp128", "tg32"}
+    assert [s.value for s in families["rpctui_memory_warnings"] if s.labels["node"] == "n4"] == [1]
+    with pytest.raises(OSError):  # and it stops with the app
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)

@@ -165,6 +165,13 @@ def test_warm_tensor_cache_moves_less_and_still_finishes(clean_rig: Rig, bins, m
     cached = [dict(e["cache"]).get(last) for e in runs[1] if e["type"] == "NodeSample"]
     assert any(c and c > 10 * MIB for c in cached), "the cache directory was not sampled"
     assert any(f.stat().st_size > 10 * MIB for f in cache.rglob("*") if f.is_file())
+    # The run database says which run found the cache cold and which found it warm.
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "data" / "rpctui" / "history.sqlite")
+    states = db.execute("SELECT r.started, s.cache_state FROM servers s JOIN runs r USING (run_id)"
+                        " WHERE s.endpoint = ? ORDER BY r.started, r.run_id", (last,)).fetchall()
+    assert [state for _, state in states] == ["cold", "warm"]
 
 
 def test_live_and_predicted_oom_warnings_name_the_node(clean_rig: Rig, bins, model,
