@@ -115,19 +115,18 @@ def summarize(events: list[ev.Event], recording: str = "",
     loads: dict[str, list[ev.LoadFinished]] = {}
     for lf in state.loads_finished:
         loads.setdefault(lf.endpoint, []).append(lf)
-    # A tensor cache is warm when it held something before the first job began loading.
-    first_job = min((j.t for j in jobs), default=float("inf"))
-    cache_before: dict[str, int] = {}
-    for e in events:
-        if isinstance(e, ev.NodeSample) and e.t <= first_job:
-            cache_before.update(e.cache)
     for endpoint, server in state.servers.items():
         argv = argvs.get(endpoint, ())
         flags = server_flags(argv)
         done = loads.get(server.endpoint, []) or loads.get(endpoint, [])
         cache_state = None
-        if flags["cache"] and server.endpoint in cache_before:
-            cache_state = "warm" if cache_before[server.endpoint] > 0 else "cold"
+        if flags["cache"] and done and min(done, key=lambda lf: lf.step).expected_bytes:
+            # Warm: the first load moved clearly less than the model bytes the server holds,
+            # the rest coming from its cache (a cold load moves them all, plus the protocol's
+            # overhead). Sampling the cache directory instead would need a sample before the
+            # server's first load, which the sampler does not take.
+            first = min(done, key=lambda lf: lf.step)
+            cache_state = "warm" if first.moved_bytes < 0.9 * first.expected_bytes else "cold"
         rec.servers.append({"endpoint": endpoint, "node": server.node, "argv": list(argv),
                             **flags, "cache_state": cache_state, "exposed": int(server.exposed),
                             "transport": "tcp",
