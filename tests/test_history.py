@@ -139,6 +139,15 @@ def test_history_lists_filters_shows_and_exports(runs: Path, tmp_path: Path) -> 
                                                   "20261122-044200-cuda-copied"))
     imported = _cli("history", "import", str(elsewhere), env_home=home)
     assert imported.returncode == 0 and "1 run(s) imported" in imported.stderr
+    # A recording in a newer rpctui's format is passed over, and the rest is listed.
+    lines = H100.read_text().splitlines()
+    first = json.loads(lines[0])
+    first.update(schema=99, run_id="from-a-newer-rpctui")
+    (runs / "newer.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    assert _cli("history", env_home=home).stdout.count("\n") == 6
+    newer = _cli("history", "import", str(runs / "newer.jsonl"), env_home=home)
+    assert newer.returncode == 0 and "0 run(s) imported" in newer.stderr
+    assert "not imported: " in newer.stderr and "newer" in newer.stderr
     assert "20261122-044200-cuda-copied" in _cli("history", env_home=home).stdout
     for bad, why in ((("history", "show", "nothing-like-it"), "no run in the history matches"),
                      (("history", "--nodes", "four"), "is not a count or a range"),

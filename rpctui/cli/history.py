@@ -85,8 +85,11 @@ def history_command(args: Any) -> ExitCode:
             for p in paths or []:
                 if not p.is_file():
                     raise UserError(f"no recording at {p}", "give the .jsonl files of runs")
-            done = import_recordings(paths, conn, only_new=paths is None)
+            skipped: list[str] = []
+            done = import_recordings(paths, conn, only_new=paths is None, skipped=skipped)
             print(f"{len(done)} run(s) imported into {db.db_path()}", file=sys.stderr)
+            for why in skipped:
+                print(f"not imported: {why}", file=sys.stderr)
             return ExitCode.OK
         import_recordings(None, conn)  # recordings the database does not hold yet
         if action == "show":

@@ -33,9 +33,11 @@ def index_run(events: list[ev.Event], recording: Path | None = None,
 
 
 def import_recordings(paths: list[Path] | None = None, conn: sqlite3.Connection | None = None,
-                      only_new: bool = True) -> list[str]:
+                      only_new: bool = True, skipped: list[str] | None = None) -> list[str]:
     """Import recordings (default: every one in the runs directory the database lacks, and
-    those it recorded as interrupted that have grown since); the run ids written."""
+    those it recorded as interrupted that have grown since); the run ids written. A
+    recording that cannot be read (a newer rpctui's format) is passed over, and why is added
+    to ``skipped``."""
     own = conn is None
     conn = conn or db.connect()
     try:
@@ -49,10 +51,16 @@ def import_recordings(paths: list[Path] | None = None, conn: sqlite3.Connection 
                 continue
             # Reading and summing up are imported only when there is something new: listing
             # runs starts faster without them.
+            from rpctui.errors import UserError
             from rpctui.history.store import read_run
             from rpctui.run import events as ev
 
-            events = read_run(path)
+            try:
+                events = read_run(path)
+            except UserError as exc:
+                if skipped is not None:
+                    skipped.append(f"{path}: {exc.message}")
+                continue
             if not any(isinstance(e, ev.RunStarted) for e in events):
                 continue  # not a recording (or empty): nothing to say about it
             done.append(index_run(events, path, conn))
@@ -63,7 +71,7 @@ def import_recordings(paths: list[Path] | None = None, conn: sqlite3.Connection 
 
 
 def _recordings() -> list[Path]:
-    """Recordings in the runs directory (store.list_runs, without importing the store)."""
+    """Recordings in the runs directory, newest first."""
     from rpctui.paths import runs_dir
 
     folder = runs_dir()

@@ -1,6 +1,6 @@
-"""The run store: every run's events as JSONL, and its results as md, json or csv.
+"""Recordings read back, and a run's results as md, json or csv.
 
-A run is a recording: :class:`Recorder` appends each event as it happens (one
+A run is a recording: ``history/recorder.py`` appends each event as it happens (one
 JSON object a line, flushed), so a crash loses nothing that was seen. Reports
 read the recording, or the state folded from it.
 """
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from rpctui.llama.bench import backends, bench_label, params_b, size_gib
-from rpctui.paths import runs_dir
 from rpctui.run import events as ev
 from rpctui.run.schema import upgrade
 from rpctui.run.state import ClusterState
@@ -106,9 +105,3 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 FORMATS = {"md": to_markdown, "json": to_json, "csv": to_csv}
-
-
-def list_runs(folder: Path | None = None) -> list[Path]:
-    """Recorded runs, newest first."""
-    folder = folder or runs_dir()
-    return sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)
