@@ -94,8 +94,12 @@ def test_recordings_import_once_and_a_crashed_run_reads_as_interrupted(runs: Pat
     assert list(status.values()).count("ok") == 3
     counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
               for t in ("llama_bench", "bench", "servers", "nodes")]
-    # Nothing new: nothing imported, except the interrupted run, which is read again in
-    # case it grew; writing a run again replaces it, so nothing doubles.
+    # Nothing new: nothing imported. The interrupted run is read again once its recording
+    # grows (a run still going on elsewhere); writing a run again replaces it.
+    assert import_recordings() == []
+    with (runs / "rig4-crashed.jsonl").open("a") as fh:
+        fh.write(RIG4.read_text().splitlines()[-1].replace("20261122-051636-rig-60403",
+                                                           "20261122-051636-rig-crashed") + "\n")
     assert import_recordings() == ["20261122-051636-rig-crashed"]
     assert import_recordings(sorted(runs.glob("*.jsonl")), only_new=False)
     assert counts == [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]

@@ -47,7 +47,8 @@ LLAMA_BENCH_COLUMNS: tuple[tuple[str, str], ...] = (
 
 RUN_COLUMNS = ("run_id", "started", "duration_s", "profile", "profile_path", "command", "model",
                "main", "n_nodes", "n_servers", "status", "exit_code", "message", "builds",
-               "pp_ts", "tg_ts", "peak_mib", "n_results", "n_problems", "recording", "schema")
+               "pp_ts", "tg_ts", "peak_mib", "n_results", "n_problems", "recording",
+               "recording_bytes", "schema")
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS llama_bench (
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, started TEXT, duration_s REAL, profile TEXT, profile_path TEXT,
   command TEXT, model TEXT, main TEXT, n_nodes INTEGER, n_servers INTEGER, status TEXT,
   exit_code INTEGER, message TEXT, builds TEXT, pp_ts REAL, tg_ts REAL, peak_mib REAL,
-  n_results INTEGER, n_problems INTEGER, recording TEXT, schema INTEGER
+  n_results INTEGER, n_problems INTEGER, recording TEXT, recording_bytes INTEGER, schema INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -100,7 +101,7 @@ _PER_RUN = ("nodes", "servers", "steps", "memory", "problems", "plan")
 
 #: The database's format (PRAGMA user_version). Everything in it is derived from the runs'
 #: recordings, so a database of another format is dropped and filled again from them.
-DB_VERSION = 2  # 2: nodes.link
+DB_VERSION = 3  # 2: nodes.link; 3: runs.recording_bytes
 
 
 def db_path() -> Path:

@@ -22,6 +22,8 @@ def index_run(events: list[ev.Event], recording: Path | None = None,
     from rpctui.history.summary import summarize
 
     rec = summarize(events, str(recording or ""), state)
+    if recording is not None and recording.is_file():
+        rec.run["recording_bytes"] = recording.stat().st_size
     own = conn is None
     conn = conn or db.connect()
     try:
@@ -42,12 +44,14 @@ def import_recordings(paths: list[Path] | None = None, conn: sqlite3.Connection 
     conn = conn or db.connect()
     try:
         # Recordings are known by their path (a recording's name is its run id, unless it was
-        # renamed or copied in); an interrupted run's is read again, in case it went on.
-        known = {r["recording"] for r in conn.execute(
-            "SELECT recording FROM runs WHERE status != 'interrupted'")} if only_new else set()
+        # renamed or copied in); an interrupted run's is read again when it has grown since
+        # (a live run in another rpctui, which writes its end later).
+        known = {r["recording"]: (r["status"], r["recording_bytes"]) for r in conn.execute(
+            "SELECT recording, status, recording_bytes FROM runs")} if only_new else {}
         done = []
         for path in paths if paths is not None else _recordings():
-            if str(path) in known:
+            status, size = known.get(str(path), (None, None))
+            if status is not None and (status != "interrupted" or size == path.stat().st_size):
                 continue
             # Reading and summing up are imported only when there is something new: listing
             # runs starts faster without them.
