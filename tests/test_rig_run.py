@@ -240,7 +240,10 @@ def signal_servers_during_job(rig: Rig, bins, model: str, tmp_path: Path,
         victims = [p for p in rig.node_pids(rig.nodes[1])
                    if "ggml-rpc-server" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
         for pid in victims:
-            os.kill(pid, sig)
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass  # ended already: the one signalled before it was its parent or session
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
