@@ -12,35 +12,20 @@ from typing import Any
 from rpctui.errors import ExitCode, UserError
 from rpctui.history import db
 from rpctui.history.index import import_recordings
-from rpctui.history.query import RunFilter, find_runs, resolve_run
-
-
-def outcome(run: dict[str, Any]) -> str:
-    """How a run ended, in words."""
-    if run["status"] == "failed":
-        return f"failed (exit {run['exit_code']})"
-    return str(run["status"])
-
-
-def when(run: dict[str, Any]) -> str:
-    return str(run["started"] or "")[:16].replace("T", " ")
+from rpctui.history.query import (
+    NUMERIC_COLUMNS,
+    RUN_COLUMNS,
+    RunFilter,
+    find_runs,
+    outcome,
+    resolve_run,
+    run_row,
+    when,
+)
 
 
 def _num(value: Any, fmt: str) -> str:
     return fmt.format(value) if isinstance(value, (int, float)) else "-"
-
-
-LIST_COLUMNS = ("run", "when (UTC)", "profile", "model", "nodes", "servers", "pp t/s", "tg t/s",
-                "peak GiB", "outcome")
-
-
-def list_row(run: dict[str, Any]) -> dict[str, str]:
-    return {"run": run["run_id"], "when (UTC)": when(run), "profile": run["profile"] or "",
-            "model": run["model"] or "", "nodes": str(run["n_nodes"]),
-            "servers": str(run["n_servers"]), "pp t/s": _num(run["pp_ts"], "{:.1f}"),
-            "tg t/s": _num(run["tg_ts"], "{:.1f}"),
-            "peak GiB": _num((run["peak_mib"] or 0) / 1024 if run["peak_mib"] else None, "{:.1f}"),
-            "outcome": outcome(run)}
 
 
 def table(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
@@ -48,7 +33,7 @@ def table(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
     if not rows:
         return ""
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
-    right = {"nodes", "servers", "pp t/s", "tg t/s", "peak GiB", "t/s", "n"}
+    right = NUMERIC_COLUMNS | {"t/s"}
 
     def line(r: dict[str, str]) -> str:
         return "  ".join(r[c].rjust(widths[c]) if c in right else r[c].ljust(widths[c])
@@ -107,7 +92,7 @@ def history_command(args: Any) -> ExitCode:
         elif args.format == "csv":
             text = _csv(runs)
         else:
-            text = table([list_row(r) for r in runs], LIST_COLUMNS) or "no runs match\n"
+            text = table([run_row(r) for r in runs], RUN_COLUMNS) or "no runs match\n"
         if getattr(args, "out", None):
             Path(args.out).write_text(text)
             print(f"written to {args.out}", file=sys.stderr)

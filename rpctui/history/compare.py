@@ -12,7 +12,7 @@ from typing import Any
 
 from rpctui.errors import UserError
 from rpctui.history import db
-from rpctui.history.query import resolve_run
+from rpctui.history.query import natural, resolve_run
 
 #: flags whose value names the cluster rather than a setting (the servers are compared apart)
 _JOB_IGNORED = {"--rpc", "-o", "--output", "-m", "--model"}
@@ -66,7 +66,7 @@ def load_subject(conn: sqlite3.Connection, ref: str) -> Subject:
     if memory:
         subject.metrics["peak MiB (highest node)"] = [max(m["peak_mib"] for m in memory)]
     if len(memory) <= 8:  # node by node while that stays readable
-        for m in sorted(memory, key=lambda m: (_natural(m["node"]), m["device"])):
+        for m in sorted(memory, key=lambda m: (natural(m["node"]), m["device"])):
             subject.metrics[f"peak MiB {m['node']} {m['device']}"] = [m["peak_mib"]]
     subject.facts = _facts(conn, run_id, step, results, servers)
     return subject
@@ -186,7 +186,7 @@ def differences(a: Subject, b: Subject) -> dict[str, list[str]]:
         keys = fa.keys() | fb.keys()
         if kind == "build":  # a node added or removed is said once, under nodes
             keys = {k for k in keys if k in fa and k in fb}
-        for item in sorted(keys, key=_natural):
+        for item in sorted(keys, key=natural):
             va, vb = fa.get(item), fb.get(item)
             if va == vb:
                 continue
@@ -203,12 +203,6 @@ def differences(a: Subject, b: Subject) -> dict[str, list[str]]:
             out[kind] = items
     return dict(sorted(out.items()))
 
-
-def _natural(name: str) -> tuple[Any, ...]:
-    """n2 before n10; 10.0.0.2:50052 before 10.0.0.10:50052."""
-    import re
-
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
 def explain(diff: dict[str, list[str]], rows: list[MetricRow], index: int) -> str:

@@ -1,7 +1,8 @@
-"""Finding runs in the database: filters, a run named by the user, the rows of a report."""
+"""Finding runs in the database: filters, a run named by the user, a run's listing row."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -91,3 +92,39 @@ def resolve_run(conn: sqlite3.Connection, ref: str) -> str:
                         "see the run ids with `rpctui history`")
     raise UserError(f"{len(matches)} runs match {ref!r} ({', '.join(matches[:3])}, ...)",
                     "give more of the run id")
+
+
+def natural(name: str) -> tuple[Any, ...]:
+    """A sort key that puts n2 before n10, and 10.0.0.2:50052 before 10.0.0.10:50052."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def outcome(run: dict[str, Any]) -> str:
+    """How a run ended, in words: ok, failed (exit N), interrupted."""
+    if run["status"] == "failed":
+        return f"failed (exit {run['exit_code']})"
+    return str(run["status"])
+
+
+def when(run: dict[str, Any]) -> str:
+    """When it started, to the minute (UTC)."""
+    return str(run["started"] or "")[:16].replace("T", " ")
+
+
+#: a run's listing, as `rpctui history` and the app's runs screen show it
+RUN_COLUMNS = ("run", "when (UTC)", "profile", "model", "nodes", "servers", "pp t/s", "tg t/s",
+               "peak GiB", "outcome")
+NUMERIC_COLUMNS = frozenset({"nodes", "servers", "pp t/s", "tg t/s", "peak GiB"})
+
+
+def run_row(run: dict[str, Any]) -> dict[str, str]:
+    """One run's listing: every RUN_COLUMNS entry as text ("-" where it has none)."""
+    def num(value: Any) -> str:
+        return f"{value:.1f}" if isinstance(value, (int, float)) else "-"
+
+    return {"run": run["run_id"], "when (UTC)": when(run), "profile": run["profile"] or "",
+            "model": run["model"] or "", "nodes": str(run["n_nodes"]),
+            "servers": str(run["n_servers"]), "pp t/s": num(run["pp_ts"]),
+            "tg t/s": num(run["tg_ts"]),
+            "peak GiB": num(run["peak_mib"] / 1024 if run["peak_mib"] else None),
+            "outcome": outcome(run)}

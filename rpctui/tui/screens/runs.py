@@ -15,26 +15,12 @@ from textual.widgets import DataTable, Header, Input, Label
 
 from rpctui.history import db
 from rpctui.history.index import import_recordings
-from rpctui.history.query import find_runs
+from rpctui.history.query import NUMERIC_COLUMNS, RUN_COLUMNS, find_runs, run_row
 from rpctui.tui.screens.compare import open_compare
 from rpctui.tui.widgets.footer import KeyBar
 
-COLUMNS = ("", "when (UTC)", "profile", "model", "nodes", "servers", "pp t/s", "tg t/s",
-           "peak GiB", "outcome", "run")
-NUMERIC = {"nodes", "servers", "pp t/s", "tg t/s", "peak GiB"}
-
-
-def _cells(run: dict[str, Any]) -> list[str]:
-    def num(v: Any, fmt: str) -> str:
-        return fmt.format(v) if isinstance(v, (int, float)) else "-"
-
-    outcome = (f"failed (exit {run['exit_code']})" if run["status"] == "failed"
-               else str(run["status"]))
-    return [str(run["started"] or "")[:16].replace("T", " "), run["profile"] or "",
-            run["model"] or "", str(run["n_nodes"]), str(run["n_servers"]),
-            num(run["pp_ts"], "{:.1f}"), num(run["tg_ts"], "{:.1f}"),
-            num(run["peak_mib"] / 1024 if run["peak_mib"] else None, "{:.1f}"), outcome,
-            run["run_id"]]
+# The mark first, the run id last: the rest as `rpctui history` lists them.
+COLUMNS = ("", *RUN_COLUMNS[1:], "run")
 
 
 def _sort_key(value: str) -> tuple[int, float | str]:
@@ -94,7 +80,8 @@ class RunsScreen(Screen[Path | None]):
 
     def _show(self) -> None:
         text = self.query_one("#runs-filter", Input).value.lower()
-        rows = [(run, _cells(run)) for run in self.runs]
+        rows = [(run, [row[c] for c in COLUMNS[1:]])
+                for run, row in ((run, run_row(run)) for run in self.runs)]
         if text:
             rows = [(run, cells) for run, cells in rows
                     if text in " ".join([*cells, run["builds"] or ""]).lower()]
@@ -104,7 +91,7 @@ class RunsScreen(Screen[Path | None]):
         self.shown = [run for run, _ in rows]
         table = self.query_one(DataTable)
         table.clear()
-        right = [name in NUMERIC for name in COLUMNS[1:]]
+        right = [name in NUMERIC_COLUMNS for name in COLUMNS[1:]]
         for run, cells in rows:
             mark = "*" if run["run_id"] in self.marked else ""
             table.add_row(mark, *(Text(c, justify="right") if r else c
@@ -118,7 +105,7 @@ class RunsScreen(Screen[Path | None]):
         if not column:
             return
         same = self.sorted_by[0] == column
-        self.sorted_by = (column, not self.sorted_by[1] if same else column in NUMERIC
+        self.sorted_by = (column, not self.sorted_by[1] if same else column in NUMERIC_COLUMNS
                           or column == "when (UTC)")
         self._show()
 
