@@ -5,7 +5,6 @@ time), as Markdown (charts as SVG files beside it) or one self-contained HTML fi
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import statistics
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rpctui.history import db
-from rpctui.history.query import resolve_run
+from rpctui.history.query import natural, resolve_run
 from rpctui.history.store import read_run
 from rpctui.history.svg import line_chart
 from rpctui.run import events as ev
@@ -57,8 +56,12 @@ def build_report(conn: sqlite3.Connection, refs: list[str]) -> Report:
 
     # Scaling: t/s by node count, every repetition of every run and step pooled per cell.
     cells: dict[tuple[str, int], list[float]] = {}
+    counts_of: dict[tuple[str, int], int] = {}  # a step's node count, read once for its results
     for r in results:
-        count = 1 if r["n_servers"] == 0 else _nodes_in_step(conn, r["run_id"], r["step"])
+        key = (r["run_id"], r["step"])
+        if key not in counts_of:
+            counts_of[key] = 1 if r["n_servers"] == 0 else _nodes_in_step(conn, *key)
+        count = counts_of[key]
         samples = json.loads(r["samples_ts"]) if r["samples_ts"] else [r["avg_ts"]]
         cells.setdefault((r["test"], count), []).extend(float(x) for x in samples)
     counts = sorted({c for _, c in cells})
@@ -85,12 +88,12 @@ def build_report(conn: sqlite3.Connection, refs: list[str]) -> Report:
     for run in runs:
         label = run["run_id"] if len(runs) > 1 else ""
         for m in sorted(db.rows(conn, "memory", run["run_id"]),
-                        key=lambda m: (_natural(m["node"]), m["device"])):
+                        key=lambda m: (natural(m["node"]), m["device"])):
             memory.append(([label] if label else []) + [
                 m["node"], m["device"], f"{m['peak_mib'] / 1024:.2f}",
                 f"{m['total_mib'] / 1024:.1f}" if m["total_mib"] else "-",
                 f"{100 * m['peak_mib'] / m['total_mib']:.0f} %" if m["total_mib"] else "-"])
-        for s in sorted(db.rows(conn, "servers", run["run_id"]), key=lambda s: _natural(s["endpoint"])):
+        for s in sorted(db.rows(conn, "servers", run["run_id"]), key=lambda s: natural(s["endpoint"])):
             loads.append(([label] if label else []) + [
                 s["endpoint"], s["node"],
                 f"{s['load_s']:.2f}" if s["load_s"] is not None else "-",
@@ -121,10 +124,6 @@ def build_report(conn: sqlite3.Connection, refs: list[str]) -> Report:
     return Report(title, facts, tables, charts)
 
 
-def _natural(name: str) -> tuple[Any, ...]:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
-
-
 def _time_charts(runs: list[dict[str, Any]]) -> dict[str, str]:
     """Memory in use and network received over time, per node, from the first run's samples."""
     path = next((Path(r["recording"]) for r in runs if r["recording"]
@@ -148,9 +147,9 @@ def _time_charts(runs: list[dict[str, Any]]) -> dict[str, str]:
     label = f" (the {MAX_SERIES} highest of {len(used)} nodes)" if len(used) > MAX_SERIES else ""
     return {
         "memory": line_chart(f"memory in use per node, RAM + VRAM{label}",
-                             {n: used[n] for n in sorted(top, key=_natural)}, "seconds", "GiB"),
+                             {n: used[n] for n in sorted(top, key=natural)}, "seconds", "GiB"),
         "network": line_chart(f"network received per node{label}",
-                              {n: rx[n] for n in sorted(top, key=_natural)}, "seconds", "MiB/s"),
+                              {n: rx[n] for n in sorted(top, key=natural)}, "seconds", "MiB/s"),
     }
 
 

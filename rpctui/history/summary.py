@@ -120,12 +120,12 @@ def summarize(events: list[ev.Event], recording: str = "",
         flags = server_flags(argv)
         done = loads.get(server.endpoint, []) or loads.get(endpoint, [])
         cache_state = None
-        if flags["cache"] and done and min(done, key=lambda lf: lf.step).expected_bytes:
+        first = min(done, key=lambda lf: lf.step) if done else None
+        if flags["cache"] and first is not None and first.expected_bytes:
             # Warm: the first load moved clearly less than the model bytes the server holds,
             # the rest coming from its cache (a cold load moves them all, plus the protocol's
             # overhead). Sampling the cache directory instead would need a sample before the
             # server's first load, which the sampler does not take.
-            first = min(done, key=lambda lf: lf.step)
             cache_state = "warm" if first.moved_bytes < 0.9 * first.expected_bytes else "cold"
         rec.servers.append({"endpoint": endpoint, "node": server.node, "argv": list(argv),
                             **flags, "cache_state": cache_state, "exposed": int(server.exposed),

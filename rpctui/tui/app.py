@@ -21,7 +21,6 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Header, Tab, Tabs
 
-from rpctui.engine.metrics import serve as serve_metrics
 from rpctui.engine.orchestrator import Orchestrator
 from rpctui.errors import UserError
 from rpctui.history.recorder import Recorder
@@ -116,8 +115,10 @@ class RpcTuiApp(App[int]):
             self.theme = name
         self.set_interval(REDRAW_S, self.redraw)
         if self.metrics:
+            from rpctui.engine.metrics import serve  # prometheus_client: only when asked for
+
             try:
-                self._stop_metrics = serve_metrics(self.metrics, lambda: self.state)
+                self._stop_metrics = serve(self.metrics, lambda: self.state)
                 self.notify(f"metrics on http://{self.metrics}/metrics", title="metrics")
             except UserError as exc:
                 self.notify(f"{exc.message}\nfix: {exc.fix}", title="metrics", severity="error")
