@@ -22,6 +22,7 @@ from rpctui.errors import ExitCode, UserError
 from rpctui.history.recorder import Recorder
 from rpctui.history.store import FORMATS, new_run_id, result_rows
 from rpctui.profile.schema import Profile
+from rpctui.profiler.breakdown import render as render_breakdown
 from rpctui.run import events as ev
 from rpctui.run.report import final_report, human_bytes, status_lines
 from rpctui.run.state import ClusterState, fold
@@ -93,6 +94,16 @@ class Printer:
                 return (f"server {e.endpoint} on {e.node}: {e.expected_bytes / 2**20:.2f} MiB "
                         f"loaded in {e.seconds:.2f} s ({human_bytes(e.moved_bytes)} over the "
                         f"network)")
+            case ev.LinkMeasured():
+                if e.rtt_ms is None:
+                    return f"link {e.main} -> {e.node}: not measured ({e.note})"
+                rates = (f", {e.to_mbps:.0f} Mb/s to, {e.from_mbps:.0f} Mb/s from"
+                         if e.to_mbps is not None and e.from_mbps is not None else "")
+                return f"link {e.main} -> {e.node} ({e.endpoint}): rtt {e.rtt_ms:.3f} ms{rates}"
+            case ev.LinksAssessed():
+                return "\n".join(f"warning: link to {node}: {text}" for node, text in e.flags)
+            case ev.TokenBreakdown():
+                return "\n".join(render_breakdown([e]))
             case ev.TeardownFailed():
                 return f"error: teardown on {e.node}: {e.message}"
             case ev.TeardownDone():
@@ -330,3 +341,41 @@ def preflight_table(state: ClusterState) -> str:
     for issue in general:
         lines.append(("error: " if issue.fatal else "warning: ") + issue.message)
     return "\n".join(lines) + "\n"
+
+
+def links_headless(profile: Profile, fmt: str = "md", seconds: float = 2.0, pings: int = 50,
+                   stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> ExitCode:
+    """``rpctui links``: the main node against every server node; nothing else is started."""
+    from rpctui.profiler.links import render
+
+    session = Session(profile, "links", stderr, record=False)
+    orch = Orchestrator(profile, session.emit, build_progress=session.build_progress)
+    try:
+        links = asyncio.run(_with_signals(lambda: _links(orch, seconds, pings)))
+    except UserError as exc:
+        print(f"error: {exc.message}" + (f"\n  fix: {exc.fix}" if exc.fix else ""), file=stderr)
+        return exc.code
+    if links == ExitCode.INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    state = session.state
+    if any(n.status == "failed" for n in state.nodes.values()):
+        return ExitCode.PREFLIGHT
+    measured = list(state.links.values())
+    if not measured:
+        print("error: no node of this profile runs an rpc-server: there is no link to test",
+              file=stderr)
+        print("  fix: add [[nodes.servers]] to a node", file=stderr)
+        return ExitCode.USAGE
+    if fmt == "json":
+        stdout.write(json.dumps({"links": [m.to_dict() for m in measured],
+                                 "flags": [{"node": n, "problem": t}
+                                           for n, t in state.link_flags]}, indent=1) + "\n")
+    else:
+        stdout.write(render(measured, state.link_flags))
+    failed = any(m.rtt_ms is None for m in measured)
+    return ExitCode.FAILED if failed else ExitCode.OK
+
+
+async def _links(orch: Orchestrator, seconds: float, pings: int) -> ExitCode:
+    await orch.run_links(seconds, pings)
+    return ExitCode.OK

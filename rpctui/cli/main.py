@@ -1,4 +1,4 @@
-"""Command line: rpctui [PROFILE] | run | check | demo | build | plan | explain | replay |
+"""Command line: rpctui [PROFILE] | run | check | links | demo | build | plan | explain | replay |
 validate | history | compare | report.
 
 Every error a user can cause ends in one message and a non-zero exit code
@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     app = sub.add_parser("app", help="open the app on a profile (also: rpctui PROFILE)")
     app.add_argument("profile", nargs="?")
     _metrics_flags(app, hold=False)
+
+    links = sub.add_parser("links", help="test every server node's link from the main node: "
+                           "round trips and TCP throughput both ways, next to each interface's "
+                           "speed and MTU")
+    links.add_argument("profile")
+    links.add_argument("--seconds", type=float, default=2.0,
+                       help="seconds of throughput test each way (2; 0: round trips only)")
+    links.add_argument("--pings", type=int, default=50, help="round trips to time (50)")
+    links.add_argument("--format", choices=("md", "json"), default="md")
 
     val = sub.add_parser("validate", help="validate profiles without connecting")
     val.add_argument("profiles", nargs="+")
@@ -216,6 +225,14 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
         return run_headless(load_profile(args.profile), args.format, args.out,
                             verbose=args.verbose, force=args.force, metrics=args.metrics,
                             metrics_hold=args.metrics_hold)
+    if args.command == "links":
+        from rpctui.cli.headless import links_headless
+
+        if args.seconds < 0 or args.pings < 1:
+            raise UserError("--seconds must be 0 or more and --pings 1 or more",
+                            "for example: rpctui links PROFILE --seconds 2 --pings 50")
+        return links_headless(load_profile(args.profile), args.format, args.seconds,
+                              args.pings)
     if args.command == "check":
         return run_headless(load_profile(args.profile), args.format, check_only=True,
                             force=args.force)
@@ -260,7 +277,7 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
     return ExitCode.OK
 
 
-COMMANDS = ("run", "check", "demo", "build", "plan", "explain", "replay", "app", "validate",
+COMMANDS = ("run", "check", "links", "demo", "build", "plan", "explain", "replay", "app", "validate",
             "history", "compare", "report")
 
 

@@ -106,6 +106,8 @@ class Job:
                 if is_bench:
                     for row in bench.feed(text):
                         self.rows += 1
+                        if self.orch.tokens is not None:
+                            self.orch.tokens.result(row)
                         self.orch.emit(ev.BenchResult(step=self.step, n_servers=self.n_servers,
                                        row=row))
                 else:
@@ -126,6 +128,11 @@ class Job:
             self.orch.emit(ev.JobOutput(text=line))
 
     def _log(self, line: str, may_fail: bool) -> None:
+        progress = logs.bench_progress(line) if line.startswith("llama-bench: ") else None
+        if progress is not None:
+            if self.orch.tokens is not None:
+                self.orch.tokens.progress(progress)
+            return  # --progress lines mark the measured windows; they are not the log
         self.tail.append(line)
         self.orch.emit(ev.JobLog(stream="stderr", line=line))
         buf = self.buffer_lines.feed(line)

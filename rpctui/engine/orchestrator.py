@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rpctui.engine.job import Job
+from rpctui.engine.links import measure_links
 from rpctui.engine.model import load_model_info
 from rpctui.engine.preflight import preflight
 from rpctui.engine.probe import link_peer, probe_node
@@ -23,6 +24,7 @@ from rpctui.engine.resolve import resolve_bin_dirs, resolve_model
 from rpctui.engine.sampling import Sampler
 from rpctui.engine.servers import ServerWatch
 from rpctui.engine.tasks import Background
+from rpctui.engine.tokens import TokenProfiler
 from rpctui.errors import ExitCode, UserError
 from rpctui.hosts.base import Host, Spawned, launcher_argv
 from rpctui.hosts.local import LocalHost
@@ -65,6 +67,8 @@ class Orchestrator:
     samplers: dict[str, Sampler] = field(default_factory=dict)
     monitor: Monitor | None = None
     force: bool = False  #: launch even when the memory plan says it will not fit
+    links: dict[str, ev.LinkMeasured] = field(default_factory=dict)  #: node -> its link test
+    tokens: TokenProfiler | None = None  #: the running bench step's breakdown, when measured
 
     def __post_init__(self) -> None:
         self.background = Background(lambda message: self.emit(ev.Notice(message=message)))
@@ -84,6 +88,8 @@ class Orchestrator:
     def publish(self, event: ev.Event) -> None:
         """Emit an event, then what the monitor derives from it (progress, OOM risk)."""
         self.emit_event(event)
+        if self.tokens is not None:
+            self.tokens.observe(event)
         if self.monitor is not None:
             for derived in self.monitor.observe(event):
                 self.emit_event(derived)
@@ -124,10 +130,10 @@ class Orchestrator:
         self.hosts[node.label] = host
         self.caps[node.label] = await self._probe(node, host, bin_dirs)
 
-    async def prepare(self) -> bool:
-        """Connect to every node in parallel, probe, and run the preflight. True when it passed."""
-        self.model = await resolve_model(self.profile)
-        nodes = self.profile.nodes
+    async def connect_nodes(self) -> bool:
+        """Connect to every node in parallel and probe it; whether all answered (a node that
+        did not is a NodeFailed event)."""
+        nodes = [n for n in self.profile.nodes if n.label not in self.caps]
         results = await asyncio.gather(*(self._connect_and_probe(n) for n in nodes),
                                        return_exceptions=True)
         failed = False
@@ -141,7 +147,12 @@ class Orchestrator:
                 self.emit(ev.NodeFailed(node=node.label, message=f"node {node.label}: {result!r}",
                           fix="run with --debug and report this"))
                 failed = True
-        if failed:
+        return not failed
+
+    async def prepare(self) -> bool:
+        """Connect to every node in parallel, probe, and run the preflight. True when it passed."""
+        self.model = await resolve_model(self.profile)
+        if not await self.connect_nodes():
             self.emit(ev.PreflightDone(ok=False))
             return False
         self.monitor = self._make_monitor()
@@ -239,6 +250,8 @@ class Orchestrator:
         for note in notes:
             self.emit(ev.Notice(message=note, node=node.label))
         env = {"GGML_NO_BACKTRACE": "1", **node.env, **server.env}
+        if self.breakdown:
+            env.setdefault("GGML_RPC_DEBUG", "1")  # a line per command: the round trips
         limit = server.address_space_limit_mib * 1024 if server.address_space_limit_mib else None
         full = launcher_argv(argv, env=env, limit_as_kib=limit, stdbuf=caps.has_stdbuf)
         self.emit(ev.ServerStarting(node=node.label, endpoint=ep, argv=tuple(argv)))
@@ -289,15 +302,24 @@ class Orchestrator:
         servers = self.profile.servers()[:n_servers]
         eps = [endpoint(n, s) for n, s in servers]
         names = {f"{n.label}:{s.port}": endpoint(n, s) for n, s in self.profile.servers()}
-        argv = largv.job_argv(caps, self.profile.job, self.model, eps, names)
+        argv = largv.job_argv(caps, self.profile.job, self.model, eps, names,
+                              progress=self.breakdown)
         env = {"GGML_NO_BACKTRACE": "1", "LLAMA_ARG_FIT": "off", **main.env}
         full = launcher_argv(argv, env=env, stdbuf=caps.has_stdbuf)
         self.emit(ev.JobStarted(node=main.label, kind=self.profile.job.kind, argv=tuple(argv),
                   step=step, servers=tuple(eps)))
         spawned = await self.hosts[main.label].spawn(full, merge_stderr=False)
         self.started.append(Started(main.label, "job", spawned, spawned.pgid))
+        if self.breakdown and "--progress" in argv:
+            self.tokens = TokenProfiler(step, {endpoint(n, s): n.label for n, s in servers},
+                                        self.samplers, self.links, self.emit)
         job = Job(self, spawned, step, n_servers)
-        return await job.run(self.profile.job.timeout_s)
+        try:
+            return await job.run(self.profile.job.timeout_s)
+        finally:
+            tokens, self.tokens = self.tokens, None
+            if tokens is not None:
+                await tokens.finish()
 
     # -- the command API both faces use --------------------------------------------------------
 
@@ -307,10 +329,21 @@ class Orchestrator:
             self.prepared = await self.prepare()
         return self.prepared
 
+    @property
+    def breakdown(self) -> bool:
+        """Whether bench steps measure where each token's time goes (it needs the samplers)."""
+        return (self.profile.breakdown and self.profile.job.kind == "bench"
+                and self.profile.sample_interval_s > 0 and bool(self.profile.servers()))
+
     async def start(self) -> None:
-        """The samplers (where the profile samples) and every rpc-server, once."""
+        """The link test (for the breakdown), the samplers (where the profile samples) and
+        every rpc-server, once."""
         if self.servers_started:
             return
+        if self.breakdown and not self.links:
+            measured = await measure_links(self.profile, self.hosts, self.caps, self.emit,
+                                           self.profile.link_test_s, pings=30)
+            self.links.update((m.node, m) for m in measured)
         if self.profile.sample_interval_s > 0:
             await self.start_sampling()
         await self.start_servers()
@@ -329,6 +362,23 @@ class Orchestrator:
             return ExitCode.OK
         finally:
             self.jobs_running = False
+
+    async def test_links(self, seconds: float = 2.0, pings: int = 50) -> list[ev.LinkMeasured]:
+        """The link test (engine/links.py) for every server node; connects first if needed.
+        Run it before the servers start: while one holds its port, the test takes another."""
+        if not await self.connect_nodes():
+            return []
+        measured = await measure_links(self.profile, self.hosts, self.caps, self.emit, seconds,
+                                       pings)
+        self.links.update((m.node, m) for m in measured)
+        return measured
+
+    async def run_links(self, seconds: float = 2.0, pings: int = 50) -> list[ev.LinkMeasured]:
+        """The link test headless: connect, test, close (nothing is started)."""
+        try:
+            return await self.test_links(seconds, pings)
+        finally:
+            await asyncio.shield(self.teardown())
 
     async def stop_job(self) -> None:
         """End the running job (the servers stay up)."""

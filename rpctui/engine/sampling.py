@@ -49,9 +49,11 @@ def sample_event(node: str, t: float, data: dict[str, Any]) -> ev.NodeSample:
         gpus=gpus,
         net=tuple(ev.NetCounters(name, rx, tx)
                   for name, (rx, tx) in sorted((data.get("net") or {}).items())),
-        procs=tuple(ev.ProcReading(name, round(p["rss_kib"] / 1024, 2), round(p["cpu_s"], 2))
+        procs=tuple(ev.ProcReading(name, round(p["rss_kib"] / 1024, 2), round(p["cpu_s"], 2),
+                                   round(p.get("busiest_s", 0.0), 3))
                     for name, p in sorted((data.get("procs") or {}).items())),
         received=tuple(sorted((data.get("received") or {}).items())),
+        sent=tuple(sorted((data.get("sent") or {}).items())),
         cache=tuple(sorted((k, v) for k, v in (data.get("cache") or {}).items() if v is not None)),
         gpu_procs=tuple(sorted((k, round(v, 1)) for k, v in gpu_procs.items())),
     )

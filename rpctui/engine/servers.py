@@ -16,6 +16,7 @@ from rpctui.run import events as ev
 
 if TYPE_CHECKING:
     from rpctui.engine.sampling import Sampler
+    from rpctui.engine.tokens import TokenProfiler
 
 
 class Cluster(Protocol):
@@ -34,6 +35,8 @@ class Cluster(Protocol):
     def stopping(self) -> bool: ...
     @property
     def background(self) -> Background: ...
+    @property
+    def tokens(self) -> TokenProfiler | None: ...
 
     def emit(self, event: ev.Event) -> None: ...
 
@@ -78,6 +81,11 @@ class ServerWatch:
                            expected=self.orch.stopping, tail=tuple(self.tail)))
 
     def _line(self, line: str) -> None:
+        command = logs.rpc_debug_command(line)
+        if command is not None:  # GGML_RPC_DEBUG: one line per command, counted, not logged
+            if self.orch.tokens is not None:
+                self.orch.tokens.command(self.endpoint, command)
+            return
         self.tail.append(line)
         self.orch.emit(ev.ServerLog(node=self.node, endpoint=self.endpoint, line=line))
         protocol = logs.banner_protocol(line)

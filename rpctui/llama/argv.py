@@ -129,8 +129,9 @@ def job_tool(caps: Capabilities, kind: str) -> tuple[str, Tool]:
 
 
 def job_argv(caps: Capabilities, job: Job, model: str, endpoints: list[str],
-             server_names: dict[str, str]) -> list[str]:
-    """The job's command line on the main node. ``server_names`` maps node:port to endpoints."""
+             server_names: dict[str, str], progress: bool = False) -> list[str]:
+    """The job's command line on the main node. ``server_names`` maps node:port to endpoints;
+    ``progress``: llama-bench says when each repetition starts (where it has --progress)."""
     role, tool = job_tool(caps, job.kind)
     bench = role == "bench"
     argv = [tool.path, "-m", model]
@@ -139,6 +140,8 @@ def job_argv(caps: Capabilities, job: Job, model: str, endpoints: list[str],
     if bench:
         fmt = "jsonl" if "jsonl" in tool.flag_line("--output") else "json"
         argv += ["-o", fmt, "-v"]
+        if progress and tool.has("--progress"):
+            argv.append("--progress")
     if job.ngl is not None:
         argv += ["-ngl", str(job.ngl)]
     if job.flash_attn is not None:

@@ -227,3 +227,51 @@ def banner_cache(line: str) -> str | None:
 
 def is_exposure_warning(line: str) -> bool:
     return "Never expose the RPC server to an open network" in line
+
+
+# -- the profiler's lines ----------------------------------------------------------------------
+
+#: The commands an rpc-server logs, one line each, when started with GGML_RPC_DEBUG=1 (mainline;
+#: b6110 and ik print nothing): "[get_tensor] buffer: ...". Names are rpc_server's methods.
+RPC_COMMANDS = frozenset({
+    "hello", "get_device_memory", "alloc_buffer", "get_alloc_size", "get_alignment",
+    "get_max_size", "buffer_get_base", "free_buffer", "buffer_clear", "memset_tensor",
+    "set_tensor", "set_tensor_hash", "init_tensor", "get_tensor", "copy_tensor",
+    "graph_compute", "graph_recompute"})
+#: Of those, the ones the server answers (rpc_serve_client sends a response; pinned mainline,
+#: protocol 7). The client's dispatcher sends commands in order and waits for each answer, so
+#: each of these is one round trip on the wire; the others go one way and overlap.
+RPC_REPLY_COMMANDS = frozenset({
+    "hello", "get_device_memory", "alloc_buffer", "get_alloc_size", "get_alignment",
+    "get_max_size", "buffer_get_base", "set_tensor_hash", "get_tensor", "copy_tensor"})
+_RPC_DEBUG = re.compile(r"^\[(\w+)\] ")
+
+
+def rpc_debug_command(line: str) -> str | None:
+    """The RPC command an rpc-server's debug line names, or None for any other line."""
+    m = _RPC_DEBUG.match(line)
+    return m.group(1) if m and m.group(1) in RPC_COMMANDS else None
+
+
+@dataclass(frozen=True)
+class BenchProgress:
+    """One of llama-bench's --progress lines: "llama-bench: benchmark 2/4: generation run 1/5"."""
+
+    test: int  #: 1-based, in llama-bench's order
+    tests: int
+    what: str  #: starting, warmup prompt run, warmup generation run, depth run, prompt run,
+    #: generation run
+    rep: int = 0
+    reps: int = 0
+
+
+_PROGRESS = re.compile(r"^llama-bench: benchmark (\d+)/(\d+): ([a-z ]+?)(?: (\d+)/(\d+))?"
+                       r"(?: \(cached\))?$")
+
+
+def bench_progress(line: str) -> BenchProgress | None:
+    m = _PROGRESS.match(line.strip())
+    if not m:
+        return None
+    return BenchProgress(int(m.group(1)), int(m.group(2)), m.group(3),
+                         int(m.group(4) or 0), int(m.group(5) or 0))

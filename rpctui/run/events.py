@@ -45,6 +45,8 @@ class ProcReading(NamedTuple):
     endpoint: str
     rss_mib: float
     cpu_s: float
+    #: the busiest thread's CPU time per sampling interval, summed: time spent computing
+    busiest_s: float = 0.0
 
 
 class DistributionRow(NamedTuple):
@@ -76,6 +78,22 @@ class ComputeChecked(NamedTuple):
     device: str
     estimated_mib: float
     allocated_mib: float
+
+
+class BreakdownPart(NamedTuple):
+    """One rpc-server's share of a token's time (ms per token; None where not measured)."""
+
+    endpoint: str
+    node: str
+    compute_ms: float | None  #: the server computing (busiest thread, or its GPUs when busier)
+    latency_ms: float | None  #: round trips x the link's round-trip time
+    transfer_ms: float | None  #: bytes both ways / the link's measured throughput
+    to_bytes: float  #: main -> server, per token
+    from_bytes: float  #: server -> main, per token
+    round_trips: float | None  #: per token
+    rtt_ms: float | None
+    cpu_ms: float | None  #: the server's CPU time, all threads, per token
+    gpu_busy_ms: float | None
 
 
 @dataclass(frozen=True)
@@ -365,6 +383,8 @@ class NodeSample(Event):
     procs: tuple[ProcReading, ...] = ()
     #: endpoint, bytes received on its port (kernel per-connection counters, summed)
     received: tuple[tuple[str, int], ...] = ()
+    #: endpoint, bytes its server sent (and were acknowledged), counted the same way
+    sent: tuple[tuple[str, int], ...] = ()
     cache: tuple[tuple[str, int], ...] = ()  #: endpoint, bytes in its tensor cache
     gpu_procs: tuple[tuple[str, float], ...] = ()  #: endpoint, GPU memory MiB (NVML)
 
@@ -439,3 +459,53 @@ class PlanChecked(Event):
     worst_error_mib: float = 0.0
     compute: tuple[ComputeChecked, ...] = ()  #: compute is estimated: kept apart
     compute_worst_pct: float = 0.0
+
+
+# -- the profiler -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LinkMeasured(Event):
+    """The main node against one server node, over a plain TCP connection to where that node's
+    rpc-server listens (the path RPC takes): round trips and throughput both ways."""
+
+    node: str = ""  #: the server node
+    main: str = ""
+    endpoint: str = ""  #: host:port connected to (the first server's, or a free port beside it)
+    rtt_ms: float | None = None  #: median of the round trips after the first two
+    rtt_min_ms: float | None = None
+    rtt_max_ms: float | None = None
+    to_mbps: float | None = None  #: main -> node, measured where the bytes arrive
+    from_mbps: float | None = None  #: node -> main
+    seconds: float = 0.0  #: each way
+    interface: str = ""  #: the node's interface towards the main node, as its probe found
+    link_mbps: int | None = None  #: its negotiated speed
+    mtu: int | None = None
+    main_interface: str = ""
+    main_link_mbps: int | None = None
+    main_mtu: int | None = None
+    note: str = ""  #: why a figure is missing, or the port used instead of the server's
+
+
+@dataclass(frozen=True)
+class LinksAssessed(Event):
+    """After a link test: the links that fall well short of their peers or their speed."""
+
+    flags: tuple[tuple[str, str], ...] = ()  #: node, what is wrong
+
+
+@dataclass(frozen=True)
+class TokenBreakdown(Event):
+    """Where one bench test's time per token went: each server's compute, each link's latency
+    and transfer, and the rest (the main node's own compute and overhead)."""
+
+    step: int = 0
+    test: str = ""  #: as llama-bench names it: pp512, tg128
+    phase: Literal["", "prompt", "generation"] = ""
+    tokens: int = 0  #: tokens in the measured windows
+    ms_per_token: float = 0.0  #: measured (llama-bench's average)
+    parts: tuple[BreakdownPart, ...] = ()
+    main_ms: float = 0.0  #: what the parts leave: the main node's compute and overhead
+    bottleneck: str = ""  #: the largest share, in words
+    bottleneck_ms: float = 0.0
+    #: figure -> where it came from (round trips: "rpc-server debug log", ...)
+    sources: tuple[tuple[str, str], ...] = ()

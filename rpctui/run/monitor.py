@@ -80,7 +80,7 @@ class Monitor:
         sample = self.samples.get(self.endpoints.get(endpoint, ""))
         if not sample:
             return 0.0
-        return next((rss for ep, rss, _ in sample.procs if ep == endpoint), 0.0)
+        return next((p.rss_mib for p in sample.procs if p.endpoint == endpoint), 0.0)
 
     def memory_kind(self, node: str) -> str:
         """Which memory the node's servers fill: VRAM, GTT+RAM (AMD APU) or RAM."""

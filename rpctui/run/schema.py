@@ -16,17 +16,20 @@ from rpctui.errors import ExitCode, UserError
 #: 2: RunStarted names each server's endpoint, BufferAllocated says which KV cache (sliding
 #: window) a buffer belongs to, and RunStarted carries this number. Both fields have defaults,
 #: so a version-1 recording reads as it is.
-SCHEMA_VERSION = 2
+#: 3: the profiler's events (LinkMeasured, LinksAssessed, TokenBreakdown) and NodeSample's
+#: per-server traffic both ways. Only additions: a version-2 recording reads as it is, and an
+#: older rpctui refuses a version-3 one instead of failing on events it does not know.
+SCHEMA_VERSION = 3
 
 Raw = dict[str, Any]
 
 
-def _v1_to_v2(events: list[Raw]) -> list[Raw]:
+def _additions_only(events: list[Raw]) -> list[Raw]:
     return events
 
 
 #: version N -> a function that turns N's raw events into N + 1's
-UPGRADES: dict[int, Callable[[list[Raw]], list[Raw]]] = {1: _v1_to_v2}
+UPGRADES: dict[int, Callable[[list[Raw]], list[Raw]]] = {1: _additions_only, 2: _additions_only}
 
 
 def recording_version(events: list[Raw]) -> int:

@@ -153,6 +153,9 @@ class ClusterState:
     distributions: tuple[ev.MemoryDistribution, ...] = ()
     plan: ev.BufferPlanned | None = None
     plan_checks: tuple[ev.PlanChecked, ...] = ()
+    links: Mapping[str, ev.LinkMeasured] = field(default_factory=lambda: _frozen({}))
+    link_flags: tuple[tuple[str, str], ...] = ()
+    breakdowns: tuple[ev.TokenBreakdown, ...] = ()
     teardown: TeardownStatus = ""
     teardown_failures: tuple[str, ...] = ()
     finished: bool = False
@@ -338,6 +341,23 @@ def _(e: ev.BufferPlanned, s: ClusterState) -> ClusterState:
 @_apply.register
 def _(e: ev.PlanChecked, s: ClusterState) -> ClusterState:
     return replace(s, plan_checks=s.plan_checks + (e,))
+
+
+@_apply.register
+def _(e: ev.LinkMeasured, s: ClusterState) -> ClusterState:
+    links = dict(s.links)
+    links[e.node] = e
+    return replace(s, links=_frozen(links))
+
+
+@_apply.register
+def _(e: ev.LinksAssessed, s: ClusterState) -> ClusterState:
+    return replace(s, link_flags=e.flags)
+
+
+@_apply.register
+def _(e: ev.TokenBreakdown, s: ClusterState) -> ClusterState:
+    return replace(s, breakdowns=s.breakdowns + (e,))
 
 
 @_apply.register

@@ -20,7 +20,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 watched = {}  # pgid -> {"name", "port", "cache"}
 received = {}  # name -> bytes received on its port since watched
-conn_last = {}  # (port, peer) -> last bytes_received
+sent = {}  # name -> bytes sent (and acknowledged) on its port since watched
+conn_last = {}  # (port, peer) -> last (bytes_received, bytes_acked)
+busiest = {}  # pgid -> seconds: the busiest thread's CPU time per interval, summed
+thread_last = {}  # tid -> cpu seconds at the last sample
 lock = threading.Lock()
 out_lock = threading.Lock()
 wake = threading.Event()
@@ -122,11 +125,12 @@ def groups(pgids):
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 INET_DIAG_INFO = 2
-TCPI_BYTES_RECEIVED = 128  # offset of tcpi_bytes_received in struct tcp_info (Linux >= 4.1)
+TCPI_BYTES_ACKED = 120  # offsets in struct tcp_info (Linux >= 4.1): bytes_acked, then
+TCPI_BYTES_RECEIVED = 128  # bytes_received
 
 
 def diag_received(ports):
-    """{(port, peer): bytes_received} of established IPv4 TCP sockets on ``ports``, asked of
+    """{(port, peer): (bytes_received, bytes_acked)} of established IPv4 TCP sockets on ``ports``, asked of
     the kernel over NETLINK_SOCK_DIAG (what `ss -ti` asks, without starting a process)."""
     import socket
     import struct
@@ -154,8 +158,9 @@ def diag_received(ports):
                         if alen < 4:
                             break
                         if atype == INET_DIAG_INFO and alen - 4 >= TCPI_BYTES_RECEIVED + 8:
-                            (value,) = struct.unpack_from("=Q", data, attr + 4 + TCPI_BYTES_RECEIVED)
-                            found[(sport, f"{dst}:{dport}")] = value
+                            acked, value = struct.unpack_from("=QQ", data,
+                                                              attr + 4 + TCPI_BYTES_ACKED)
+                            found[(sport, f"{dst}:{dport}")] = (value, acked)
                         attr += (alen + 3) & ~3
                 off += (length + 3) & ~3
     finally:
@@ -163,6 +168,7 @@ def diag_received(ports):
 
 
 _SS_BYTES = re.compile(r"bytes_received:(\d+)")
+_SS_ACKED = re.compile(r"bytes_acked:(\d+)")
 
 
 def ss_received(ports):
@@ -182,7 +188,8 @@ def ss_received(ports):
             continue
         m = _SS_BYTES.search(line)
         if current and m:
-            found[current] = int(m.group(1))
+            acked = _SS_ACKED.search(line)
+            found[current] = (int(m.group(1)), int(acked.group(1)) if acked else 0)
     return found
 
 
@@ -204,12 +211,52 @@ def connections(ports):
             counters = ss_received(ports)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    for key, value in counters.items():
-        last = conn_last.get(key, 0)
-        delta = value - last if value >= last else value
-        conn_last[key] = value
-        received[ports[key[0]]] = received.get(ports[key[0]], 0) + delta
+    for key, (value, acked) in counters.items():
+        last, last_acked = conn_last.get(key, (0, 0))
+        name = ports[key[0]]
+        received[name] = received.get(name, 0) + (value - last if value >= last else value)
+        sent[name] = sent.get(name, 0) + (acked - last_acked if acked >= last_acked else acked)
+        conn_last[key] = (value, acked)
     return True
+
+
+def _thread_cpu(pid):
+    """{tid: cpu seconds} of one process's threads: from schedstat (nanoseconds) where the
+    kernel keeps it, else from stat (clock ticks, 10 ms each)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                out[int(tid)] = int(fh.read().split()[0]) / 1e9
+            continue
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def busiest_thread(pgids):
+    """Per watched group, the busiest thread's CPU time in this interval, added up: how long
+    the group computed, as a wall-clock figure (its threads work side by side)."""
+    for pg in pgids:
+        most = 0.0
+        for pid in members.get(pg, ()):
+            for tid, cpu in _thread_cpu(pid).items():
+                last = thread_last.get(tid)
+                thread_last[tid] = cpu
+                if last is not None and cpu >= last:
+                    most = max(most, cpu - last)
+        busiest[pg] = busiest.get(pg, 0.0) + most
 
 
 def dir_bytes(path):
@@ -368,9 +415,12 @@ def main():
         ports = {w["port"]: w["name"] for w in snapshot.values()}
         sample = {"t": round(time.monotonic(), 4), "mem": meminfo(), "net": netdev()}
         procs = groups(list(snapshot))
-        sample["procs"] = {w["name"]: procs[pg] for pg, w in snapshot.items()}
+        busiest_thread(list(snapshot))
+        sample["procs"] = {w["name"]: dict(procs[pg], busiest_s=round(busiest.get(pg, 0.0), 3))
+                           for pg, w in snapshot.items()}
         if connections(ports):
             sample["received"] = {w["name"]: received.get(w["name"], 0) for w in snapshot.values()}
+            sample["sent"] = {w["name"]: sent.get(w["name"], 0) for w in snapshot.values()}
         sample["cache"] = {w["name"]: dir_bytes(w["cache"]) for w in snapshot.values()
                            if w["cache"]}
         gpus = nvidia.sample(pgid_of) if nvidia.ok else []

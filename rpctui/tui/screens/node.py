@@ -67,8 +67,9 @@ class NodeScreen(Screen[None]):
         table.add_columns("server", "resident MiB", "CPU s", "GPU MiB")
         if tel and tel.sample:
             gpu = dict(tel.sample.gpu_procs)
-            for ep, rss, cpu in tel.sample.procs:
-                table.add_row(ep, f"{rss:.1f}", f"{cpu:.1f}", f"{gpu.get(ep, 0):.0f}")
+            for p in tel.sample.procs:
+                table.add_row(p.endpoint, f"{p.rss_mib:.1f}", f"{p.cpu_s:.1f}",
+                              f"{gpu.get(p.endpoint, 0):.0f}")
         log = self.query_one(RichLog)
         for line in self.logs:
             log.write(line)
