@@ -186,6 +186,20 @@ class Rig:
                 return found
             time.sleep(0.05)
 
+    # -- shaping links --------------------------------------------------------------------------
+
+    def shape(self, node: RigNode, rate: str) -> None:
+        """Cap a node's link both ways with tbf (netem is not in this kernel): its own eth0
+        (what it sends) and its veth's bridge end (what it receives)."""
+        for argv in (node.exec_argv(["tc", "qdisc", "replace", "dev", "eth0", "root"]),
+                     ["tc", "qdisc", "replace", "dev", f"{self.prefix}v{node.index}", "root"]):
+            _sh(*argv, "tbf", "rate", rate, "burst", "64kb", "latency", "100ms")
+
+    def unshape(self, node: RigNode) -> None:
+        for argv in (node.exec_argv(["tc", "qdisc", "del", "dev", "eth0", "root"]),
+                     ["tc", "qdisc", "del", "dev", f"{self.prefix}v{node.index}", "root"]):
+            _sh(*argv, check=False)
+
     # -- tear down ------------------------------------------------------------------------------
 
     def down(self) -> None:

@@ -233,7 +233,8 @@ def test_kernel_oom_killer_is_named(clean_rig: Rig, bins, model, tmp_path: Path)
 
 
 def test_netlink_tcp_counters_agree_with_ss() -> None:
-    """The sampler asks the kernel over NETLINK_SOCK_DIAG what `ss -tin` prints."""
+    """The sampler asks the kernel over NETLINK_SOCK_DIAG what `ss -tin` prints: bytes
+    received, and bytes sent and acknowledged."""
     agent = (Path(__file__).resolve().parent.parent / "rpctui" / "hosts" / "agents" / "sampler.py")
     ns: dict[str, object] = {"CONFIG": {}}
     exec(compile(agent.read_text().rsplit("\nmain()", 1)[0], "agent", "exec"), ns)
@@ -249,13 +250,22 @@ def test_netlink_tcp_counters_agree_with_ss() -> None:
         got = 0
         while got < 3_000_000:
             got += len(conn.recv(1 << 20))
-        netlink = ns["diag_received"]({port})
-        ss = ns["ss_received"]({port})
+        conn.sendall(b"y" * 12_345)
+        got = 0
+        while got < 12_345:
+            got += len(client.recv(1 << 20))
+        deadline = time.monotonic() + 2
+        while True:  # the client's acknowledgement may be delayed (up to 40 ms on Linux)
+            netlink = ns["diag_received"]({port})
+            ss = ns["ss_received"]({port})
+            if list(netlink.values()) == [(3_000_000, 12_345)] or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
     finally:
         for s in (client, conn, server):
             s.close()
     assert netlink == ss
-    assert list(netlink.values()) == [3_000_000]
+    assert list(netlink.values()) == [(3_000_000, 12_345)]
 
 
 def test_recorded_gpu_run_replays_with_vram_and_per_process_memory() -> None:
