@@ -7,8 +7,10 @@
                               long enough for about 20 s of samples.
   rig4-sweep.jsonl            4 namespace nodes, the tiny model, a sweep over 1, 2, 3 and 4
                               servers (the app's scaling chart, reports' scaling tables).
+  rig3-breakdown.jsonl        3 namespace nodes, two servers, n3's link capped at 20 Mb/s
+                              with tbf: the link test and the per-token breakdown.
 
-    .venv/bin/python bench/record_runs.py
+    .venv/bin/python bench/record_runs.py [breakdown]   (breakdown: that recording alone)
 """
 
 from __future__ import annotations
@@ -40,9 +42,28 @@ def run(profile: Path, work: Path, *extra: str) -> Path:
     return sorted((data / "rpctui" / "runs").glob("*.jsonl"), key=lambda p: p.stat().st_mtime)[-1]
 
 
+def breakdown(bin_dir: str, work: Path) -> None:
+    rig = Rig(3, prefix="rb", net=217).up()
+    try:
+        rig.shape(rig.nodes[2], "20mbit")
+        job = (f'[job]\nmodel = "{ensure_model("tiny")}"\nngl = 99\nprompt_tokens = [64]\n'
+               f'gen_tokens = [32]\nrepetitions = 3\n')
+        profile = rig_profile(rig, work / "rig3.toml", bin_dir=bin_dir, model="", job=job,
+                              servers=3, nodes=3, extra="link_test_s = 1.0")
+        text = profile.read_text()
+        first = text.index("[[nodes.servers]]")  # n1 runs the job only
+        profile.write_text(text[:first] + text[text.index("[[nodes]]", first):])
+        shutil.copy(run(profile, work, "run"), FIX / "rig3-breakdown.jsonl")
+    finally:
+        rig.down()
+
+
 def main() -> None:
     bin_dir = str(ensure_build("mainline").bin_dir)
     work = Path(tempfile.mkdtemp(prefix="rpctui-rec-"))
+    if sys.argv[1:] == ["breakdown"]:
+        breakdown(bin_dir, work)
+        return
     rig = Rig(4, prefix="rr", net=215).up()
     try:
         model = str(ensure_model("small"))

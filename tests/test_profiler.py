@@ -14,10 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from textual.widgets import Static
 
+from rpctui.history import db
+from rpctui.history.index import import_recordings
+from rpctui.history.report import build_report, to_markdown
+from rpctui.history.store import read_run
 from rpctui.llama import logs
 from rpctui.profiler.breakdown import predicted_ms
 from rpctui.run import events as ev
+from rpctui.run.state import fold_all
+from rpctui.tui.app import RpcTuiApp
 from tests.conftest import ROOT, recorded_events, rpctui
 from tests.rig import Rig, RigNode, node_toml
 
@@ -49,6 +56,65 @@ def test_bench_progress_lines() -> None:
         (2, "generation run", 2)]
     assert logs.bench_progress("llama-bench: benchmark 2/2: depth run 1/3 (cached)") == \
         logs.BenchProgress(2, 2, "depth run", 1, 3)
+
+
+# -- fast: a recorded run with a capped link -----------------------------------------------------
+
+BREAKDOWN_RUN = FIXTURES / "rig3-breakdown.jsonl"
+
+
+def test_recorded_breakdown_names_the_capped_link() -> None:
+    """rig3-breakdown.jsonl (n3's link capped at 20 Mb/s): the link test flags n3, and the
+    generation breakdown puts the time on n3's bandwidth, the logits it sends back."""
+    state = fold_all(read_run(BREAKDOWN_RUN))
+    assert set(state.links) == {"n2", "n3"}
+    assert state.links["n3"].to_mbps is not None and state.links["n3"].to_mbps < 25
+    assert [node for node, _ in state.link_flags] == ["n3"]
+    tg = next(b for b in state.breakdowns if b.phase == "generation")
+    assert tg.bottleneck == "bandwidth of the link to n3"
+    n3 = next(p for p in tg.parts if p.node == "n3")
+    assert n3.from_bytes > 10 * n3.to_bytes  # the output layer's logits come back from n3
+    assert n3.round_trips == 1.0
+    # The parts and the rest add up to what llama-bench measured.
+    total = tg.main_ms + sum((p.compute_ms or 0) + (p.latency_ms or 0) + (p.transfer_ms or 0)
+                             for p in tg.parts)
+    assert abs(total - tg.ms_per_token) < 0.01
+    # Given n3's link back at n2's speed, the breakdown predicts a much faster token.
+    fast = predicted_ms(tg, {}, {"n3": (state.links["n2"].to_mbps or 0,
+                                        state.links["n2"].from_mbps or 0)})
+    assert fast is not None and n3.transfer_ms is not None
+    assert fast < tg.ms_per_token - 0.9 * n3.transfer_ms
+
+
+def test_recorded_breakdown_in_the_database_and_the_report(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "h.sqlite")
+    import_recordings([BREAKDOWN_RUN], conn)
+    run_id = conn.execute("SELECT run_id FROM runs").fetchone()[0]
+    parts = db.rows(conn, "breakdown", run_id)
+    assert {(r["test"], r["node"]) for r in parts} == {("pp64", "n2"), ("pp64", "n3"),
+                                                       ("tg32", "n2"), ("tg32", "n3")}
+    links = {r["node"]: r for r in db.rows(conn, "links", run_id)}
+    assert links["n3"]["flag"] and not links["n2"]["flag"]
+    text = to_markdown(build_report(conn, [run_id]))
+    assert "## where each token's time goes" in text and "bandwidth of the link to n3" in text
+    assert "## links from the main node" in text
+
+
+async def test_app_job_view_shows_links_and_breakdown(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    app = RpcTuiApp(replay=BREAKDOWN_RUN, replay_speed=0, record=False)
+    async with app.run_test(size=(160, 60)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("l")
+        await pilot.pause()
+        app.redraw()
+        await pilot.pause()
+        text = str(app.job_view.query_one("#command", Static).render())
+        assert "links from the main node:" in text and "flag: n3:" in text
+        assert "tg32 (generation, 96 tokens measured)" in text
+        assert "bottleneck: bandwidth of the link to n3" in text
+        await pilot.press("q")
 
 
 # -- rig: shaped links ---------------------------------------------------------------------------

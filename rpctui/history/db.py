@@ -95,13 +95,26 @@ CREATE TABLE IF NOT EXISTS plan (
   kv_planned_mib REAL, kv_allocated_mib REAL
 );
 CREATE INDEX IF NOT EXISTS plan_run ON plan (run_id);
+CREATE TABLE IF NOT EXISTS links (
+  run_id TEXT, node TEXT, main TEXT, endpoint TEXT, rtt_ms REAL, rtt_min_ms REAL,
+  to_mbps REAL, from_mbps REAL, seconds REAL, interface TEXT, link_mbps INTEGER, mtu INTEGER,
+  flag TEXT
+);
+CREATE INDEX IF NOT EXISTS links_run ON links (run_id);
+CREATE TABLE IF NOT EXISTS breakdown (
+  run_id TEXT, step INTEGER, test TEXT, phase TEXT, tokens INTEGER, ms_per_token REAL,
+  endpoint TEXT, node TEXT, compute_ms REAL, latency_ms REAL, transfer_ms REAL,
+  to_bytes REAL, from_bytes REAL, round_trips REAL, rtt_ms REAL, cpu_ms REAL,
+  gpu_busy_ms REAL, main_ms REAL, bottleneck TEXT
+);
+CREATE INDEX IF NOT EXISTS breakdown_run ON breakdown (run_id);
 """
 
-_PER_RUN = ("nodes", "servers", "steps", "memory", "problems", "plan")
+_PER_RUN = ("nodes", "servers", "steps", "memory", "problems", "plan", "links", "breakdown")
 
 #: The database's format (PRAGMA user_version). Everything in it is derived from the runs'
 #: recordings, so a database of another format is dropped and filled again from them.
-DB_VERSION = 3  # 2: nodes.link; 3: runs.recording_bytes
+DB_VERSION = 4  # 2: nodes.link; 3: runs.recording_bytes; 4: links, breakdown
 
 
 def db_path() -> Path:

@@ -108,6 +108,8 @@ def build_report(conn: sqlite3.Connection, refs: list[str]) -> Report:
                         lead + ["server", "node", "load s", "MiB", "MiB/s", "tensor cache"], loads,
                         {len(lead) + 2, len(lead) + 3, len(lead) + 4}))
 
+    tables += _profiler_tables(conn, runs)
+
     charts = {"scaling": line_chart(
         "t/s by node count", {t: [(c, statistics.fmean(cells[(t, c)])) for c in counts
                                   if (t, c) in cells] for t in tests},
@@ -122,6 +124,47 @@ def build_report(conn: sqlite3.Connection, refs: list[str]) -> Report:
     title = f"rpctui report: {runs[0]['profile']}" + (f" and {len(runs) - 1} more run(s)"
                                                       if len(runs) > 1 else "")
     return Report(title, facts, tables, charts)
+
+
+def _f(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _profiler_tables(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> list[Table]:
+    """The links as tested before each run, and where each token's time went."""
+    lead = ["run"] if len(runs) > 1 else []
+    links, parts = [], []
+    for run in runs:
+        label = [run["run_id"]] if lead else []
+        for link in sorted(db.rows(conn, "links", run["run_id"]), key=lambda r: natural(r["node"])):
+            links.append(label + [link["node"], link["endpoint"], _f(link["rtt_ms"]),
+                                  _f(link["to_mbps"], ".0f"), _f(link["from_mbps"], ".0f"),
+                                  link["interface"] or "-", _f(link["link_mbps"], "d"),
+                                  _f(link["mtu"], "d"), link["flag"] or ""])
+        seen: set[tuple[int, str]] = set()
+        for b in db.rows(conn, "breakdown", run["run_id"]):
+            first = (b["step"], b["test"]) not in seen
+            seen.add((b["step"], b["test"]))
+            parts.append(label + [
+                f"{b['test']} (step {b['step']})" if first else "",
+                _f(b["ms_per_token"]) if first else "", f"{b['node']} {b['endpoint']}",
+                _f(b["compute_ms"]), _f(b["latency_ms"]), _f(b["round_trips"], ".2f"),
+                _f(b["transfer_ms"]), f"{b['to_bytes']:.0f} / {b['from_bytes']:.0f}",
+                _f(b["main_ms"]) if first else "", b["bottleneck"] if first else ""])
+    out = []
+    if links:
+        out.append(Table("links from the main node, tested before the servers started",
+                         lead + ["node", "endpoint", "rtt ms", "to Mb/s", "from Mb/s",
+                                 "interface", "speed Mb/s", "MTU", "flag"], links,
+                         {len(lead) + i for i in (2, 3, 4, 6, 7)}))
+    if parts:
+        out.append(Table("where each token's time goes (ms per token; latency = round trips x "
+                         "the link's round-trip time; main = what the servers leave)",
+                         lead + ["test", "measured", "server", "compute", "latency",
+                                 "round trips", "transfer", "bytes to / from", "main",
+                                 "bottleneck"], parts,
+                         {len(lead) + i for i in (1, 3, 4, 5, 6, 7, 8)}))
+    return out
 
 
 def _time_charts(runs: list[dict[str, Any]]) -> dict[str, str]:

@@ -34,6 +34,9 @@ class RunRecord:
     memory: list[dict[str, Any]] = field(default_factory=list)
     problems: list[dict[str, Any]] = field(default_factory=list)
     plan: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
+    #: one row per server and test: its share of the time per token (the test's figures repeated)
+    breakdown: list[dict[str, Any]] = field(default_factory=list)
 
 
 def model_of(argv: tuple[str, ...]) -> str:
@@ -173,6 +176,22 @@ def summarize(events: list[ev.Event], recording: str = "",
                              "model_allocated_mib": row.model_allocated_mib,
                              "kv_planned_mib": row.kv_planned_mib,
                              "kv_allocated_mib": row.kv_allocated_mib})
+
+    # The link test before the servers started, and where each token's time went.
+    flags = dict(state.link_flags)
+    for tested in state.links.values():
+        rec.links.append({"node": tested.node, "main": tested.main, "endpoint": tested.endpoint,
+                          "rtt_ms": tested.rtt_ms, "rtt_min_ms": tested.rtt_min_ms,
+                          "to_mbps": tested.to_mbps, "from_mbps": tested.from_mbps,
+                          "seconds": tested.seconds, "interface": tested.interface,
+                          "link_mbps": tested.link_mbps, "mtu": tested.mtu,
+                          "flag": flags.get(tested.node)})
+    for b in state.breakdowns:
+        for part in b.parts:
+            rec.breakdown.append({"step": b.step, "test": b.test, "phase": b.phase,
+                                  "tokens": b.tokens, "ms_per_token": b.ms_per_token,
+                                  **part._asdict(), "main_ms": b.main_ms,
+                                  "bottleneck": b.bottleneck})
 
     best: dict[str, float] = {}
     for result, _ in rec.bench:

@@ -45,6 +45,7 @@ class RpcTuiApp(App[int]):
         Binding("r", "run_job", "Run job"),
         Binding("x", "stop_job", "Stop job"),
         Binding("k", "stop_cluster", "Stop cluster"),
+        Binding("t", "test_links", "Test links"),
         Binding("g", "show_cluster", "Cluster"),
         Binding("l", "show_log", "Log"),
         Binding("n", "node_detail", "Node"),
@@ -232,6 +233,8 @@ class RpcTuiApp(App[int]):
             if not await orch.connect():
                 self.notify("preflight failed: see the node cards", severity="error")
                 return
+            if what == "links":
+                await orch.test_links()
             if what in ("servers", "job"):
                 await orch.start()
             if what == "job" and not orch.jobs_running:
@@ -248,6 +251,11 @@ class RpcTuiApp(App[int]):
 
     def action_run_job(self) -> None:
         self._step("job")
+
+    def action_test_links(self) -> None:
+        """The link test; its table and flags show in the job tab."""
+        self._step("links")
+        self._show_tab("job-tab")
 
     async def action_stop_job(self) -> None:
         if self.orch is not None:
@@ -310,6 +318,7 @@ class RpcTuiApp(App[int]):
                                        ("r", "run_job", "Run the job"),
                                        ("x", "stop_job", "Stop the job"),
                                        ("k", "stop_cluster", "Stop the cluster (teardown)"),
+                                       ("t", "test_links", "Test every server node's link"),
                                        ("l", "show_log", "Open the log"),
                                        ("u", "runs", "Past runs and comparisons"),
                                        ("e", "edit_profile", "Edit the profile"),

@@ -11,6 +11,8 @@ from textual.widgets import DataTable, Input, RichLog, Static
 from textual_plotext import PlotextPlot
 
 from rpctui.history.store import result_rows
+from rpctui.profiler.breakdown import render as render_breakdown
+from rpctui.profiler.links import render as render_links
 from rpctui.run.report import plan_check_lines
 from rpctui.run.state import ClusterState
 from rpctui.tui.widgets.render import scaling_lines
@@ -52,6 +54,11 @@ class JobView(Vertical):
         plan = plan_check_lines(state)
         if plan:
             commands += ["", *plan]
+        if state.links:
+            commands += ["", "links from the main node:",
+                         *render_links(list(state.links.values()), state.link_flags).splitlines()]
+        if state.breakdowns:
+            commands += ["", "where each token's time goes:", *render_breakdown(state.breakdowns)]
         text = "\n".join(commands) or "no job yet"
         if text != self.command_text:  # a new layout only when the line count changes
             layout = text.count("\n") != self.command_text.count("\n")
