@@ -387,3 +387,26 @@ def test_more_backends_than_llama_cpp_takes_is_refused(clean_rig: Rig, bins, mod
     assert result.returncode == 3
     assert ("the job would use 17 backends (16 RPC devices, 0 local GPUs and the CPU); "
             "llama.cpp's scheduler takes at most 16") in result.stderr
+
+
+def test_sweep_from_the_local_baseline_gives_ratios(clean_rig: Rig, bins, model,
+                                                    tmp_path: Path) -> None:
+    """Server count 0 runs the job on the main node alone; every step's t/s is then given as a
+    ratio to it (seed 000's "RPC Scaling" tables), in the results and the report."""
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, extra="[sweep]\nservers = [0, 2]\n")
+    result = rpctui(tmp_path, "run", str(profile), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["servers"], r["test"]) for r in rows] == [(0, "pp32"), (0, "tg8"), (2, "pp32"),
+                                                        (2, "tg8")]
+    assert [r["vs_local"] for r in rows[:2]] == [1.0, 1.0]
+    for r in rows[2:]:
+        base = next(b for b in rows[:2] if b["test"] == r["test"])
+        assert r["vs_local"] == round(r["avg_ts"] / base["avg_ts"], 3)
+    jobs = [e for e in recorded_events(tmp_path) if e["type"] == "JobStarted"]
+    assert "--rpc" not in jobs[0]["argv"] and "--rpc" in jobs[1]["argv"]
+    report = rpctui(tmp_path, "report", "last")
+    assert report.returncode == 0, report.stderr
+    assert "ratios against the local baseline, the main node alone" in report.stdout
+    assert "| 1 node | 2 nodes |" in report.stdout

@@ -357,6 +357,13 @@ class Orchestrator:
             for step, n in enumerate(steps):
                 rc = await self.run_job(step, n)
                 await self.settle()
+                if rc != 0 and n == 0 and len(steps) > 1:
+                    # The local baseline: a model too big for the main node alone is why one
+                    # uses RPC. The steps with servers still run, without ratios.
+                    self.emit(ev.Notice(node=self.profile.main_node.label, message=(
+                        "the local baseline (0 servers) failed: the model may not fit on the "
+                        "main node alone; the other steps run without ratios to it")))
+                    continue
                 if rc != 0:
                     return ExitCode.FAILED
             return ExitCode.OK

@@ -54,14 +54,18 @@ def build_report(conn: sqlite3.Connection, refs: list[str]) -> Report:
             for r in run_ids]
     results = db.bench_rows(conn, run_ids)
 
-    # Scaling: t/s by node count, every repetition of every run and step pooled per cell.
-    cells: dict[tuple[str, int], list[float]] = {}
+    # Scaling: t/s by node count, every repetition of every run and step pooled per cell; by
+    # server count where every step ran on the same machines (a sweep on one node).
     counts_of: dict[tuple[str, int], int] = {}  # a step's node count, read once for its results
     for r in results:
         key = (r["run_id"], r["step"])
         if key not in counts_of:
             counts_of[key] = 1 if r["n_servers"] == 0 else _nodes_in_step(conn, *key)
-        count = counts_of[key]
+    by_servers = (len(set(counts_of.values())) == 1
+                  and len({r["n_servers"] for r in results}) > 1)
+    cells: dict[tuple[str, int], list[float]] = {}
+    for r in results:
+        count = r["n_servers"] if by_servers else counts_of[(r["run_id"], r["step"])]
         samples = json.loads(r["samples_ts"]) if r["samples_ts"] else [r["avg_ts"]]
         cells.setdefault((r["test"], count), []).extend(float(x) for x in samples)
     counts = sorted({c for _, c in cells})
@@ -80,8 +84,14 @@ def build_report(conn: sqlite3.Connection, refs: list[str]) -> Report:
             base = base or mean
             row.append(f"{mean:.2f} ± {sd:.2f}" + (f" ({mean / base:.2f}x)" if mean != base else ""))
         scaling_rows.append(row)
-    tables = [Table("t/s by node count (the main node counts; ratios against the fewest nodes)",
-                    ["test", *(f"{c} node" + ("s" if c > 1 else "") for c in counts)],
+    local = any(r["n_servers"] == 0 for r in results)
+    against = "the local baseline, the main node alone" if local else (
+        "the fewest servers" if by_servers else "the fewest nodes")
+    what = "server count (all on the same machines)" if by_servers else \
+        "node count (the main node counts)"
+    unit = "server" if by_servers else "node"
+    tables = [Table(f"t/s by {what}; ratios against {against}",
+                    ["test", *(f"{c} {unit}" + ("s" if c != 1 else "") for c in counts)],
                     scaling_rows, set(range(1, len(counts) + 1)))]
 
     memory, loads = [], []
@@ -111,9 +121,9 @@ def build_report(conn: sqlite3.Connection, refs: list[str]) -> Report:
     tables += _profiler_tables(conn, runs)
 
     charts = {"scaling": line_chart(
-        "t/s by node count", {t: [(c, statistics.fmean(cells[(t, c)])) for c in counts
-                                  if (t, c) in cells] for t in tests},
-        "nodes", "tokens per second", points=True, integer_x=True)}
+        f"t/s by {unit} count", {t: [(c, statistics.fmean(cells[(t, c)])) for c in counts
+                                     if (t, c) in cells] for t in tests},
+        f"{unit}s", "tokens per second", points=True, integer_x=True)}
     charts.update(_time_charts(runs))
 
     builds = sorted({r["builds"] for r in runs if r["builds"]})

@@ -73,19 +73,40 @@ def result_rows(state: ClusterState) -> list[dict[str, Any]]:
             "step": result.step,
             "raw": r,
         })
+    _versus_local(rows)
     return rows
+
+
+def _versus_local(rows: list[dict[str, Any]]) -> None:
+    """Where a step ran without rpc-servers (a sweep's 0: the main node alone, the local
+    baseline), every row of the same test gets its t/s as a ratio to that baseline, as seed
+    000's "RPC Scaling" tables give it."""
+    base = {r["test"]: r["avg_ts"] for r in rows
+            if r["servers"] == 0 and isinstance(r["avg_ts"], (int, float)) and r["avg_ts"] > 0}
+    if not base:
+        return
+    for r in rows:
+        b = base.get(r["test"])
+        ok = b and isinstance(r["avg_ts"], (int, float))
+        r["vs_local"] = round(r["avg_ts"] / b, 3) if ok else None
+        r["x local"] = f"{r['vs_local']:.2f}x" if ok else "-"
+
+
+def _columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    return COLUMNS + ("x local",) if rows and "x local" in rows[0] else COLUMNS
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no results)\n"
-    right = {"size", "params", "ngl", "servers", "test", "t/s"}
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS}
-    head = "| " + " | ".join(c.ljust(widths[c]) for c in COLUMNS) + " |"
+    right = {"size", "params", "ngl", "servers", "test", "t/s", "x local"}
+    columns = _columns(rows)
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    head = "| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |"
     rule = "| " + " | ".join(("-" * (widths[c] - 1) + ":") if c in right else "-" * widths[c]
-                             for c in COLUMNS) + " |"
+                             for c in columns) + " |"
     body = ["| " + " | ".join(str(r[c]).rjust(widths[c]) if c in right else
-                              str(r[c]).ljust(widths[c]) for c in COLUMNS) + " |" for r in rows]
+                              str(r[c]).ljust(widths[c]) for c in columns) + " |" for r in rows]
     builds = sorted({r["build"] for r in rows})
     return "\n".join([head, rule, *body, "", f"build: {', '.join(builds)}", ""])
 
@@ -97,6 +118,8 @@ def to_json(rows: list[dict[str, Any]]) -> str:
 def to_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     fields = [c for c in COLUMNS if c != "t/s"] + ["avg_ts", "stddev_ts", "build"]
+    if rows and "vs_local" in rows[0]:
+        fields.append("vs_local")
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:

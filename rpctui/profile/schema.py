@@ -52,8 +52,8 @@ def _job_kind(v: str) -> str | None:
 def _counts(v: list[int]) -> str | None:
     if not v:
         return "needs at least one server count"
-    if any(n < 1 for n in v):
-        return "server counts must be 1 or more"
+    if any(n < 0 for n in v):
+        return "server counts must be 0 or more (0: the main node alone, the local baseline)"
     if len(set(v)) != len(v):
         return "has a server count twice"
     return None
@@ -167,8 +167,9 @@ class Job:
 class Sweep:
     """Run the same job with the first N servers, for each N (seed 000's scaling table)."""
 
-    servers: list[int] = setting(doc="server counts, e.g. [1, 2, 3, 4]", factory=list,
-                                 check=_counts)
+    servers: list[int] = setting(doc="server counts, e.g. [0, 1, 2, 3, 4]; 0 runs the job on "
+                                 "the main node alone, the local baseline every step is "
+                                 "compared with", factory=list, check=_counts)
 
 
 @dataclass(frozen=True)

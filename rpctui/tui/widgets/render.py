@@ -158,8 +158,11 @@ def scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
     out = ["scaling (t/s by servers):"]
     for test in dict.fromkeys(r["test"] for r in rows):
         series = {r["servers"]: r["avg_ts"] for r in rows if r["test"] == test and r["avg_ts"]}
+        local = {r["servers"]: r.get("x local", "") for r in rows if r["test"] == test}
         top = max(series.values(), default=0) or 1
         for n in counts:
             if n in series:
-                out.append(f"  {test:>10s} x{n:<2d} {series[n]:10.2f} {'█' * round(20 * series[n] / top)}")
+                bar = "█" * round(20 * series[n] / top)
+                vs = f" {local[n]:>6s} local" if local.get(n) else ""
+                out.append(f"  {test:>10s} x{n:<2d} {series[n]:10.2f}{vs} {bar}")
     return out
