@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from rpctui.profile.load import (
     save_document,
     set_value,
 )
+from rpctui.profile.schema import Job
 from tests.conftest import ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
@@ -177,3 +179,51 @@ def test_cli_missing_profile_file(tmp_path: Path) -> None:
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert "cannot read profile" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sweep_grid_and_variants_resolve_into_checked_setups() -> None:
+    base = GOOD.split("[job]")[0] + "[job]\nmodel = '/m'\n"
+    grid = parse_profile(base + "[sweep]\nservers = [0, 2]\n[sweep.job]\nbatch_size = [256, 512]\n"
+                         "flash_attn = [true, false]\n[sweep.server]\ncache = [false, true]\n")
+    assert grid.sweep is not None
+    names = [s.name for s in grid.sweep.steps]
+    assert len(names) == 8 and names[0] == "batch_size=256 flash_attn=on server.cache=off"
+    assert names[4] == "batch_size=256 flash_attn=on server.cache=on"  # server settings outermost
+    assert grid.sweep.steps[-1].job.batch_size == 512 and grid.sweep.steps[-1].servers == {
+        "cache": True}
+    plan = grid.sweep_plan()
+    assert len(plan) == 16 and [n for n, _ in plan[:4]] == [0, 2, 0, 2]
+    assert plan[0][1] is plan[1][1]  # server counts inside each setup: restarts only on change
+    named = parse_profile(base + "[[sweep.variants]]\nname = 'even'\njob = { tensor_split = "
+                          "[1, 1] }\n[[sweep.variants]]\nname = 'n2 heavy'\njob = { tensor_split"
+                          " = [1, 3] }\nservers = { threads = 2 }\n")
+    assert named.sweep is not None
+    assert [(s.name, s.job.tensor_split, s.servers) for s in named.sweep.steps] == [
+        ("even", [1.0, 1.0], {}), ("n2 heavy", [1.0, 3.0], {"threads": 2})]
+    assert [n for n, _ in named.sweep_plan()] == [2, 2]
+
+
+def test_sweep_settings_are_checked_like_the_profile() -> None:
+    base = GOOD.split("[job]")[0] + "[job]\nmodel = '/m'\n[sweep]\n"
+    assert problems(base + "[sweep.job]\nbatch_sise = [1]\n") == [
+        "p.toml:24: sweep.job.batch_sise: unknown key (did you mean 'batch_size'?); known keys: "
+        + ", ".join(f.name for f in dataclasses.fields(Job))]
+    assert problems(base + "[sweep.job]\nbatch_size = [0]\n") == [
+        "p.toml:24: sweep.job.batch_size: must be greater than 0"]
+    assert problems(base + "[sweep.job]\nbatch_size = 512\n") == [
+        "p.toml:24: sweep.job.batch_size: must be a list of values to try, e.g. [512, 2048]"]
+    assert problems(base + "[sweep.job]\nmodel = ['/a', '/b']\n") == [
+        "p.toml:24: sweep.job.model: a sweep cannot change job.model (one per run): make a "
+        "profile for each"]
+    assert problems(base + "[sweep.server]\nport = [1, 2]\n") == [
+        "p.toml:24: sweep.server.port: a sweep cannot change a server's port: the --rpc list "
+        "stays the same at every step"]
+    split = problems(base + "[[sweep.variants]]\njob = { tensor_split = [1] }\n")
+    assert split == ["p.toml:23: sweep.variants[0]: the setup 'tensor_split=1': "
+                     "job.tensor_split has 1 entries but the servers have 2 devices; give one "
+                     "fraction per device (servers in profile order, then the main node's GPUs)"]
+    both = problems(base + "[sweep.job]\nbatch_size = [1]\n[[sweep.variants]]\nname = 'x'\n")
+    assert both[0].endswith("sweep.variants: give a grid (sweep.job, sweep.server) or variants, "
+                            "not both")
+    assert problems(base) == ["p.toml:22: sweep: is empty: give server counts (servers), a grid "
+                              "(job, server) or variants"]

@@ -410,3 +410,28 @@ def test_sweep_from_the_local_baseline_gives_ratios(clean_rig: Rig, bins, model,
     assert report.returncode == 0, report.stderr
     assert "ratios against the local baseline, the main node alone" in report.stdout
     assert "| 1 node | 2 nodes |" in report.stdout
+
+
+def test_sweep_over_a_grid_of_job_and_server_settings(clean_rig: Rig, bins, model,
+                                                      tmp_path: Path) -> None:
+    """A grid over a job setting (the micro-batch) and a server setting (the tensor cache):
+    every combination is a step of one run; the servers restart only when theirs change."""
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
+                          servers=2, extra="[sweep.job]\nubatch_size = [16, 32]\n"
+                          "[sweep.server]\ncache = [false, true]\n")
+    result = rpctui(tmp_path, "run", str(profile), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["setup"] for r in rows[::2]] == [
+        "ubatch_size=16 server.cache=off", "ubatch_size=32 server.cache=off",
+        "ubatch_size=16 server.cache=on", "ubatch_size=32 server.cache=on"]
+    events = recorded_events(tmp_path)
+    jobs = [e for e in events if e["type"] == "JobStarted"]
+    assert [j["argv"][j["argv"].index("-ub") + 1] for j in jobs] == ["16", "32", "16", "32"]
+    starts = [e for e in events if e["type"] == "ServerStarting"]
+    assert [("-c" in s["argv"]) for s in starts] == [False, False, True, True]
+    exits = [e for e in events if e["type"] == "ServerExited"]
+    assert exits and all(e["expected"] for e in exits)
+    compared = rpctui(tmp_path, "compare", "last:0", "last:3")
+    assert compared.returncode == 0, compared.stderr
+    assert "ubatch_size=32 server.cache=on" in compared.stdout

@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rpctui.engine.job import Job
 from rpctui.engine.links import measure_links
@@ -31,7 +32,7 @@ from rpctui.hosts.local import LocalHost
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
 from rpctui.plan.plan import Plan, make_plan
-from rpctui.profile.schema import Node, Profile, Server, endpoint
+from rpctui.profile.schema import Node, Profile, Server, SweepStep, endpoint
 from rpctui.run import events as ev
 from rpctui.run.monitor import SETTLE_S, Monitor
 
@@ -69,8 +70,10 @@ class Orchestrator:
     force: bool = False  #: launch even when the memory plan says it will not fit
     links: dict[str, ev.LinkMeasured] = field(default_factory=dict)  #: node -> its link test
     tokens: TokenProfiler | None = None  #: the running bench step's breakdown, when measured
+    restarting: bool = False  #: the servers are being restarted with a sweep step's settings
 
     def __post_init__(self) -> None:
+        self.written = self.profile  #: the profile as loaded; a sweep step varies its servers
         self.background = Background(lambda message: self.emit(ev.Notice(message=message)))
         self.caps_events: list[ev.Event] = []
         self.t0 = time.monotonic()
@@ -296,18 +299,19 @@ class Orchestrator:
 
     # -- the job --------------------------------------------------------------------------------
 
-    async def run_job(self, step: int, n_servers: int) -> int:
+    async def run_job(self, step: int, n_servers: int, setup: SweepStep | None = None) -> int:
         main = self.profile.main_node
         caps = self.caps[main.label]
         servers = self.profile.servers()[:n_servers]
         eps = [endpoint(n, s) for n, s in servers]
         names = {f"{n.label}:{s.port}": endpoint(n, s) for n, s in self.profile.servers()}
-        argv = largv.job_argv(caps, self.profile.job, self.model, eps, names,
+        job_settings = setup.job if setup is not None else self.profile.job
+        argv = largv.job_argv(caps, job_settings, self.model, eps, names,
                               progress=self.breakdown)
         env = {"GGML_NO_BACKTRACE": "1", "LLAMA_ARG_FIT": "off", **main.env}
         full = launcher_argv(argv, env=env, stdbuf=caps.has_stdbuf)
         self.emit(ev.JobStarted(node=main.label, kind=self.profile.job.kind, argv=tuple(argv),
-                  step=step, servers=tuple(eps)))
+                  step=step, servers=tuple(eps), setup=setup.name if setup else ""))
         spawned = await self.hosts[main.label].spawn(full, merge_stderr=False)
         self.started.append(Started(main.label, "job", spawned, spawned.pgid))
         if self.breakdown and "--progress" in argv:
@@ -349,13 +353,47 @@ class Orchestrator:
         await self.start_servers()
         self.servers_started = True
 
+    async def restart_servers(self, settings: dict[str, Any]) -> None:
+        """Stop every rpc-server and start them again with these settings (a sweep step's)."""
+        by_node: dict[str, list[Started]] = {}
+        for s in self.started:
+            if s.what.startswith("rpc-server "):
+                by_node.setdefault(s.node, []).append(s)
+        self.restarting = True
+        try:
+            for name, items in by_node.items():
+                pgids = [s.pgid for s in items if s.pgid]
+                if pgids:
+                    await self.hosts[name].kill_groups(pgids)
+                for s in items:
+                    await s.spawned.close_stdin()
+                    with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                        await asyncio.wait_for(s.spawned.wait(), 5)
+                    self.emit(ev.ProcessGone(node=name, pgid=s.pgid or 0, what=s.what))
+                    self.started.remove(s)
+                    if name in self.samplers and s.pgid:
+                        await self.samplers[name].unwatch(s.pgid)
+            for watch in self.watches.values():
+                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                    await asyncio.wait_for(watch.done(), 5)
+        finally:
+            self.restarting = False
+        self.profile = dataclasses.replace(self.written, nodes=[
+            dataclasses.replace(n, servers=[dataclasses.replace(s, **settings)
+                                            for s in n.servers]) for n in self.written.nodes])
+        self.watches.clear()
+        await self.start_servers()
+
     async def run_jobs(self) -> ExitCode:
         """The job, or each step of the sweep until one fails."""
-        steps = self.profile.sweep.servers if self.profile.sweep else [len(self.profile.servers())]
+        steps = self.profile.sweep_plan()
         self.jobs_running = True
         try:
-            for step, n in enumerate(steps):
-                rc = await self.run_job(step, n)
+            for step, (n, setup) in enumerate(steps):
+                if any(getattr(s, k) != v for _, s in self.profile.servers()
+                       for k, v in setup.servers.items()):
+                    await self.restart_servers(setup.servers)
+                rc = await self.run_job(step, n, setup)
                 await self.settle()
                 if rc != 0 and n == 0 and len(steps) > 1:
                     # The local baseline: a model too big for the main node alone is why one

@@ -92,6 +92,10 @@ class Sampler:
         if self.spawned:
             await self.spawned.write(f"watch {pgid} {name} {port} {cache_dir or '-'}\n".encode())
 
+    async def unwatch(self, pgid: int) -> None:
+        if self.spawned:
+            await self.spawned.write(f"unwatch {pgid}\n".encode())
+
     async def sample_now(self) -> None:
         if self.spawned:
             await self.spawned.write(b"now\n")

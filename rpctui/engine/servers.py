@@ -34,6 +34,8 @@ class Cluster(Protocol):
     @property
     def stopping(self) -> bool: ...
     @property
+    def restarting(self) -> bool: ...
+    @property
     def background(self) -> Background: ...
     @property
     def tokens(self) -> TokenProfiler | None: ...
@@ -78,7 +80,8 @@ class ServerWatch:
             self.exited.set()
             self.orch.emit(ev.ServerExited(node=self.node, endpoint=self.endpoint,
                            rc=self.rc if self.rc is not None else -1,
-                           expected=self.orch.stopping, tail=tuple(self.tail)))
+                           expected=self.orch.stopping or self.orch.restarting,
+                           tail=tuple(self.tail)))
 
     def _line(self, line: str) -> None:
         command = logs.rpc_debug_command(line)

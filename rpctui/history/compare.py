@@ -88,7 +88,10 @@ def _facts(conn: sqlite3.Connection, run_id: str, step: int | None,
         "nodes": {n["node"]: "in" for n in nodes},
         "servers": {}, "cache": {}, "job flags": {}, "split": {},
         "links": {n["node"]: link_text(n) for n in nodes if n["link"]},
+        "setup": {},
     }
+    if step is not None and steps and steps[0].get("setup"):
+        facts["setup"]["setup"] = steps[0]["setup"]
     for s in servers:
         if used and s["endpoint"] not in used:
             continue

@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS servers (
 CREATE INDEX IF NOT EXISTS servers_run ON servers (run_id);
 CREATE TABLE IF NOT EXISTS steps (
   run_id TEXT, step INTEGER, node TEXT, kind TEXT, argv TEXT, servers TEXT, rc INTEGER,
-  elapsed_s REAL, diagnosis TEXT
+  elapsed_s REAL, diagnosis TEXT, setup TEXT
 );
 CREATE INDEX IF NOT EXISTS steps_run ON steps (run_id);
 CREATE TABLE IF NOT EXISTS bench (
@@ -114,7 +114,7 @@ _PER_RUN = ("nodes", "servers", "steps", "memory", "problems", "plan", "links", 
 
 #: The database's format (PRAGMA user_version). Everything in it is derived from the runs'
 #: recordings, so a database of another format is dropped and filled again from them.
-DB_VERSION = 4  # 2: nodes.link; 3: runs.recording_bytes; 4: links, breakdown
+DB_VERSION = 5  # 2: nodes.link; 3: runs.recording_bytes; 4: links, breakdown; 5: steps.setup
 
 
 def db_path() -> Path:

@@ -53,7 +53,8 @@ def result_rows(state: ClusterState) -> list[dict[str, Any]]:
     rows = []
     for result in state.results:
         r = result.row
-        servers = next((j.servers for j in state.jobs + (state.job,) if j.step == result.step), ())
+        job = next((j for j in state.jobs + (state.job,) if j.step == result.step), None)
+        servers = job.servers if job else ()
         nodes = sorted({state.servers[s].node for s in servers if s in state.servers})
         avg = r.get("avg_ts")
         std = r.get("stddev_ts")
@@ -71,6 +72,7 @@ def result_rows(state: ClusterState) -> list[dict[str, Any]]:
             "stddev_ts": std,
             "build": f"{str(r.get('build_commit', ''))[:8]} ({r.get('build_number', '')})",
             "step": result.step,
+            "setup": job.setup if job else "",
             "raw": r,
         })
     _versus_local(rows)
@@ -93,7 +95,11 @@ def _versus_local(rows: list[dict[str, Any]]) -> None:
 
 
 def _columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-    return COLUMNS + ("x local",) if rows and "x local" in rows[0] else COLUMNS
+    """The table's columns: a sweep's setups and the ratio to the local baseline when there."""
+    columns: tuple[str, ...] = COLUMNS
+    if any(r.get("setup") for r in rows):
+        columns = columns[:-1] + ("setup",) + columns[-1:]
+    return columns + ("x local",) if rows and "x local" in rows[0] else columns
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
@@ -117,7 +123,8 @@ def to_json(rows: list[dict[str, Any]]) -> str:
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
-    fields = [c for c in COLUMNS if c != "t/s"] + ["avg_ts", "stddev_ts", "build"]
+    fields = [c for c in _columns(rows) if c not in ("t/s", "x local")] + ["avg_ts", "stddev_ts",
+                                                                          "build"]
     if rows and "vs_local" in rows[0]:
         fields.append("vs_local")
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")

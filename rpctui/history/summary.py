@@ -90,7 +90,7 @@ def summarize(events: list[ev.Event], recording: str = "",
         rec.steps.append({"step": j.step, "node": j.node, "kind": j.kind, "argv": list(j.argv),
                           "servers": list(j.servers), "rc": end.rc if end else None,
                           "elapsed_s": end.elapsed_s if end else None,
-                          "diagnosis": end.diagnosis if end else ""})
+                          "diagnosis": end.diagnosis if end else "", "setup": j.setup})
 
     # Results: llama-bench's own row, and which servers (nodes) ran it.
     step_servers = {j.step: j.servers for j in jobs}

@@ -19,7 +19,17 @@ import tomlkit
 import tomlkit.exceptions
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.profile.schema import Job, Node, Profile, Server, Sweep, TensorOverride
+from rpctui.profile.schema import (
+    FIXED_JOB_KEYS,
+    FIXED_SERVER_KEYS,
+    Job,
+    Node,
+    Profile,
+    Server,
+    Sweep,
+    SweepStep,
+    TensorOverride,
+)
 from rpctui.profile.tomlpos import Path as KeyPath
 from rpctui.profile.tomlpos import key_lines, line_of
 
@@ -81,6 +91,11 @@ def _convert(value: Any, hint: Any, path: KeyPath, problems: list[Problem]) -> A
             problems.append(Problem(path, f"must be {_type_name(hint)}"))
             return None
         return [_convert(v, inner, path + (i,), problems) for i, v in enumerate(value)]
+    if origin is dict and typing.get_args(hint)[1] is not str:
+        if not isinstance(value, dict):  # a sweep's settings: checked as the settings they are
+            problems.append(Problem(path, "must be a table"))
+            return None
+        return dict(value)
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             problems.append(Problem(path, "must be a table of strings, e.g. { NAME = \"value\" }"))
@@ -167,7 +182,7 @@ def _cross_checks(profile: Profile) -> list[Problem]:
     job = profile.job
     rpc_devices = sum(max(len(s.devices), 1) for _, s in servers)
     if job.tensor_split:
-        if profile.sweep:
+        if profile.sweep and profile.sweep.servers:
             problems.append(Problem(("job", "tensor_split"), "a sweep changes the number of "
                                     "servers, so one tensor_split cannot fit every step; remove "
                                     "one of them"))
@@ -189,6 +204,10 @@ def _cross_checks(profile: Profile) -> list[Problem]:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(Problem(path + ("server",), f"no server {rule.server!r} in this "
                                     f"profile{hint}; write node:port"))
+    if profile.sweep and not (profile.sweep.servers or profile.sweep.job or profile.sweep.server
+                              or profile.sweep.variants):
+        problems.append(Problem(("sweep",), "is empty: give server counts (servers), a grid "
+                                "(job, server) or variants"))
     if profile.sweep:
         over = [n for n in profile.sweep.servers if n > len(servers)]
         if over:
@@ -197,6 +216,87 @@ def _cross_checks(profile: Profile) -> list[Problem]:
     if job.kind != "bench" and profile.sweep:
         problems.append(Problem(("sweep",), "a sweep needs job.kind = \"bench\""))
     return problems
+
+
+def _label(changes: dict[str, Any], server: dict[str, Any]) -> str:
+    def show(v: Any) -> str:
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        if isinstance(v, list):
+            return "/".join(show(x) for x in v)
+        return str(v)
+    parts = [f"{k}={show(v)}" for k, v in changes.items()]
+    parts += [f"server.{k}={show(v)}" for k, v in server.items()]
+    return " ".join(parts)
+
+
+def _grid(table: dict[str, Any], path: KeyPath, problems: list[Problem]) -> list[dict[str, Any]]:
+    """Every combination of a grid table's value lists, in the order written."""
+    combos: list[dict[str, Any]] = [{}]
+    for key, values in table.items():
+        if not isinstance(values, list) or not values:
+            problems.append(Problem(path + (key,), "must be a list of values to try, e.g. "
+                                    "[512, 2048]"))
+            continue
+        combos = [{**c, key: v} for c in combos for v in values]
+    return combos
+
+
+def _resolve_sweep(profile: Profile, raw: dict[str, Any], problems: list[Problem]) -> Profile:
+    """The sweep's setups, each checked as a whole profile would be: its job built from the
+    profile's [job] with the changes over it, every server with the server changes."""
+    sweep = profile.sweep
+    if sweep is None:
+        return profile
+    if (sweep.job or sweep.server) and sweep.variants:
+        problems.append(Problem(("sweep", "variants"), "give a grid (sweep.job, sweep.server) or "
+                                "variants, not both"))
+        return profile
+    wanted: list[tuple[str, dict[str, Any], dict[str, Any], KeyPath]] = []
+    if sweep.variants:
+        for i, v in enumerate(sweep.variants):
+            wanted.append((v.name, v.job, v.servers, ("sweep", "variants", i)))
+    else:
+        # Server settings outermost: the servers restart only when theirs change.
+        for s in _grid(sweep.server, ("sweep", "server"), problems):
+            for j in _grid(sweep.job, ("sweep", "job"), problems):
+                wanted.append(("", j, s, ("sweep",)))
+    steps: list[SweepStep] = []
+    raw_job = raw.get("job") if isinstance(raw.get("job"), dict) else {}
+    for name, changes, server_changes, path in wanted:
+        before = len(problems)
+        job_path = path + ("job",)
+        srv_path = path + ("servers",) if sweep.variants else path + ("server",)
+        for key in changes:
+            if key in FIXED_JOB_KEYS:
+                problems.append(Problem(job_path + (key,), f"a sweep cannot change job.{key} "
+                                        f"(one per run): make a profile for each"))
+        for key in server_changes:
+            if key in FIXED_SERVER_KEYS:
+                problems.append(Problem(srv_path + (key,), f"a sweep cannot change a server's "
+                                        f"{key}: the --rpc list stays the same at every step"))
+        if len(problems) > before:
+            continue
+        job = _build(Job, {**(raw_job or {}), **changes}, job_path, problems)
+        server = _build(Server, dict(server_changes), srv_path, problems) if server_changes \
+            else None
+        if job is None or (server_changes and server is None):
+            continue
+        converted = {k: getattr(server, k) for k in server_changes}
+        variant = dataclasses.replace(
+            profile, job=job, sweep=None,
+            nodes=[dataclasses.replace(n, servers=[dataclasses.replace(s, **converted)
+                                                   for s in n.servers]) for n in profile.nodes])
+        for p in _cross_checks(variant):
+            problems.append(Problem(path, f"the setup {name or _label(changes, server_changes)!r}"
+                                    f": {dotted(p.path)} {p.message}"))
+        steps.append(SweepStep(name or _label(changes, server_changes), job, converted))
+    if not wanted:
+        steps.append(SweepStep("", profile.job, {}))
+    # A grid repeats a bad value's problem in every combination that holds it: say it once.
+    unique = list(dict.fromkeys(problems))
+    problems[:] = unique
+    return dataclasses.replace(profile, sweep=dataclasses.replace(sweep, steps=tuple(steps)))
 
 
 def _with_main(profile: Profile) -> Profile:
@@ -216,6 +316,8 @@ def parse_profile(text: str, file: str = "<profile>") -> Profile:
     if profile is not None:
         profile = _with_main(profile)
         problems += _cross_checks(profile)
+        if not problems:
+            profile = _resolve_sweep(profile, raw, problems)
     if problems:
         lines = key_lines(text)
         raise ProfileError(file, [(line_of(lines, p.path), dotted(p.path), p.message)

@@ -50,8 +50,6 @@ def _job_kind(v: str) -> str | None:
 
 
 def _counts(v: list[int]) -> str | None:
-    if not v:
-        return "needs at least one server count"
     if any(n < 0 for n in v):
         return "server counts must be 0 or more (0: the main node alone, the local baseline)"
     if len(set(v)) != len(v):
@@ -163,13 +161,49 @@ class Job:
         return None
 
 
+#: Settings a sweep may not change: one model and job kind per run, and the servers' addresses
+#: (the --rpc list and every link stay the same from step to step).
+FIXED_JOB_KEYS = ("model", "kind", "server_port", "timeout_s")
+FIXED_SERVER_KEYS = ("port", "bind")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One named setup of a sweep: job settings and settings for every server."""
+
+    name: str = setting("", "its name in results (default: the settings it changes)")
+    job: dict[str, Any] = setting(doc="job settings, e.g. { batch_size = 512, flash_attn = true }",
+                                  factory=dict)
+    servers: dict[str, Any] = setting(doc="settings for every server, e.g. { cache = true }",
+                                      factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepStep:
+    """One setup a sweep runs, resolved and checked when the profile is loaded."""
+
+    name: str  #: "" for the profile as written
+    job: Job
+    servers: dict[str, Any]  #: settings changed on every server (converted, checked)
+
+
 @dataclass(frozen=True)
 class Sweep:
-    """Run the same job with the first N servers, for each N (seed 000's scaling table)."""
+    """Run the job over several setups: server counts (seed 000's scaling table), a grid of job
+    and server settings, or named variants; each setup is a step of one run."""
 
     servers: list[int] = setting(doc="server counts, e.g. [0, 1, 2, 3, 4]; 0 runs the job on "
                                  "the main node alone, the local baseline every step is "
                                  "compared with", factory=list, check=_counts)
+    job: dict[str, list[Any]] = setting(doc="a grid over job settings, each a list of values, "
+                                        "e.g. { batch_size = [512, 2048], flash_attn = [true, "
+                                        "false] }: every combination runs", factory=dict)
+    server: dict[str, list[Any]] = setting(doc="a grid over settings of every server, e.g. "
+                                           "{ cache = [false, true] }", factory=dict)
+    variants: list[Variant] = setting(doc="named setups instead of a grid", factory=list)
+    #: the setups, resolved by the loader (the profile as written when there is no grid)
+    steps: tuple[SweepStep, ...] = field(default=(), compare=False,
+                                         metadata={"internal": True})
 
 
 @dataclass(frozen=True)
@@ -199,6 +233,16 @@ class Profile:
     @property
     def main_node(self) -> Node:
         return next(n for n in self.nodes if n.main)
+
+    def sweep_plan(self) -> list[tuple[int, SweepStep]]:
+        """The job's steps: (server count, setup), setup by setup so that servers restart only
+        when their settings change; one step, the profile as written, without a sweep."""
+        n_all = len(self.servers())
+        base = SweepStep("", self.job, {})
+        if self.sweep is None:
+            return [(n_all, base)]
+        counts = self.sweep.servers or [n_all]
+        return [(n, s) for s in (self.sweep.steps or (base,)) for n in counts]
 
     def servers(self) -> list[tuple[Node, Server]]:
         """Every server in profile order: the order of the job's --rpc list."""

@@ -301,6 +301,7 @@ class JobStarted(Event):
     argv: tuple[str, ...] = ()
     step: int = 0
     servers: tuple[str, ...] = ()
+    setup: str = ""  #: a sweep's setup (its variant's name, or the settings it changes)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class JobState:
     argv: tuple[str, ...] = ()
     step: int = 0
     servers: tuple[str, ...] = ()
+    setup: str = ""
     rc: int | None = None
     elapsed_s: float | None = None
     diagnosis: str = ""
@@ -284,7 +285,7 @@ def _(e: ev.ServerExited, s: ClusterState) -> ClusterState:
 @_apply.register
 def _(e: ev.JobStarted, s: ClusterState) -> ClusterState:
     return replace(s, job=JobState(status="running", kind=e.kind, argv=e.argv, step=e.step,
-                                   servers=e.servers), loads=_frozen({}))
+                                   servers=e.servers, setup=e.setup), loads=_frozen({}))
 
 
 @_apply.register
