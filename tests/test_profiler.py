@@ -273,3 +273,37 @@ def test_breakdown_moves_time_to_a_slow_link_and_predicts_it(shaped_rig: Rig, bi
     print(f"tg: {base.ms_per_token:.3f} -> {slow.ms_per_token:.3f} ms per token; predicted "
           f"{predicted:.3f} (change {predicted_change:.3f} vs {measured_change:.3f} ms)")
     assert abs(predicted_change - measured_change) <= 0.15 * measured_change
+
+
+def test_tune_benches_setups_that_fit_and_writes_the_winner(clean_rig: Rig, bins, model,
+                                                            tmp_path: Path) -> None:
+    rig = clean_rig
+    job = f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [16]\ngen_tokens = [16]\n'
+    profile = _profile(rig, tmp_path / "p.toml", bins["mainline"], model, {}, servers=[1, 2],
+                       job=job)
+    result = rpctui(tmp_path, "tune", str(profile), "--budget", "0.75", timeout=240)
+    assert result.returncode == 0, result.stderr
+    events = recorded_events(tmp_path)
+    tuned = [ev.from_dict(e) for e in events if e["type"] == "TuneFinished"]
+    assert len(tuned) == 1 and isinstance(tuned[0], ev.TuneFinished)
+    t = tuned[0]
+    finals = [s for s in t.setups if s.final]
+    assert t.test == "tg16" and "as written" in [s.name for s in finals]
+    assert t.winner == max(finals, key=lambda s: s.mean_ts).name
+    assert all(s.samples >= 7 for s in finals)  # two in the first round, five more
+    baseline = next(s for s in t.setups if s.name == "as written")
+    winner = next(s for s in t.setups if s.name == t.winner)
+    assert abs(t.margin - (winner.mean_ts / baseline.mean_ts - 1)) < 0.001
+    # Every setup is a step of the one run, named; the steps match the setups benched.
+    jobs = [e for e in events if e["type"] == "JobStarted"]
+    assert len(jobs) == sum(len(s.steps) for s in t.setups)
+    assert {j["setup"] for j in jobs} == {s.name for s in t.setups}
+    one = [s for s in t.setups if s.n_servers == 1]
+    if one:
+        assert [n for n, _ in t.node_worth] == ["n3:50052"]
+    written = tmp_path / "p.tuned.toml"
+    assert t.written == str(written) and f"written to {written}" in result.stdout
+    check = rpctui(tmp_path, "validate", str(written))
+    assert check.returncode == 0, check.stderr
+    assert 'name = "rig-profiler-tuned"' in written.read_text()
+    assert "winner:" in result.stdout and "against the profile as written" in result.stdout

@@ -379,3 +379,28 @@ def links_headless(profile: Profile, fmt: str = "md", seconds: float = 2.0, ping
 async def _links(orch: Orchestrator, seconds: float, pings: int) -> ExitCode:
     await orch.run_links(seconds, pings)
     return ExitCode.OK
+
+
+def tune_headless(profile: Profile, budget_min: float, out: str | None,
+                  stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> ExitCode:
+    """``rpctui tune``: one recorded run whose steps are the setups tried."""
+    from rpctui.profiler.tune import render
+
+    if profile.job.kind != "bench":
+        raise UserError("rpctui tune benches setups: it needs job.kind = \"bench\"",
+                        "set kind = \"bench\" in [job] (a copy of the profile will do)")
+    out_path = Path(out) if out else Path(profile.path).with_suffix(".tuned.toml")
+    session = Session(profile, "tune", stderr)
+    orch = Orchestrator(profile, session.emit, build_progress=session.build_progress)
+    message = ""
+    try:
+        code = asyncio.run(_with_signals(lambda: orch.tune(budget_min * 60, out_path)))
+    except UserError as exc:
+        print(f"error: {exc.message}" + (f"\n  fix: {exc.fix}" if exc.fix else ""), file=stderr)
+        code, message = exc.code, exc.message
+    if code == ExitCode.INTERRUPTED:
+        print("interrupted: every process rpctui started was ended", file=stderr)
+    session.finish(code, message)
+    if session.state.tuned is not None:
+        stdout.write(render(session.state.tuned))
+    return code

@@ -1,4 +1,4 @@
-"""Command line: rpctui [PROFILE] | run | check | links | demo | build | plan | explain | replay |
+"""Command line: rpctui [PROFILE] | run | check | links | tune | demo | build | plan | explain | replay |
 validate | history | compare | report.
 
 Every error a user can cause ends in one message and a non-zero exit code
@@ -76,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds of throughput test each way (2; 0: round trips only)")
     links.add_argument("--pings", type=int, default=50, help="round trips to time (50)")
     links.add_argument("--format", choices=("md", "json"), default="md")
+
+    tune = sub.add_parser("tune", help="bench the setups the planner says fit (server count, "
+                          "split, micro-batch, flash attention), the best few again, and write "
+                          "the fastest as a profile")
+    tune.add_argument("profile")
+    tune.add_argument("--budget", type=float, default=10.0, metavar="MINUTES",
+                      help="time to spend, in minutes (10)")
+    tune.add_argument("--out", metavar="FILE", help="where to write the winner (default: "
+                      "PROFILE.tuned.toml beside the profile)")
 
     val = sub.add_parser("validate", help="validate profiles without connecting")
     val.add_argument("profiles", nargs="+")
@@ -233,6 +242,12 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
                             "for example: rpctui links PROFILE --seconds 2 --pings 50")
         return links_headless(load_profile(args.profile), args.format, args.seconds,
                               args.pings)
+    if args.command == "tune":
+        from rpctui.cli.headless import tune_headless
+
+        if args.budget <= 0:
+            raise UserError("--budget must be more than 0 minutes", "for example: --budget 5")
+        return tune_headless(load_profile(args.profile), args.budget, args.out)
     if args.command == "check":
         return run_headless(load_profile(args.profile), args.format, check_only=True,
                             force=args.force)
@@ -277,7 +292,7 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
     return ExitCode.OK
 
 
-COMMANDS = ("run", "check", "links", "demo", "build", "plan", "explain", "replay", "app", "validate",
+COMMANDS = ("run", "check", "links", "tune", "demo", "build", "plan", "explain", "replay", "app", "validate",
             "history", "compare", "report")
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rpctui.engine.job import Job
@@ -31,7 +32,9 @@ from rpctui.hosts.base import Host, Spawned, launcher_argv
 from rpctui.hosts.local import LocalHost
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
+from rpctui.plan.gguf import ModelInfo
 from rpctui.plan.plan import Plan, make_plan
+from rpctui.profile.schema import Job as JobSettings
 from rpctui.profile.schema import Node, Profile, Server, SweepStep, endpoint
 from rpctui.run import events as ev
 from rpctui.run.monitor import SETTLE_S, Monitor
@@ -71,9 +74,13 @@ class Orchestrator:
     links: dict[str, ev.LinkMeasured] = field(default_factory=dict)  #: node -> its link test
     tokens: TokenProfiler | None = None  #: the running bench step's breakdown, when measured
     restarting: bool = False  #: the servers are being restarted with a sweep step's settings
+    #: engine parts that watch the events too (the tuner reads its results this way)
+    listeners: list[Callable[[ev.Event], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.written = self.profile  #: the profile as loaded; a sweep step varies its servers
+        self.planned_job: JobSettings = self.profile.job  #: the job the last plan was made for
+        self.model_info: ModelInfo | None = None
         self.background = Background(lambda message: self.emit(ev.Notice(message=message)))
         self.caps_events: list[ev.Event] = []
         self.t0 = time.monotonic()
@@ -91,6 +98,8 @@ class Orchestrator:
     def publish(self, event: ev.Event) -> None:
         """Emit an event, then what the monitor derives from it (progress, OOM risk)."""
         self.emit_event(event)
+        for listen in self.listeners:
+            listen(event)
         if self.tokens is not None:
             self.tokens.observe(event)
         if self.monitor is not None:
@@ -190,13 +199,7 @@ class Orchestrator:
         for message, fix in plan.warnings:
             self.emit(ev.PreflightIssue(node=main.label, check="plan", message=message,
                       fix=fix, fatal=False))
-        self.emit(ev.BufferPlanned(flavour=plan.flavour, n_ctx=plan.n_ctx,
-                  headroom_mib=plan.headroom_mib,
-                  rows=tuple(ev.PlannedRow(r["device"], r["node"], r["model_mib"], r["kv_mib"],
-                                           r["free_mib"] or 0.0, r["fits"]) for r in plan.rows
-                             if r["scope"] == "device"),
-                  compute=tuple((d, round(mib, 2)) for d, mib in
-                                sorted(plan.placement.mib("compute").items()))))
+        self._emit_plan(plan)
         if plan.fits:
             return True
         over = [r for r in plan.rows if not r["fits"]]
@@ -211,6 +214,32 @@ class Orchestrator:
                                     message=f"the memory plan does not fit: {what}",
                                     fix=fix + "; or run with --force", fatal=not self.force))
         return self.force
+
+    def _emit_plan(self, plan: Plan) -> None:
+        self.emit(ev.BufferPlanned(flavour=plan.flavour, n_ctx=plan.n_ctx,
+                  headroom_mib=plan.headroom_mib,
+                  rows=tuple(ev.PlannedRow(r["device"], r["node"], r["model_mib"], r["kv_mib"],
+                                           r["free_mib"] or 0.0, r["fits"]) for r in plan.rows
+                             if r["scope"] == "device"),
+                  compute=tuple((d, round(mib, 2)) for d, mib in
+                                sorted(plan.placement.mib("compute").items()))))
+
+    async def _replan(self, job: JobSettings) -> None:
+        """A sweep or tuner step with other job settings: the plan its buffers are checked
+        against is made again for them."""
+        if job == self.planned_job or self.monitor is None or self.monitor.plan is None:
+            return
+        self.planned_job = job
+        try:
+            if self.model_info is None:
+                main = self.profile.main_node
+                self.model_info = await load_model_info(self.profile, self.model,
+                                                        self.hosts[main.label])
+            plan = make_plan(dataclasses.replace(self.profile, job=job), self.caps,
+                             self.model_info)
+        except (OSError, ValueError, KeyError):
+            return
+        self._emit_plan(plan)
 
     def _make_monitor(self) -> Monitor:
         endpoints: dict[str, str] = {}
@@ -306,6 +335,7 @@ class Orchestrator:
         eps = [endpoint(n, s) for n, s in servers]
         names = {f"{n.label}:{s.port}": endpoint(n, s) for n, s in self.profile.servers()}
         job_settings = setup.job if setup is not None else self.profile.job
+        await self._replan(job_settings)
         argv = largv.job_argv(caps, job_settings, self.model, eps, names,
                               progress=self.breakdown)
         env = {"GGML_NO_BACKTRACE": "1", "LLAMA_ARG_FIT": "off", **main.env}
@@ -425,6 +455,17 @@ class Orchestrator:
         finally:
             await asyncio.shield(self.teardown())
 
+    async def tune(self, budget_s: float, out_path: Path | None = None) -> ExitCode:
+        """``rpctui tune`` (engine/tune.py), headless: connect, search, write, tear down."""
+        from rpctui.engine.tune import tune
+
+        try:
+            if not await self.connect():
+                return ExitCode.PREFLIGHT
+            return await tune(self, budget_s, out_path)
+        finally:
+            await asyncio.shield(self.teardown())
+
     async def stop_job(self) -> None:
         """End the running job (the servers stay up)."""
         main = self.profile.main_node.label
@@ -440,8 +481,10 @@ class Orchestrator:
     async def make_plan(self, experts_on: list[str] | None = None) -> Plan:
         """The memory plan for this profile on the probed nodes (after connect())."""
         main = self.profile.main_node
-        info = await load_model_info(self.profile, self.model, self.hosts[main.label])
-        return make_plan(self.profile, self.caps, info, experts_on=experts_on)
+        if self.model_info is None:
+            self.model_info = await load_model_info(self.profile, self.model,
+                                                    self.hosts[main.label])
+        return make_plan(self.profile, self.caps, self.model_info, experts_on=experts_on)
 
     async def run(self, check_only: bool = False) -> ExitCode:
         """The whole run, headless. Teardown happens whatever way this ends."""

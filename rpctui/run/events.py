@@ -510,3 +510,32 @@ class TokenBreakdown(Event):
     bottleneck_ms: float = 0.0
     #: figure -> where it came from (round trips: "rpc-server debug log", ...)
     sources: tuple[tuple[str, str], ...] = ()
+
+
+class TunedSetup(NamedTuple):
+    """One setup the tuner benched: its t/s over every repetition it got."""
+
+    name: str
+    n_servers: int
+    mean_ts: float
+    sd_ts: float
+    samples: int
+    final: bool  #: re-run with more repetitions as one of the best few
+    steps: tuple[int, ...]  #: the run's steps that benched it
+
+
+@dataclass(frozen=True)
+class TuneFinished(Event):
+    """The tuner's verdict: the fastest setup, its margin over the profile as written, and what
+    each server adds or costs."""
+
+    test: str = ""  #: the test ranked on (tg128, pp512)
+    setups: tuple[TunedSetup, ...] = ()
+    untried: int = 0  #: setups that fit but the budget left no time for
+    winner: str = ""
+    margin: float = 0.0  #: the winner's gain over the profile as written (0.12: 12 % faster)
+    noise: float = 0.0  #: the gain's standard error, as a fraction of the baseline
+    #: server (node:port), t/s it adds (negative: costs) as the k-th server
+    node_worth: tuple[tuple[str, float], ...] = ()
+    written: str = ""  #: the profile the winner was written to
+    seconds: float = 0.0

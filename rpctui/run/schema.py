@@ -16,7 +16,8 @@ from rpctui.errors import ExitCode, UserError
 #: 2: RunStarted names each server's endpoint, BufferAllocated says which KV cache (sliding
 #: window) a buffer belongs to, and RunStarted carries this number. Both fields have defaults,
 #: so a version-1 recording reads as it is.
-#: 3: the profiler's events (LinkMeasured, LinksAssessed, TokenBreakdown) and NodeSample's
+#: 3: the profiler's events (LinkMeasured, LinksAssessed, TokenBreakdown, TuneFinished),
+#: JobStarted's setup, and NodeSample's
 #: per-server traffic both ways. Only additions: a version-2 recording reads as it is, and an
 #: older rpctui refuses a version-3 one instead of failing on events it does not know.
 SCHEMA_VERSION = 3

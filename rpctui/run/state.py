@@ -157,6 +157,7 @@ class ClusterState:
     links: Mapping[str, ev.LinkMeasured] = field(default_factory=lambda: _frozen({}))
     link_flags: tuple[tuple[str, str], ...] = ()
     breakdowns: tuple[ev.TokenBreakdown, ...] = ()
+    tuned: ev.TuneFinished | None = None
     teardown: TeardownStatus = ""
     teardown_failures: tuple[str, ...] = ()
     finished: bool = False
@@ -359,6 +360,11 @@ def _(e: ev.LinksAssessed, s: ClusterState) -> ClusterState:
 @_apply.register
 def _(e: ev.TokenBreakdown, s: ClusterState) -> ClusterState:
     return replace(s, breakdowns=s.breakdowns + (e,))
+
+
+@_apply.register
+def _(e: ev.TuneFinished, s: ClusterState) -> ClusterState:
+    return replace(s, tuned=e)
 
 
 @_apply.register
