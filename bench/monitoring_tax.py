@@ -1,8 +1,10 @@
-"""Monitoring tax: llama-bench token generation with the samplers at 2 Hz against none.
+"""Monitoring tax: llama-bench token generation with rpctui watching against without.
 
 Four namespace nodes, one CPU rpc-server each, `llama-bench -p 0 -n 128 -r 3` through
-`rpctui run`, alternating sample_interval_s = 0.5 and 0 (off). Prints the median tg t/s of
-each and their ratio (target: with sampling at least 0.98 of without).
+`rpctui run`, rotating three setups: the default (samplers at 2 Hz and the per-token
+breakdown: the servers' GGML_RPC_DEBUG lines, llama-bench --progress, readings at every
+repetition), sampling alone (breakdown = false), and nothing (sample_interval_s = 0). Prints
+the median tg t/s of each and their ratios to nothing (target: at least 0.98).
 
     .venv/bin/python bench/monitoring_tax.py [PAIRS]
 """
@@ -33,10 +35,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rpctui-tax-"))
     job = f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [0]\ngen_tokens = [128]\nrepetitions = 3\n'
     try:
+        setups = (("profiled", "sample_interval_s = 0.5"),
+                  ("sampled", "sample_interval_s = 0.5\nbreakdown = false"),
+                  ("off", "sample_interval_s = 0"))
         profiles = {label: rig_profile(rig, work / f"{label}.toml", bin_dir=bin_dir, model=model,
-                                       job=job, extra=f"sample_interval_s = {interval}")
-                    for label, interval in (("sampled", 0.5), ("off", 0))}
-        tg: dict[str, list[float]] = {"sampled": [], "off": []}
+                                       job=job, extra=extra) for label, extra in setups}
+        tg: dict[str, list[float]] = {label: [] for label, _ in setups}
         for _ in range(pairs):
             for label, path in profiles.items():
                 out = subprocess.run([sys.executable, "-m", "rpctui.cli.main", "run", str(path),
@@ -47,11 +51,12 @@ def main() -> None:
                 rows = json.loads(out.stdout)
                 tg[label].append(next(r["avg_ts"] for r in rows if r["test"] == "tg128"))
         med = {k: statistics.median(v) for k, v in tg.items()}
-        print(f"monitoring tax: tg128 over 4 nodes, {pairs} alternating pairs")
+        print(f"monitoring tax: tg128 over 4 nodes, {pairs} rounds of the three setups")
         for label, values in tg.items():
             print(f"  {label:8s} median {med[label]:.1f} t/s  (runs: "
                   f"{', '.join(f'{v:.1f}' for v in values)})")
-        print(f"  ratio sampled / off = {med['sampled'] / med['off']:.3f}  (target >= 0.98)")
+        for label in ("profiled", "sampled"):
+            print(f"  ratio {label} / off = {med[label] / med['off']:.3f}  (target >= 0.98)")
     finally:
         rig.down()
 
