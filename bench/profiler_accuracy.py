@@ -111,8 +111,9 @@ def breakdown(rig: Rig, bins: str, model: str, work: Path) -> None:
     profile = _profile(rig, work / "b.toml", bins, model, {}, servers=[1, 2], job=job)
     rpctui(work, "run", str(profile))
     base = tg(last_run(work))
-    for rate in ("100mbit", "20mbit"):
-        rig.shape(rig.nodes[2], rate)
+    for rate, burst in (("100mbit", "64kb"), ("100mbit", "4kb"), ("20mbit", "64kb"),
+                        ("20mbit", "4kb")):
+        rig.shape(rig.nodes[2], rate, burst)
         rpctui(work, "run", str(profile))
         events = last_run(work)
         rig.unshape(rig.nodes[2])
@@ -120,7 +121,7 @@ def breakdown(rig: Rig, bins: str, model: str, work: Path) -> None:
         link = next(e for e in events if isinstance(e, ev.LinkMeasured) and e.node == "n3")
         pred = predicted_ms(base, {}, {"n3": (link.to_mbps or 0.0, link.from_mbps or 0.0)}) or 0.0
         meas, want = slow.ms_per_token - base.ms_per_token, pred - base.ms_per_token
-        print(f"| n3 capped at {rate} | {base.ms_per_token:.3f} | {slow.ms_per_token:.3f} | "
+        print(f"| n3 capped at {rate} (burst {burst}) | {base.ms_per_token:.3f} | {slow.ms_per_token:.3f} | "
               f"{pred:.3f} | {meas:.3f} | {want:.3f} | {want / meas - 1:+.1%} | "
               f"{slow.bottleneck} |")
 

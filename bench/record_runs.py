@@ -45,7 +45,7 @@ def run(profile: Path, work: Path, *extra: str) -> Path:
 def breakdown(bin_dir: str, work: Path) -> None:
     rig = Rig(3, prefix="rb", net=217).up()
     try:
-        rig.shape(rig.nodes[2], "20mbit")
+        rig.shape(rig.nodes[2], "20mbit", burst="4kb")
         job = (f'[job]\nmodel = "{ensure_model("tiny")}"\nngl = 99\nprompt_tokens = [64]\n'
                f'gen_tokens = [32]\nrepetitions = 3\n')
         profile = rig_profile(rig, work / "rig3.toml", bin_dir=bin_dir, model="", job=job,

@@ -2,77 +2,87 @@
 kernel lacks. ``python -m tests.relay LISTEN_HOST TARGET_HOST DELAY_MS PORT [PORT ...]`` listens
 on LISTEN_HOST:PORT for each PORT and forwards to TARGET_HOST:PORT; every chunk read is written
 on DELAY_MS later, in order, while reading goes on (so throughput is not capped, only delayed).
+Threads and time.sleep, not an event loop: a loop's timers wake up to a millisecond late
+(epoll rounds its timeout up), which showed as 0.6 to 1.6 ms more than asked per round trip.
 Prints "ready" once listening; exits when its stdin closes."""
 
 from __future__ import annotations
 
-import asyncio
+import queue
 import socket
 import sys
+import threading
+import time
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+def _pipe(src: socket.socket, dst: socket.socket, delay: float) -> None:
+    chunks: queue.Queue[tuple[float, bytes]] = queue.Queue()
 
-    async def send() -> None:
+    def send() -> None:
         while True:
-            due, data = await queue.get()
+            due, data = chunks.get()
             if not data:
                 break
-            wait = due - loop.time()
+            wait = due - time.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-
-    sender = asyncio.create_task(send())
-    try:
-        while data := await reader.read(1 << 16):
-            queue.put_nowait((loop.time() + delay, data))
-    except ConnectionError:
-        pass
-    queue.put_nowait((0.0, b""))
-    try:
-        await sender
-    except ConnectionError:
-        pass
-
-
-def _nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-async def main(listen: str, target: str, delay_ms: float, ports: list[int]) -> None:
-    delay = delay_ms / 1000.0
-
-    def handler(port: int):  # noqa: ANN202 - a closure per port
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                time.sleep(wait)
             try:
-                up_reader, up_writer = await asyncio.open_connection(target, port)
+                dst.sendall(data)
             except OSError:
-                writer.close()
-                return
-            _nodelay(writer)
-            _nodelay(up_writer)
-            await asyncio.gather(_pipe(reader, up_writer, delay), _pipe(up_reader, writer, delay),
-                                 return_exceptions=True)
-            for w in (writer, up_writer):
-                w.close()
-        return handle
+                break
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
-    servers = [await asyncio.start_server(handler(p), listen, p, reuse_address=True)
-               for p in ports]
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        while data := src.recv(1 << 16):
+            chunks.put((time.monotonic() + delay, data))
+    except OSError:
+        pass
+    chunks.put((0.0, b""))
+    sender.join()
+
+
+def _serve(listener: socket.socket, target: tuple[str, int], delay: float) -> None:
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        try:
+            upstream = socket.create_connection(target)
+        except OSError:
+            client.close()
+            continue
+        for s in (client, upstream):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def run(a: socket.socket = client, b: socket.socket = upstream) -> None:
+            there = threading.Thread(target=_pipe, args=(a, b, delay), daemon=True)
+            there.start()
+            _pipe(b, a, delay)
+            there.join()
+            a.close()
+            b.close()
+
+        threading.Thread(target=run, daemon=True).start()
+
+
+def main(listen: str, target: str, delay_ms: float, ports: list[int]) -> None:
+    for port in ports:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((listen, port))
+        listener.listen(16)
+        threading.Thread(target=_serve, args=(listener, (target, port), delay_ms / 1000.0),
+                         daemon=True).start()
     print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    for s in servers:
-        s.close()
+    sys.stdin.read()
 
 
 if __name__ == "__main__":
     host, to, ms, *rest = sys.argv[1:]
-    asyncio.run(main(host, to, float(ms), [int(p) for p in rest]))
+    main(host, to, float(ms), [int(p) for p in rest])

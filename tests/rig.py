@@ -188,12 +188,13 @@ class Rig:
 
     # -- shaping links --------------------------------------------------------------------------
 
-    def shape(self, node: RigNode, rate: str) -> None:
+    def shape(self, node: RigNode, rate: str, burst: str = "64kb") -> None:
         """Cap a node's link both ways with tbf (netem is not in this kernel): its own eth0
-        (what it sends) and its veth's bridge end (what it receives)."""
+        (what it sends) and its veth's bridge end (what it receives). ``burst``: what may pass
+        at once above the rate (a real link of that speed has next to none)."""
         for argv in (node.exec_argv(["tc", "qdisc", "replace", "dev", "eth0", "root"]),
                      ["tc", "qdisc", "replace", "dev", f"{self.prefix}v{node.index}", "root"]):
-            _sh(*argv, "tbf", "rate", rate, "burst", "64kb", "latency", "100ms")
+            _sh(*argv, "tbf", "rate", rate, "burst", burst, "latency", "100ms")
 
     def unshape(self, node: RigNode) -> None:
         for argv in (node.exec_argv(["tc", "qdisc", "del", "dev", "eth0", "root"]),

@@ -112,7 +112,7 @@ async def test_app_job_view_shows_links_and_breakdown(tmp_path: Path,
         await pilot.pause()
         text = str(app.job_view.query_one("#command", Static).render())
         assert "links from the main node:" in text and "flag: n3:" in text
-        assert "tg32 (generation, 96 tokens measured)" in text
+        assert "tg32 (generation, 97 tokens measured)" in text
         assert "bottleneck: bandwidth of the link to n3" in text
         await pilot.press("q")
 

@@ -351,9 +351,11 @@ class Orchestrator:
         try:
             return await job.run(self.profile.job.timeout_s)
         finally:
-            tokens, self.tokens = self.tokens, None
-            if tokens is not None:
-                await tokens.finish()
+            if self.tokens is not None:
+                try:
+                    await self.tokens.finish()  # it still sees the readings that close it
+                finally:
+                    self.tokens = None
 
     # -- the command API both faces use --------------------------------------------------------
 

@@ -56,6 +56,7 @@ def sample_event(node: str, t: float, data: dict[str, Any]) -> ev.NodeSample:
         sent=tuple(sorted((data.get("sent") or {}).items())),
         cache=tuple(sorted((k, v) for k, v in (data.get("cache") or {}).items() if v is not None)),
         gpu_procs=tuple(sorted((k, round(v, 1)) for k, v in gpu_procs.items())),
+        marks=tuple(data.get("marks") or ()),
     )
 
 
@@ -96,9 +97,10 @@ class Sampler:
         if self.spawned:
             await self.spawned.write(f"unwatch {pgid}\n".encode())
 
-    async def sample_now(self) -> None:
+    async def sample_now(self, mark: int = 0) -> None:
+        """A reading at once; ``mark`` > 0 comes back in its NodeSample.marks."""
         if self.spawned:
-            await self.spawned.write(b"now\n")
+            await self.spawned.write(f"now {mark}\n".encode() if mark else b"now\n")
 
     async def kernel_oom(self, pids: list[int]) -> dict[str, Any]:
         """Ask the node's kernel log whether the OOM killer took one of these PIDs."""

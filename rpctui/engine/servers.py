@@ -87,7 +87,7 @@ class ServerWatch:
         command = logs.rpc_debug_command(line)
         if command is not None:  # GGML_RPC_DEBUG: one line per command, counted, not logged
             if self.orch.tokens is not None:
-                self.orch.tokens.command(self.endpoint, command)
+                self.orch.tokens.command(self.endpoint, command, logs.rpc_payload(command, line))
             return
         self.tail.append(line)
         self.orch.emit(ev.ServerLog(node=self.node, endpoint=self.endpoint, line=line))

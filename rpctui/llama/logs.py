@@ -244,6 +244,11 @@ RPC_COMMANDS = frozenset({
 RPC_REPLY_COMMANDS = frozenset({
     "hello", "get_device_memory", "alloc_buffer", "get_alloc_size", "get_alignment",
     "get_max_size", "buffer_get_base", "set_tensor_hash", "get_tensor", "copy_tensor"})
+#: Of the answered ones, those a client sends while it sets up a model or a context, not per
+#: token: the breakdown's round trips per token leave them out.
+RPC_SETUP_COMMANDS = frozenset({
+    "hello", "get_device_memory", "alloc_buffer", "get_alloc_size", "get_alignment",
+    "get_max_size", "buffer_get_base"})
 _RPC_DEBUG = re.compile(r"^\[(\w+)\] ")
 
 
@@ -251,6 +256,18 @@ def rpc_debug_command(line: str) -> str | None:
     """The RPC command an rpc-server's debug line names, or None for any other line."""
     m = _RPC_DEBUG.match(line)
     return m.group(1) if m and m.group(1) in RPC_COMMANDS else None
+
+
+_RPC_SIZE = re.compile(r", size: (\d+)")
+
+
+def rpc_payload(command: str, line: str) -> int:
+    """The tensor bytes a set_tensor (to the server) or get_tensor (back from it) line moves;
+    0 for other commands and for a set_tensor_hash, whose data stays behind."""
+    if command not in ("set_tensor", "get_tensor"):
+        return 0
+    m = _RPC_SIZE.search(line)
+    return int(m.group(1)) if m else 0
 
 
 @dataclass(frozen=True)

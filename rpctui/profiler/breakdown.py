@@ -32,21 +32,26 @@ class Counters(NamedTuple):
     gpu_busy_s: float | None  #: its node's GPU utilisation, integrated over time
     replies: int | None  #: RPC commands it answered (debug log); None when it prints none
     commands: int | None
+    payload_to: int = 0  #: tensor bytes set_tensor lines say it received (debug log)
+    payload_from: int = 0  #: tensor bytes get_tensor lines say it sent back
 
 
 @dataclass(frozen=True)
 class Window:
-    """One measured repetition: from its progress line to the next line or the result."""
+    """One measured stretch of a bench job and the tokens processed in it."""
 
     test: int  #: 1-based, llama-bench's order
     phase: Phase
+    tokens: int
     start: Mapping[str, Counters]  #: endpoint -> counters
     end: Mapping[str, Counters]
 
 
 SOURCES = (
     ("ms per token", "llama-bench (avg_ns / tokens)"),
-    ("bytes", "kernel tcp_info of the server's connections (bytes_received, bytes_acked)"),
+    ("bytes", "rpc-server debug log: set_tensor and get_tensor sizes (tensor data, without "
+              "the protocol's headers); without it, kernel tcp_info of the server's "
+              "connections (bytes_received, bytes_acked)"),
     ("round trips", "rpc-server debug log (GGML_RPC_DEBUG=1): commands it answered"),
     ("rtt, throughput", "rpctui's link test before the servers started"),
     ("compute", "/proc: the server's busiest thread per sampling interval; NVML/amdgpu "
@@ -57,7 +62,7 @@ SOURCES = (
 
 def _delta(windows: Sequence[Window], endpoint: str) -> Counters | None:
     """The counters' growth over the windows (None when a window lacks the server)."""
-    received = sent = 0
+    received = sent = payload_to = payload_from = 0
     busiest = cpu = 0.0
     gpu: float | None = 0.0
     replies: int | None = 0
@@ -68,6 +73,8 @@ def _delta(windows: Sequence[Window], endpoint: str) -> Counters | None:
             return None
         received += max(0, b.received - a.received)
         sent += max(0, b.sent - a.sent)
+        payload_to += max(0, b.payload_to - a.payload_to)
+        payload_from += max(0, b.payload_from - a.payload_from)
         busiest += max(0.0, b.busiest_s - a.busiest_s)
         cpu += max(0.0, b.cpu_s - a.cpu_s)
         gpu = None if gpu is None or a.gpu_busy_s is None or b.gpu_busy_s is None \
@@ -78,7 +85,13 @@ def _delta(windows: Sequence[Window], endpoint: str) -> Counters | None:
             else commands + max(0, b.commands - a.commands)
     if not commands:  # no command lines at all: the build prints none (or debug is off)
         replies = commands = None
-    return Counters(received, sent, busiest, cpu, gpu, replies, commands)
+    elif payload_to or payload_from:
+        # The servers' own account of the tensors moved: the kernel's per-connection counters
+        # lose what a connection carried after its last reading when it closes (llama-bench
+        # closes them as a test ends), so where the lines say, they are the figure.
+        received, sent = payload_to, payload_from
+    return Counters(received, sent, busiest, cpu, gpu, replies, commands, payload_to,
+                    payload_from)
 
 
 def _ms(seconds: float, tokens: int) -> float:
@@ -91,13 +104,13 @@ def _transfer_ms(nbytes: float, mbps: float | None) -> float | None:
     return nbytes * 8 / (mbps * 1e6) * 1000
 
 
-def breakdown(step: int, test: str, phase: Phase, tokens_per_rep: int, ms_per_token: float,
+def breakdown(step: int, test: str, phase: Phase, ms_per_token: float,
               windows: Sequence[Window], nodes: Mapping[str, str],
               links: Mapping[str, ev.LinkMeasured]) -> ev.TokenBreakdown | None:
     """One test's breakdown; None when no window was measured. ``nodes``: endpoint -> node,
     in --rpc order; ``links``: node -> its link test."""
     windows = [w for w in windows if w.phase == phase]
-    tokens = tokens_per_rep * len(windows)
+    tokens = sum(w.tokens for w in windows)
     if not windows or tokens <= 0 or ms_per_token <= 0:
         return None
     parts: list[ev.BreakdownPart] = []

@@ -388,6 +388,9 @@ class NodeSample(Event):
     sent: tuple[tuple[str, int], ...] = ()
     cache: tuple[tuple[str, int], ...] = ()  #: endpoint, bytes in its tensor cache
     gpu_procs: tuple[tuple[str, float], ...] = ()  #: endpoint, GPU memory MiB (NVML)
+    #: the "now N" requests this reading answers (read after they arrived): the profiler's
+    #: boundaries between measured repetitions
+    marks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

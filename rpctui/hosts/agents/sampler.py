@@ -24,6 +24,7 @@ sent = {}  # name -> bytes sent (and acknowledged) on its port since watched
 conn_last = {}  # (port, peer) -> last (bytes_received, bytes_acked)
 busiest = {}  # pgid -> seconds: the busiest thread's CPU time per interval, summed
 thread_last = {}  # tid -> cpu seconds at the last sample
+marks = []  # "now N" asks pending: the next sample answers them (read after they arrived)
 lock = threading.Lock()
 out_lock = threading.Lock()
 wake = threading.Event()
@@ -50,6 +51,9 @@ def read_commands():
         if parts[0] == "oom":
             emit({"oom": kernel_oom([int(p) for p in parts[1:]])})
         elif parts[0] == "now":
+            if len(parts) > 1 and parts[1].isdigit():
+                with lock:
+                    marks.append(int(parts[1]))
             wake.set()
     os._exit(0)
 
@@ -410,8 +414,11 @@ def main():
     nvidia = Nvidia()
     next_tick = time.monotonic()
     while True:
+        wake.clear()  # a "now" from here on wakes the next round at once
         with lock:
             snapshot = dict(watched)
+            answered = list(marks)
+            marks.clear()
         ports = {w["port"]: w["name"] for w in snapshot.values()}
         sample = {"t": round(time.monotonic(), 4), "mem": meminfo(), "net": netdev()}
         procs = groups(list(snapshot))
@@ -427,14 +434,15 @@ def main():
         amd = amd_lib()
         gpus += amd if amd is not None else amd_sysfs()
         sample["gpus"] = gpus
+        if answered:
+            sample["marks"] = answered
         if gpus and snapshot:
             names = {str(pg): w["name"] for pg, w in snapshot.items()}
             for g in gpus:
                 g["procs"] = {names[k]: v for k, v in g.get("procs", {}).items() if k in names}
         emit(sample)
         next_tick += INTERVAL
-        if wake.wait(max(0.0, next_tick - time.monotonic())):
-            wake.clear()  # "now": an extra sample at once (rpctui asks at the end of a load)
+        wake.wait(max(0.0, next_tick - time.monotonic()))  # "now": an extra sample at once
         if next_tick < time.monotonic() - INTERVAL:
             next_tick = time.monotonic()
 
