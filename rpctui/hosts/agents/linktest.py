@@ -4,8 +4,10 @@
 #           when that one is taken), print "listening PORT", then answer test connections until
 #           stdin closes or the time limit passes. Each connection's first byte says what it is:
 #           P: echo 8-byte messages (round trips); U: count what arrives until EOF, then send
-#           back 16 bytes (bytes, nanoseconds from the first byte to EOF); D: send for the
-#           seconds the next 8 bytes give (milliseconds), then close.
+#           back 16 bytes (bytes, nanoseconds from the first byte to EOF); D: send until the
+#           client, having counted for the milliseconds the next 8 bytes give, closes.
+#           The client always closes first (a reset, for D), so no TIME_WAIT is left on the
+#           server's port, which the rpc-server binds next.
 #   client: on the main node, connect to the server agent the way llama.cpp's RPC client does
 #           (TCP, TCP_NODELAY), run the three tests and print one JSON object.
 # Throughput is measured where the bytes arrive, from the first byte to the last, as iperf3's
@@ -54,6 +56,26 @@ def _count_until_eof(sock):
     return total, (last - first) if first is not None else 0
 
 
+def _count_for(sock, seconds):
+    """Bytes received in ``seconds`` from the first byte on, and the nanoseconds they took."""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    total, first, last = 0, None, None
+    limit = int(seconds * 1e9)
+    while True:
+        n = sock.recv_into(view)
+        if not n:
+            break
+        now = time.perf_counter_ns()
+        if first is None:
+            first = now
+        last = now
+        total += n
+        if now - first >= limit:
+            break
+    return total, (last - first) if first is not None else 0
+
+
 def _send_for(sock, seconds):
     payload = os.urandom(CHUNK)
     end = time.monotonic() + seconds
@@ -76,10 +98,13 @@ def _serve_one(conn):
         elif kind == b"U":
             total, ns = _count_until_eof(conn)
             conn.sendall(struct.pack("<QQ", total, ns))
+            conn.recv(1)  # the client closes first: no TIME_WAIT left on the server's port
         elif kind == b"D":
             (ms,) = struct.unpack("<Q", _recv_exact(conn, 8))
-            _send_for(conn, ms / 1000.0)
-            conn.recv(1)  # wait for the client to close: its last bytes are counted first
+            payload = os.urandom(CHUNK)
+            end = time.monotonic() + ms / 1000.0 * 4 + 10
+            while time.monotonic() < end:
+                conn.sendall(payload)  # until the client has had enough and resets
     except OSError:
         pass
     finally:
@@ -148,8 +173,8 @@ def client():
             sock.close()
             out["to_bytes"], out["to_s"] = total, ns / 1e9
             sock = _connect(b"D" + struct.pack("<Q", int(seconds * 1000)))
-            total, ns = _count_until_eof(sock)
-            sock.close()
+            total, ns = _count_for(sock, seconds)
+            sock.close()  # unread data: a reset, and the server stops sending
             out["from_bytes"], out["from_s"] = total, ns / 1e9
     except (OSError, ConnectionError) as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
