@@ -196,7 +196,7 @@ def test_links_agree_with_iperf3_and_the_added_delay(shaped_rig: Rig, bins, mode
     rig = shaped_rig
     n1, n2, n3, n4 = rig.nodes
     rig.shape(n3, "200mbit")
-    relay = Relay(rig, n2, 5.0, [50052])
+    relay = Relay(rig, n2, 10.0, [50052])
     try:
         profile = _profile(rig, tmp_path / "p.toml", bins["mainline"], model,
                            {1: relay.address}, servers=[1, 2, 3])
@@ -212,10 +212,11 @@ def test_links_agree_with_iperf3_and_the_added_delay(shaped_rig: Rig, bins, mode
           f"{links['n3']['from_mbps']:.1f} Mb/s, iperf3 {iperf_to:.1f} / {iperf_from:.1f} Mb/s")
     assert abs(links["n3"]["to_mbps"] - iperf_to) <= 0.10 * iperf_to
     assert abs(links["n3"]["from_mbps"] - iperf_from) <= 0.10 * iperf_from
-    # The relay adds 5 ms each way: the round trip grows by 10 ms over an unshaped peer's.
-    base = links["n4"]["rtt_ms"]
-    print(f"n2 behind a 5 ms relay: rtt {links['n2']['rtt_ms']:.3f} ms, n4 {base:.3f} ms")
-    assert abs(links["n2"]["rtt_ms"] - base - 10.0) <= 1.0
+    # The relay adds 10 ms each way: the round trip grows by 20 ms over an unshaped peer's,
+    # within 10 % (the relay's own threads add 0.3 to 0.9 ms: bench/profiler_accuracy.py).
+    base = links["n4"]["rtt_min_ms"]
+    print(f"n2 behind a 10 ms relay: rtt {links['n2']['rtt_ms']:.3f} ms, n4 {base:.3f} ms")
+    assert abs(links["n2"]["rtt_ms"] - base - 20.0) <= 2.0
     assert links["n2"]["endpoint"] == f"{relay.address}:50052"
     assert links["n3"]["interface"] == "eth0" and links["n3"]["link_mbps"] == 10000
     assert links["n3"]["mtu"] == 1500
