@@ -132,8 +132,8 @@ def test_load_progress_reaches_100_and_memory_is_sampled(clean_rig: Rig, bins, m
     rss = {}
     for e in events:
         if e["type"] == "NodeSample":
-            for ep, mib, _cpu in e["procs"]:
-                rss[ep] = max(rss.get(ep, 0), mib)
+            for proc in e["procs"]:  # endpoint, rss MiB, cpu s, busiest thread s
+                rss[proc[0]] = max(rss.get(proc[0], 0), proc[1])
     for ep, mib in expected.items():
         assert rss[ep] >= mib, (ep, rss)
     dist = [e for e in events if e["type"] == "MemoryDistribution"]
