@@ -1,9 +1,9 @@
 """Monitoring tax: llama-bench token generation with rpctui watching against without.
 
 Four namespace nodes, one CPU rpc-server each, `llama-bench -p 0 -n 128 -r 3` through
-`rpctui run`, rotating three setups: the default (samplers at 2 Hz and the per-token
-breakdown: the servers' GGML_RPC_DEBUG lines, llama-bench --progress, readings at every
-repetition), sampling alone (breakdown = false), and nothing (sample_interval_s = 0). Prints
+`rpctui run`, rotating three setups: the per-token breakdown on (breakdown = true: the
+servers' GGML_RPC_DEBUG lines, llama-bench --progress, readings at every test's edges), the
+default (samplers at 2 Hz), and nothing (sample_interval_s = 0). Prints
 the median tg t/s of each and their ratios to nothing (target: at least 0.98).
 
     .venv/bin/python bench/monitoring_tax.py [PAIRS]
@@ -35,8 +35,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rpctui-tax-"))
     job = f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [0]\ngen_tokens = [128]\nrepetitions = 3\n'
     try:
-        setups = (("profiled", "sample_interval_s = 0.5"),
-                  ("sampled", "sample_interval_s = 0.5\nbreakdown = false"),
+        setups = (("profiled", "sample_interval_s = 0.5\nbreakdown = true"),
+                  ("sampled", "sample_interval_s = 0.5"),
                   ("off", "sample_interval_s = 0"))
         profiles = {label: rig_profile(rig, work / f"{label}.toml", bin_dir=bin_dir, model=model,
                                        job=job, extra=extra) for label, extra in setups}

@@ -49,7 +49,7 @@ def breakdown(bin_dir: str, work: Path) -> None:
         job = (f'[job]\nmodel = "{ensure_model("tiny")}"\nngl = 99\nprompt_tokens = [64]\n'
                f'gen_tokens = [32]\nrepetitions = 3\n')
         profile = rig_profile(rig, work / "rig3.toml", bin_dir=bin_dir, model="", job=job,
-                              servers=3, nodes=3, extra="link_test_s = 1.0")
+                              servers=3, nodes=3, extra="link_test_s = 1.0\nbreakdown = true")
         text = profile.read_text()
         first = text.index("[[nodes.servers]]")  # n1 runs the job only
         profile.write_text(text[:first] + text[text.index("[[nodes]]", first):])

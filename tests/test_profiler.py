@@ -4,6 +4,7 @@ per-token breakdown, whose prediction for a slower link is held against a run on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import Static
+from textual.widgets import Static, Tabs
 
 from rpctui.history import db
 from rpctui.history.index import import_recordings
@@ -167,7 +168,7 @@ def _iperf3(rig: Rig, client: RigNode, server: RigNode, reverse: bool) -> float:
 
 def _profile(rig: Rig, path: Path, bins: str, model: str, via_relay: dict[int, str],
              servers: list[int], job: str = "") -> Path:
-    parts = ['name = "rig-profiler"', ""]
+    parts = ['name = "rig-profiler"', "breakdown = true", ""]
     for i, node in enumerate(rig.nodes[:max(servers) + 1]):
         srv: list[dict[str, object]] = [{"port": 50052, "threads": 1}] if i in servers else []
         if i in via_relay:
@@ -308,3 +309,40 @@ def test_tune_benches_setups_that_fit_and_writes_the_winner(clean_rig: Rig, bins
     assert check.returncode == 0, check.stderr
     assert 'name = "rig-profiler-tuned"' in written.read_text()
     assert "winner:" in result.stdout and "against the profile as written" in result.stdout
+
+
+async def test_app_tests_links_live_and_shows_the_breakdown_after_a_run(bins, model) -> None:
+    """The demo profile, live in the app: `t` runs the link test (the job tab shows the
+    table), `r` the job, after which the job tab shows where each token's time went."""
+    from rpctui.cli.main import _demo_profile
+
+    app = RpcTuiApp(profile=dataclasses.replace(_demo_profile(None), breakdown=True), record=False)
+    async with app.run_test(size=(160, 60)) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.connected:
+                break
+        assert app.connected, "never connected"
+        await pilot.press("t")
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.state.links:
+                break
+        assert list(app.state.links) == ["local"]
+        assert app.query_one(Tabs).active == "job-tab"
+        await pilot.press("r")
+        for _ in range(600):
+            await pilot.pause(0.05)
+            if len(app.state.breakdowns) == 2:
+                break
+        assert [b.test for b in app.state.breakdowns] == ["pp64", "tg16"]
+        app.redraw()
+        await pilot.pause()
+        text = str(app.job_view.query_one("#command", Static).render())
+        assert "links from the main node:" in text and "| local | 127.0.0.1:50052 |" in text
+        assert "tg16 (generation, 33 tokens measured)" in text
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause(0.5)
+    assert app.state.teardown == "done"

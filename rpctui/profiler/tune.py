@@ -85,7 +85,7 @@ def candidates(profile: Profile, fits: Callable[[Profile], tuple[bool, list[floa
     ub_values: list[int | None] = [job.ubatch_size, *(u for u in UBATCH_SIZES
                                                       if u != job.ubatch_size)]
     out: list[Candidate] = []
-    for n in range(n_all, 0, -1):
+    for n in list(range(n_all, 0, -1)) or [0]:  # no servers: the main node's settings alone
         sub = with_servers(profile, n)
         written = list(job.tensor_split) if n == n_all else []
         _, suggested = fits(dataclasses.replace(sub, job=dataclasses.replace(
