@@ -205,6 +205,22 @@ async def _with_signals(coro_factory: Callable[[], Awaitable[ExitCode]]) -> Exit
             loop.remove_signal_handler(sig)
 
 
+def _finished(session: Session, work: Callable[[], Awaitable[ExitCode]],
+              stderr: TextIO) -> ExitCode:
+    """Run a recorded session's work to its end (Ctrl-C and SIGTERM included); its exit code,
+    with the error said and the session closed."""
+    message = ""
+    try:
+        code = asyncio.run(_with_signals(work))
+    except UserError as exc:
+        print(f"error: {exc.message}" + (f"\n  fix: {exc.fix}" if exc.fix else ""), file=stderr)
+        code, message = exc.code, exc.message
+    if code == ExitCode.INTERRUPTED:
+        print("interrupted: every process rpctui started was ended", file=stderr)
+    session.finish(code, message)
+    return code
+
+
 def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
                  check_only: bool = False, verbose: bool = False, force: bool = False,
                  stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr,
@@ -222,15 +238,7 @@ def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
     sessions.append(session)
     orch = Orchestrator(profile, session.emit, build_progress=session.build_progress,
                         force=force)
-    message = ""
-    try:
-        code = asyncio.run(_with_signals(lambda: orch.run(check_only=check_only)))
-    except UserError as exc:
-        print(f"error: {exc.message}" + (f"\n  fix: {exc.fix}" if exc.fix else ""), file=stderr)
-        code, message = exc.code, exc.message
-    if code == ExitCode.INTERRUPTED:
-        print("interrupted: every process rpctui started was ended", file=stderr)
-    session.finish(code, message)
+    code = _finished(session, lambda: orch.run(check_only=check_only), stderr)
     state = session.state
     if check_only:
         text = preflight_table(state) if fmt != "json" else json.dumps(
@@ -392,15 +400,7 @@ def tune_headless(profile: Profile, budget_min: float, out: str | None,
     out_path = Path(out) if out else Path(profile.path).with_suffix(".tuned.toml")
     session = Session(profile, "tune", stderr)
     orch = Orchestrator(profile, session.emit, build_progress=session.build_progress)
-    message = ""
-    try:
-        code = asyncio.run(_with_signals(lambda: orch.tune(budget_min * 60, out_path)))
-    except UserError as exc:
-        print(f"error: {exc.message}" + (f"\n  fix: {exc.fix}" if exc.fix else ""), file=stderr)
-        code, message = exc.code, exc.message
-    if code == ExitCode.INTERRUPTED:
-        print("interrupted: every process rpctui started was ended", file=stderr)
-    session.finish(code, message)
+    code = _finished(session, lambda: orch.tune(budget_min * 60, out_path), stderr)
     if session.state.tuned is not None:
         stdout.write(render(session.state.tuned))
     return code

@@ -39,11 +39,13 @@ def _recv_exact(sock, n):
     return data
 
 
-def _count_until_eof(sock):
-    """Bytes received until EOF, and nanoseconds from the first byte to the last."""
+def _count(sock, seconds=None):
+    """Bytes received until EOF (or for ``seconds`` from the first byte on), and the
+    nanoseconds from the first byte to the last."""
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total, first, last = 0, None, None
+    limit = int(seconds * 1e9) if seconds is not None else None
     while True:
         n = sock.recv_into(view)
         if not n:
@@ -53,25 +55,7 @@ def _count_until_eof(sock):
             first = now
         last = now
         total += n
-    return total, (last - first) if first is not None else 0
-
-
-def _count_for(sock, seconds):
-    """Bytes received in ``seconds`` from the first byte on, and the nanoseconds they took."""
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    total, first, last = 0, None, None
-    limit = int(seconds * 1e9)
-    while True:
-        n = sock.recv_into(view)
-        if not n:
-            break
-        now = time.perf_counter_ns()
-        if first is None:
-            first = now
-        last = now
-        total += n
-        if now - first >= limit:
+        if limit is not None and now - first >= limit:
             break
     return total, (last - first) if first is not None else 0
 
@@ -96,7 +80,7 @@ def _serve_one(conn):
                     break
                 conn.sendall(msg)
         elif kind == b"U":
-            total, ns = _count_until_eof(conn)
+            total, ns = _count(conn)
             conn.sendall(struct.pack("<QQ", total, ns))
             conn.recv(1)  # the client closes first: no TIME_WAIT left on the server's port
         elif kind == b"D":
@@ -173,7 +157,7 @@ def client():
             sock.close()
             out["to_bytes"], out["to_s"] = total, ns / 1e9
             sock = _connect(b"D" + struct.pack("<Q", int(seconds * 1000)))
-            total, ns = _count_for(sock, seconds)
+            total, ns = _count(sock, seconds)
             sock.close()  # unread data: a reset, and the server stops sending
             out["from_bytes"], out["from_s"] = total, ns / 1e9
     except (OSError, ConnectionError) as exc:
