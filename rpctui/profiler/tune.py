@@ -91,7 +91,7 @@ def candidates(profile: Profile, fits: Callable[[Profile], tuple[bool, list[floa
         _, suggested = fits(dataclasses.replace(sub, job=dataclasses.replace(
             job, tensor_split=written)))
         splits = [written]
-        if suggested:
+        if len(suggested) > 1:  # one device takes everything whatever the split says
             splits.append([round(x, 3) for x in suggested])
         if n > 1:
             splits.append([1.0] * n)
