@@ -5,7 +5,7 @@
 out="${OUT:-/tmp/out}"; mkdir -p "$out"
 if [ -d .dev/whl ]; then  # rpctui itself runs there: its wheels and the vocab's source
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .dev/whl/*.whl
-  mkdir -p /tmp/xdg/rpctui/src && cp -r .dev/cache/src/x /tmp/xdg/rpctui/src/
+  if [ -d .dev/cache/src/x ]; then mkdir -p /tmp/xdg/rpctui/src && cp -r .dev/cache/src/x /tmp/xdg/rpctui/src/; fi
 fi
 export PYTHONPATH="/tmp/site:$PWD" XDG_CACHE_HOME=/tmp/xdg XDG_DATA_HOME=/tmp/data PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv | tee "$out/gpu.txt"

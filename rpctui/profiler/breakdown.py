@@ -114,6 +114,7 @@ def breakdown(step: int, test: str, phase: Phase, ms_per_token: float,
     if not windows or tokens <= 0 or ms_per_token <= 0:
         return None
     parts: list[ev.BreakdownPart] = []
+    per_node = {n: list(nodes.values()).count(n) for n in nodes.values()}
     for endpoint, node in nodes.items():
         d = _delta(windows, endpoint)
         if d is None:
@@ -122,7 +123,10 @@ def breakdown(step: int, test: str, phase: Phase, ms_per_token: float,
         rtt = link.rtt_ms if link else None
         to_b, from_b = d.received / tokens, d.sent / tokens
         trips = round(d.replies / tokens, 3) if d.replies is not None else None
-        compute = max(d.busiest_s, d.gpu_busy_s or 0.0)
+        # A node's GPU busy time is the node's: it is a server's own only when the server is
+        # alone there (two servers on one GPU would each be given all of it).
+        gpu = d.gpu_busy_s if per_node[node] == 1 else None
+        compute = max(d.busiest_s, gpu or 0.0)
         latency = round(trips * rtt, 4) if trips is not None and rtt is not None else None
         up = _transfer_ms(to_b, link.to_mbps if link else None)
         down = _transfer_ms(from_b, link.from_mbps if link else None)
