@@ -346,3 +346,38 @@ async def test_app_tests_links_live_and_shows_the_breakdown_after_a_run(bins, mo
         await pilot.press("y")
         await pilot.pause(0.5)
     assert app.state.teardown == "done"
+
+
+def test_tuner_candidates_margin_and_node_worth() -> None:
+    """The tuner's choices from the planner's answers (here: everything fits, the planner
+    suggests 1:3): the profile as written first, then one change, then two; a single server
+    gets no split; the margin and what each server adds come from the repetitions."""
+    from rpctui.profile.load import parse_profile
+    from rpctui.profiler import tune
+
+    profile = parse_profile(
+        "[[nodes]]\nname = 'a'\nhost = 'local'\nmain = true\n"
+        "[[nodes]]\nname = 'b'\nhost = 'h1'\n[[nodes.servers]]\nport = 1\nbind = '0.0.0.0'\n"
+        "[[nodes]]\nname = 'c'\nhost = 'h2'\n[[nodes.servers]]\nport = 1\nbind = '0.0.0.0'\n"
+        "[job]\nmodel = '/m'\nubatch_size = 512\n")
+    seen: list[int] = []
+
+    def fits(p):  # noqa: ANN001, ANN202 - the planner's answer, as the engine gives it
+        seen.append(len(p.servers()))
+        return True, [1.0, 3.0] if len(p.servers()) == 2 else [9.0]
+
+    cands = tune.candidates(profile, fits, flash_attn=True)
+    names = [c.name for c in cands]
+    assert names[0] == "as written" and len(set(names)) == len(names)
+    assert [len(c.changes) + (c.n_servers != 2) for c in cands] == sorted(
+        len(c.changes) + (c.n_servers != 2) for c in cands)
+    assert "split 1/3" in names and "split 1/1" in names and "ub 128" in names
+    assert not any(c.n_servers == 1 and "split" in c.name for c in cands)
+    assert set(seen) == {1, 2}
+    base, best, one = (tune.Outcome(cands[0], [100.0, 102.0, 98.0]),
+                       tune.Outcome(cands[1], [120.0, 121.0, 119.0]),
+                       tune.Outcome(next(c for c in cands if c.name == "1 server"), [110.0]))
+    gain, noise = tune.margin(best, base)
+    assert abs(gain - 0.2) < 1e-9 and 0 < noise < 0.02
+    assert tune.ranked([base, best, one])[0] is best
+    assert tune.node_worth([base, one], ["b:1", "c:1"]) == [("c:1", -10.0)]
