@@ -138,8 +138,10 @@ class Orchestrator:
 
     async def _connect_and_probe(self, node: Node) -> None:
         bin_dirs = await resolve_bin_dirs(node, self.build_progress)
-        host = await self._connect(node)
-        self.hosts[node.label] = host
+        host = self.hosts.get(node.label)  # connected before, its probe failed: probe again
+        if host is None:
+            host = await self._connect(node)
+            self.hosts[node.label] = host
         self.caps[node.label] = await self._probe(node, host, bin_dirs)
 
     async def connect_nodes(self) -> bool:
