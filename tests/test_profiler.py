@@ -283,7 +283,7 @@ def test_tune_benches_setups_that_fit_and_writes_the_winner(clean_rig: Rig, bins
     job = f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [16]\ngen_tokens = [16]\n'
     profile = _profile(rig, tmp_path / "p.toml", bins["mainline"], model, {}, servers=[1, 2],
                        job=job)
-    result = rpctui(tmp_path, "tune", str(profile), "--budget", "0.75", timeout=240)
+    result = rpctui(tmp_path, "tune", str(profile), "--budget", "0.5", timeout=240)
     assert result.returncode == 0, result.stderr
     events = recorded_events(tmp_path)
     tuned = [ev.from_dict(e) for e in events if e["type"] == "TuneFinished"]
