@@ -3,9 +3,10 @@
 A test's window runs from the end of the test before it (its result row) to its own result
 row; the first test's from llama-bench's first --progress line after the model loaded (its
 warm-up, or its first repetition). At each boundary every node's sampler is asked for a reading
-at once, and the reading that answers that very request is used: the bytes on each server's
-connections, its busiest thread's CPU time, GPU utilisation; with the servers' command counts
-(their GGML_RPC_DEBUG lines). A window holds whole tests (warm-up included) and the quiet set-up
+at once, and the reading that answers that very request is used: each server's busiest
+thread's CPU time, GPU utilisation and the bytes on its connections; with the servers'
+command counts and tensor sizes (their GGML_RPC_DEBUG lines, counted as they pass), which are
+the bytes wherever a server prints them. A window holds whole tests (warm-up included) and the quiet set-up
 between them, never a test's edge: on a loaded machine the progress lines reach rpctui late
 (tenths of a second were seen on the 2-CPU rig), which cut a repetition's window short. When
 the job ends, :func:`rpctui.profiler.breakdown.breakdown` turns each test's window into a
