@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rpctui.run import events as ev
+from rpctui.run.report import markdown_table
 
 #: A link is flagged below this fraction of its peers' median, or of its negotiated speed.
 SHORT_OF_PEERS = 0.5
@@ -101,17 +102,7 @@ def table_rows(links: Sequence[ev.LinkMeasured]) -> list[list[str]]:
 
 def render(links: Sequence[ev.LinkMeasured], flags: Sequence[tuple[str, str]]) -> str:
     """A Markdown table, then one line per flagged link and per note."""
-    rows = table_rows(links)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    right = {2, 3, 4, 5, 7, 8}
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
-
-    out = [line(rows[0]), "|" + "|".join(("-" * (w + 1) + ":") if i in right else "-" * (w + 2)
-                                         for i, w in enumerate(widths)) + "|"]
-    out += [line(r) for r in rows[1:]]
+    out = markdown_table(table_rows(links), {2, 3, 4, 5, 7, 8})
     for link in links:
         if link.note:
             out.append(f"note: {link.node}: {link.note}")

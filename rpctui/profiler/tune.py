@@ -17,6 +17,7 @@ from typing import Any
 
 from rpctui.profile.schema import Job, Profile, Server
 from rpctui.run import events as ev
+from rpctui.run.report import markdown_table
 
 #: Micro-batch sizes tried beside the profile's own (llama.cpp's default is 512).
 UBATCH_SIZES = (128, 512)
@@ -153,12 +154,7 @@ def render(t: ev.TuneFinished) -> str:
     for s in t.setups:
         rows.append([s.name, str(s.n_servers), f"{s.mean_ts:.2f}", f"{s.sd_ts:.2f}",
                      str(s.samples), "final" if s.final else "first"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    right = {1, 2, 3, 4}
-    lines = ["| " + " | ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i])
-                               for i, c in enumerate(r)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 1) + ":" if i in right else "-" * (w + 2)
-                                   for i, w in enumerate(widths)) + "|")
+    lines = markdown_table(rows, {1, 2, 3, 4})
     within = abs(t.margin) <= 2 * t.noise
     lines += ["", f"winner: {t.winner}, {t.margin * 100:+.1f} % against the profile as written "
                   f"(noise ± {t.noise * 100:.1f} %" + ("; within the noise)" if within else ")")]

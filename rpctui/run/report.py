@@ -8,6 +8,20 @@ from rpctui.run.state import ClusterState
 BAR = 20
 
 
+def markdown_table(rows: list[list[str]], right: set[int]) -> list[str]:
+    """A header row and body rows as an aligned Markdown table; ``right``: columns aligned
+    right (their rule ends in a colon)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else "-" * (w + 2)
+                          for i, w in enumerate(widths)) + "|"
+    return [line(rows[0]), rule, *(line(r) for r in rows[1:])]
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
