@@ -233,12 +233,8 @@ class Orchestrator:
             return
         self.planned_job = job
         try:
-            if self.model_info is None:
-                main = self.profile.main_node
-                self.model_info = await load_model_info(self.profile, self.model,
-                                                        self.hosts[main.label])
             plan = make_plan(dataclasses.replace(self.profile, job=job), self.caps,
-                             self.model_info)
+                             await self.model_header())
         except (OSError, ValueError, KeyError):
             return
         self._emit_plan(plan)
@@ -482,13 +478,18 @@ class Orchestrator:
         """Whether anything rpctui started may still be running."""
         return bool(self.started) and not self.stopping
 
-    async def make_plan(self, experts_on: list[str] | None = None) -> Plan:
-        """The memory plan for this profile on the probed nodes (after connect())."""
-        main = self.profile.main_node
+    async def model_header(self) -> ModelInfo:
+        """The model's GGUF header, read on the main node once (after connect())."""
         if self.model_info is None:
+            main = self.profile.main_node
             self.model_info = await load_model_info(self.profile, self.model,
                                                     self.hosts[main.label])
-        return make_plan(self.profile, self.caps, self.model_info, experts_on=experts_on)
+        return self.model_info
+
+    async def make_plan(self, experts_on: list[str] | None = None) -> Plan:
+        """The memory plan for this profile on the probed nodes (after connect())."""
+        return make_plan(self.profile, self.caps, await self.model_header(),
+                         experts_on=experts_on)
 
     async def run(self, check_only: bool = False) -> ExitCode:
         """The whole run, headless. Teardown happens whatever way this ends."""

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rpctui.engine.model import load_model_info
 from rpctui.errors import ExitCode, UserError
 from rpctui.llama.bench import bench_label
 from rpctui.plan.plan import make_plan
@@ -21,20 +20,17 @@ from rpctui.profiler import tune as ptune
 from rpctui.run import events as ev
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
-    from rpctui.hosts.base import Host
     from rpctui.llama.caps import Capabilities
+    from rpctui.plan.gguf import ModelInfo
 
 
 class Bench(Protocol):
     """What the tuner uses of the engine (the Orchestrator is one)."""
 
     profile: Profile
-    model: str
 
-    @property
-    def hosts(self) -> Mapping[str, Host]: ...
     @property
     def caps(self) -> dict[str, Capabilities]: ...
     @property
@@ -43,6 +39,7 @@ class Bench(Protocol):
     async def start(self) -> None: ...
     async def run_job(self, step: int, n_servers: int, setup: SweepStep | None = None) -> int: ...
     async def settle(self, timeout_s: float = 1.0) -> None: ...
+    async def model_header(self) -> ModelInfo: ...
     def emit(self, event: ev.Event) -> None: ...
 
 QUICK_REPS = 2
@@ -63,7 +60,7 @@ async def tune(orch: Bench, budget_s: float, out_path: Path | None = None,
     start = time.monotonic()
     profile = orch.profile
     main = profile.main_node
-    info = await load_model_info(profile, orch.model, orch.hosts[main.label])
+    info = await orch.model_header()  # the header the preflight's plan read already
 
     def fits(p: Profile) -> tuple[bool, list[float]]:
         plan = make_plan(p, orch.caps, info)
