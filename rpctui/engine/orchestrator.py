@@ -258,7 +258,8 @@ class Orchestrator:
         """One sampler per node, started in parallel; a node without one still runs."""
         async def one(node: Node) -> None:
             sampler = Sampler(node.label, self.hosts[node.label], node.python,
-                              self.profile.sample_interval_s, self.publish, self.now)
+                              self.profile.sample_interval_s, self.publish, self.now,
+                              threads=self.breakdown)
             await sampler.start()
             self.samplers[node.label] = sampler
             if sampler.spawned is not None:

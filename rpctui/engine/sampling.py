@@ -21,8 +21,9 @@ _AGENT = Path(__file__).resolve().parent.parent / "hosts" / "agents" / "sampler.
 MIB = 1024 * 1024
 
 
-def sampler_source(interval_s: float, sysfs: str = "/sys") -> bytes:
-    return agent_source(_AGENT, {"interval_s": interval_s, "sysfs": sysfs})
+def sampler_source(interval_s: float, sysfs: str = "/sys", threads: bool = False) -> bytes:
+    """``threads``: also read each watched server's threads (the breakdown's compute time)."""
+    return agent_source(_AGENT, {"interval_s": interval_s, "sysfs": sysfs, "threads": threads})
 
 
 def _mib(value: Any) -> float | None:
@@ -65,8 +66,9 @@ class Sampler:
 
     def __init__(self, node: str, host: Host, python: str, interval_s: float,
                  emit: Callable[[ev.Event], None], now: Callable[[], float],
-                 sysfs: str = "/sys") -> None:
+                 sysfs: str = "/sys", threads: bool = False) -> None:
         self.sysfs = sysfs
+        self.threads = threads
         self.node = node
         self.host = host
         self.python = python
@@ -81,7 +83,7 @@ class Sampler:
         self.errors = ""
 
     async def start(self) -> None:
-        source = sampler_source(self.interval_s, self.sysfs)
+        source = sampler_source(self.interval_s, self.sysfs, self.threads)
         self.spawned = await self.host.spawn(agent_argv(self.python, source, "rpctui-sampler"),
                                              launched=False)
         await self.spawned.write(source)

@@ -422,9 +422,11 @@ def main():
         ports = {w["port"]: w["name"] for w in snapshot.values()}
         sample = {"t": round(time.monotonic(), 4), "mem": meminfo(), "net": netdev()}
         procs = groups(list(snapshot))
-        busiest_thread(list(snapshot))
-        sample["procs"] = {w["name"]: dict(procs[pg], busiest_s=round(busiest.get(pg, 0.0), 3))
-                           for pg, w in snapshot.items()}
+        if cfg.get("threads"):  # only the breakdown asks: a read per thread of every server
+            busiest_thread(list(snapshot))
+            for pg in snapshot:
+                procs[pg]["busiest_s"] = round(busiest.get(pg, 0.0), 3)
+        sample["procs"] = {w["name"]: procs[pg] for pg, w in snapshot.items()}
         if connections(ports):
             sample["received"] = {w["name"]: received.get(w["name"], 0) for w in snapshot.values()}
             sample["sent"] = {w["name"]: sent.get(w["name"], 0) for w in snapshot.values()}
