@@ -18,3 +18,17 @@ cmake -S /tmp/src/llama.cpp -B /tmp/build -G Ninja -DCMAKE_BUILD_TYPE=Release -D
   -DLLAMA_BUILD_NUMBER=11312 -DLLAMA_BUILD_COMMIT=0c1e570 > "$out/cmake.log" 2>&1
 cmake --build /tmp/build -j"$(nproc)" --target ggml-rpc-server llama-bench > "$out/build.log" 2>&1
 echo "CUDA build: $(( $(date +%s) - start )) s" | tee -a "$out/summary.txt"
+
+# cuda_profile FILE NAME MODEL SERVERS [TOP-LEVEL LINE]: a profile with SERVERS (1 or 2)
+# `ggml-rpc-server -d CUDA0` on this machine and llama-bench -p 512 -n 128 -r 5 over them.
+cuda_profile() {
+  local file=$1 name=$2 model=$3 servers=$4 extra=${5:-}
+  {
+    printf 'name = "%s"\nsample_interval_s = 0.5\n%s\n' "$name" "$extra"
+    printf '[[nodes]]\nname = "gpu"\nhost = "local"\nbin_dir = "/tmp/build/bin"\n'
+    for port in $(seq 50052 $((50051 + servers))); do
+      printf '[[nodes.servers]]\nport = %s\ndevices = ["CUDA0"]\n' "$port"
+    done
+    printf '[job]\nmodel = "%s"\nngl = 99\nprompt_tokens = [512]\ngen_tokens = [128]\nrepetitions = 5\n' "$model"
+  } > "$file"
+}

@@ -7,26 +7,7 @@
 set -euo pipefail
 source bench/device_build.sh
 python3 bench/nvidia_check.py 10 2>&1 | tee -a "$out/summary.txt"
-cat > /tmp/cuda.toml <<TOML
-name = "cuda-two-servers"
-sample_interval_s = 0.5
-[[nodes]]
-name = "gpu"
-host = "local"
-bin_dir = "/tmp/build/bin"
-[[nodes.servers]]
-port = 50052
-devices = ["CUDA0"]
-[[nodes.servers]]
-port = 50053
-devices = ["CUDA0"]
-[job]
-model = "builtin:tiny"
-ngl = 99
-prompt_tokens = [512]
-gen_tokens = [128]
-repetitions = 5
-TOML
+cuda_profile /tmp/cuda.toml cuda-two-servers builtin:tiny 2
 python3 -m rpctui.cli check /tmp/cuda.toml 2>&1 | tee -a "$out/summary.txt"
 python3 -m rpctui.cli run /tmp/cuda.toml 2>&1 | tee -a "$out/summary.txt"
 cp /tmp/data/rpctui/runs/*.jsonl "$out/" 2>/dev/null || true
