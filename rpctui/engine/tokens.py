@@ -181,7 +181,7 @@ class TokenProfiler:
             tokens = repetitions * n + ((n_prompt or 1) if warmed else 0)
             label = f"pp{n}" if n_prompt else f"tg{n}"
             b = breakdown(self.step, label, phase, avg_ns / 1e6 / n,
-                          [Window(index + 1, phase, tokens, start, end)], self.endpoints,
+                          [Window(tokens, start, end)], self.endpoints,
                           self.links)
             if b is not None:
                 self.emit(b)

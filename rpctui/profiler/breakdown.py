@@ -40,8 +40,6 @@ class Counters(NamedTuple):
 class Window:
     """One measured stretch of a bench job and the tokens processed in it."""
 
-    test: int  #: 1-based, llama-bench's order
-    phase: Phase
     tokens: int
     start: Mapping[str, Counters]  #: endpoint -> counters
     end: Mapping[str, Counters]
@@ -107,9 +105,8 @@ def _transfer_ms(nbytes: float, mbps: float | None) -> float | None:
 def breakdown(step: int, test: str, phase: Phase, ms_per_token: float,
               windows: Sequence[Window], nodes: Mapping[str, str],
               links: Mapping[str, ev.LinkMeasured]) -> ev.TokenBreakdown | None:
-    """One test's breakdown; None when no window was measured. ``nodes``: endpoint -> node,
-    in --rpc order; ``links``: node -> its link test."""
-    windows = [w for w in windows if w.phase == phase]
+    """One test's breakdown from its windows; None when none was measured. ``nodes``:
+    endpoint -> node, in --rpc order; ``links``: node -> its link test."""
     tokens = sum(w.tokens for w in windows)
     if not windows or tokens <= 0 or ms_per_token <= 0:
         return None
