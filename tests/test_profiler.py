@@ -3,10 +3,14 @@ per-token breakdown, whose prediction for a slower link is held against a run on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
+import signal
+import struct
 import subprocess
 import sys
 import time
@@ -17,10 +21,13 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static, Tabs
 
+from rpctui.engine.sampling import Sampler
+from rpctui.engine.servers import counted_argv
 from rpctui.history import db
 from rpctui.history.index import import_recordings
 from rpctui.history.report import build_report, to_markdown
 from rpctui.history.store import read_run
+from rpctui.hosts.local import LocalHost
 from rpctui.llama import logs
 from rpctui.profiler.breakdown import predicted_ms
 from rpctui.run import events as ev
@@ -34,18 +41,73 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 # -- fast: llama.cpp's lines the profiler reads --------------------------------------------------
 
-def test_rpc_debug_lines_name_commands_and_replies() -> None:
-    """A real GGML_RPC_DEBUG server log: every command line is recognised, nothing else is."""
-    lines = (FIXTURES / "mainline-rpc-server-debug.log").read_text().splitlines()
-    commands = Counter(c for line in lines if (c := logs.rpc_debug_command(line)))
-    bracketed = [line for line in lines if line.startswith("[")]
-    assert sum(commands.values()) == len([b for b in bracketed if not b.startswith("[~impl]")])
+def test_commands_are_counted_on_the_node() -> None:
+    """A real GGML_RPC_DEBUG server log through the node's command counter: every command line
+    is counted (not passed on), every other line is passed on, and the counts land in the file
+    the sampler reads; the counter passes the program's exit code on and names itself."""
+    log = FIXTURES / "mainline-rpc-server-debug.log"
+    lines = log.read_text().splitlines()
+    argv, counts = counted_argv(sys.executable,
+                                ["sh", "-c", f"cat {log}; echo counted; sleep 30"])
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        passed = []
+        for line in proc.stdout:
+            if line == "counted\n":
+                break
+            passed.append(line.rstrip("\n"))
+        time.sleep(0.2)  # the counter writes its counts after passing a chunk's lines on
+        seq, commands, replies, to_bytes, from_bytes = struct.unpack(
+            "<5q", Path(counts).read_bytes())
+        comms = subprocess.run(["ps", "-o", "comm=", "-g", str(proc.pid)], capture_output=True,
+                               text=True).stdout.split()
+        sampled = asyncio.run(_sample_counts(proc.pid, counts))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(5)
+    assert seq % 2 == 0 and "rpctui-count" in comms
+    named = Counter(line[1:line.index("]")] for line in lines
+                    if line.startswith("[") and line[1:line.index("]")] in logs.RPC_COMMANDS)
+    assert passed == [line for line in lines if not (line.startswith("[") and line[1:line.index(
+        "]")] in logs.RPC_COMMANDS)]
+    assert "[~impl] closing socket 4" in passed and "Accepted client connection" in passed
+    assert commands == sum(named.values())
     # tg8 x (2 repetitions + a 1-token warm-up) = 17 tokens: one graph each, and one answered
     # get_tensor each (the output), besides the pp test's.
-    assert commands["graph_recompute"] + commands["graph_compute"] == 20
-    assert commands["get_tensor"] == 20
-    assert logs.rpc_debug_command("Accepted client connection") is None
-    assert "set_tensor" not in logs.RPC_REPLY_COMMANDS and "get_tensor" in logs.RPC_REPLY_COMMANDS
+    assert named["graph_recompute"] + named["graph_compute"] == 20 and named["get_tensor"] == 20
+    assert replies == 20 + named["copy_tensor"] + named["set_tensor_hash"]
+    sizes = [int(line.rsplit("size: ", 1)[1].split(",")[0]) for line in lines
+             if line.startswith(("[set_tensor]", "[get_tensor]"))]
+    assert to_bytes + from_bytes == sum(sizes) and from_bytes > 0 and to_bytes > 0
+    # The node's sampler reads the same counts into its samples.
+    assert sampled == (ev.RpcCounts("ep", commands, replies, to_bytes, from_bytes),)
+    # The file goes with the counter; the program's exit code is the launcher's.
+    for _ in range(50):
+        if not Path(counts).exists():
+            break
+        time.sleep(0.05)
+    assert not Path(counts).exists()
+    argv, counts = counted_argv(sys.executable, ["sh", "-c", "echo last words >&2; exit 3"])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    assert done.returncode == 3 and done.stdout == "last words\n"
+    assert not Path(counts).exists()
+
+
+async def _sample_counts(pgid: int, counts: str) -> tuple[ev.RpcCounts, ...]:
+    got: list[ev.NodeSample] = []
+    sampler = Sampler("here", LocalHost(), sys.executable, 5.0, got.append, time.monotonic)
+    await sampler.start()
+    try:
+        await sampler.watch(pgid, "ep", 1, counts=counts)
+        await sampler.sample_now(7)
+        for _ in range(100):
+            if any(7 in s.marks for s in got):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await sampler.stop()
+    return next(s.rpc for s in got if 7 in s.marks)
 
 
 def test_bench_progress_lines() -> None:

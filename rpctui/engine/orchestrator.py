@@ -24,7 +24,7 @@ from rpctui.engine.preflight import preflight
 from rpctui.engine.probe import link_peer, probe_node
 from rpctui.engine.resolve import resolve_bin_dirs, resolve_model
 from rpctui.engine.sampling import Sampler
-from rpctui.engine.servers import ServerWatch
+from rpctui.engine.servers import ServerWatch, counted_argv
 from rpctui.engine.tasks import Background
 from rpctui.engine.tokens import TokenProfiler
 from rpctui.errors import ExitCode, UserError
@@ -281,21 +281,25 @@ class Orchestrator:
         for note in notes:
             self.emit(ev.Notice(message=note, node=node.label))
         env = {"GGML_NO_BACKTRACE": "1", **node.env, **server.env}
-        if self.breakdown:
-            env.setdefault("GGML_RPC_DEBUG", "1")  # a line per command: the round trips
+        counts = None
         limit = server.address_space_limit_mib * 1024 if server.address_space_limit_mib else None
-        full = launcher_argv(argv, env=env, limit_as_kib=limit, stdbuf=caps.has_stdbuf)
+        if self.breakdown and node.label in self.samplers:
+            env.setdefault("GGML_RPC_DEBUG", "1")  # a line per command: the round trips
+            argv_run, counts = counted_argv(node.python, argv)  # counted on the node
+        else:
+            argv_run = argv
+        full = launcher_argv(argv_run, env=env, limit_as_kib=limit, stdbuf=caps.has_stdbuf)
         self.emit(ev.ServerStarting(node=node.label, endpoint=ep, argv=tuple(argv)))
         spawned = await host.spawn(full, merge_stderr=True)
         self.started.append(Started(node.label, f"rpc-server {ep}", spawned, spawned.pgid))
         self.emit(ev.ServerStarted(node=node.label, endpoint=ep, pgid=spawned.pgid,
                   pid=spawned.child_pid))
-        watch = ServerWatch(node.label, ep, spawned, self)
+        watch = ServerWatch(node.label, ep, spawned, self, counts)
         self.watches[ep] = watch
         watch.start()
         sampler = self.samplers.get(node.label)
         if sampler and spawned.pgid:
-            await sampler.watch(spawned.pgid, ep, server.port)
+            await sampler.watch(spawned.pgid, ep, server.port, counts=counts)
 
     async def _wait_ready(self, node: Node, server: Server, started_at: float) -> None:
         host = self.hosts[node.label]

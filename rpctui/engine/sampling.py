@@ -21,9 +21,16 @@ _AGENT = Path(__file__).resolve().parent.parent / "hosts" / "agents" / "sampler.
 MIB = 1024 * 1024
 
 
+#: How often a server's command counter (rpctui/hosts/agents/rpccount.py) reads its pipe; a
+#: reading the breakdown asks for waits this long and a little more, so that the counts it
+#: carries include every line the server wrote before the request.
+COUNTER_BATCH_S = 0.02
+
+
 def sampler_source(interval_s: float, sysfs: str = "/sys", threads: bool = False) -> bytes:
     """``threads``: also read each watched server's threads (the breakdown's compute time)."""
-    return agent_source(_AGENT, {"interval_s": interval_s, "sysfs": sysfs, "threads": threads})
+    return agent_source(_AGENT, {"interval_s": interval_s, "sysfs": sysfs, "threads": threads,
+                                 "counter_settle_s": COUNTER_BATCH_S + 0.005})
 
 
 def _mib(value: Any) -> float | None:
@@ -41,6 +48,7 @@ def sample_event(node: str, t: float, data: dict[str, Any]) -> ev.NodeSample:
     for g in data.get("gpus") or []:
         for name, used in (g.get("procs") or {}).items():
             gpu_procs[name] = gpu_procs.get(name, 0.0) + used / MIB
+    procs: dict[str, Any] = data.get("procs") or {}
     total = mem.get("total_kib")
     avail = mem.get("available_kib")
     return ev.NodeSample(
@@ -52,12 +60,14 @@ def sample_event(node: str, t: float, data: dict[str, Any]) -> ev.NodeSample:
                   for name, (rx, tx) in sorted((data.get("net") or {}).items())),
         procs=tuple(ev.ProcReading(name, round(p["rss_kib"] / 1024, 2), round(p["cpu_s"], 2),
                                    round(p.get("busiest_s", 0.0), 3))
-                    for name, p in sorted((data.get("procs") or {}).items())),
+                    for name, p in sorted(procs.items())),
         received=tuple(sorted((data.get("received") or {}).items())),
         sent=tuple(sorted((data.get("sent") or {}).items())),
         cache=tuple(sorted((k, v) for k, v in (data.get("cache") or {}).items() if v is not None)),
         gpu_procs=tuple(sorted((k, round(v, 1)) for k, v in gpu_procs.items())),
         marks=tuple(data.get("marks") or ()),
+        rpc=tuple(ev.RpcCounts(name, *p["rpc"]) for name, p in sorted(procs.items())
+                  if len(p.get("rpc") or ()) == 4),
     )
 
 
@@ -91,9 +101,13 @@ class Sampler:
         with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
             await asyncio.wait_for(self.pid_known.wait(), 10)
 
-    async def watch(self, pgid: int, name: str, port: int, cache_dir: str | None = None) -> None:
+    async def watch(self, pgid: int, name: str, port: int, cache_dir: str | None = None,
+                    counts: str | None = None) -> None:
+        """Read this process group's memory, CPU and port; ``counts``: its RPC command
+        counter's file (:mod:`rpctui.hosts.agents.rpccount`)."""
         if self.spawned:
-            await self.spawned.write(f"watch {pgid} {name} {port} {cache_dir or '-'}\n".encode())
+            await self.spawned.write(
+                f"watch {pgid} {name} {port} {cache_dir or '-'} {counts or '-'}\n".encode())
 
     async def unwatch(self, pgid: int) -> None:
         if self.spawned:

@@ -4,12 +4,15 @@ exits; and Cluster, what a watch and the job use of the engine that runs them.""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from rpctui.engine.sampling import COUNTER_BATCH_S
 from rpctui.engine.tasks import Background
-from rpctui.hosts.base import Host, LineSplitter, Spawned
+from rpctui.hosts.base import Host, LineSplitter, Spawned, agent_source
 from rpctui.llama import logs
 from rpctui.profile.schema import Profile
 from rpctui.run import events as ev
@@ -43,14 +46,31 @@ class Cluster(Protocol):
     def emit(self, event: ev.Event) -> None: ...
 
 
-class ServerWatch:
-    """Reads one server's merged output into ServerLog/ServerBanner events until it exits."""
+_COUNTER = Path(__file__).resolve().parent.parent / "hosts" / "agents" / "rpccount.py"
 
-    def __init__(self, node: str, endpoint: str, spawned: Spawned, orch: Cluster) -> None:
+
+def counted_argv(python: str, argv: Sequence[str]) -> tuple[list[str], str]:
+    """``argv`` (an rpc-server started with GGML_RPC_DEBUG=1) run under the node's command
+    counter (:mod:`rpctui.hosts.agents.rpccount`), and the file on the node where the counter
+    keeps its counts for the sampler: the per-command lines stay on the node."""
+    counts = f"/tmp/rpctui-rpc-{secrets.token_hex(8)}"
+    source = agent_source(_COUNTER, {
+        "path": counts, "batch_s": COUNTER_BATCH_S, "commands": sorted(logs.RPC_COMMANDS),
+        "replies": sorted(logs.RPC_REPLY_COMMANDS), "setup": sorted(logs.RPC_SETUP_COMMANDS)})
+    return [python, "-S", "-c", source.decode(), *argv], counts
+
+
+class ServerWatch:
+    """Reads one server's merged output into ServerLog/ServerBanner events until it exits.
+    ``counts``: the file its command counter keeps, where the breakdown counts them."""
+
+    def __init__(self, node: str, endpoint: str, spawned: Spawned, orch: Cluster,
+                 counts: str | None = None) -> None:
         self.node = node
         self.endpoint = endpoint
         self.spawned = spawned
         self.orch = orch
+        self.counts = counts
         self.tail: deque[str] = deque(maxlen=20)
         self.exited = asyncio.Event()
         self.rc: int | None = None
@@ -84,11 +104,6 @@ class ServerWatch:
                            tail=tuple(self.tail)))
 
     def _line(self, line: str) -> None:
-        command = logs.rpc_debug_command(line)
-        if command is not None:  # GGML_RPC_DEBUG: one line per command, counted, not logged
-            if self.orch.tokens is not None:
-                self.orch.tokens.command(self.endpoint, command, logs.rpc_payload(command, line))
-            return
         self.tail.append(line)
         self.orch.emit(ev.ServerLog(node=self.node, endpoint=self.endpoint, line=line))
         protocol = logs.banner_protocol(line)
@@ -98,7 +113,8 @@ class ServerWatch:
             pgid = self.spawned.pgid
             if sampler and pgid:
                 port = int(self.endpoint.rsplit(":", 1)[1])
-                self.orch.background.start(sampler.watch(pgid, self.endpoint, port, cache),
+                self.orch.background.start(sampler.watch(pgid, self.endpoint, port, cache,
+                                                         self.counts),
                                            f"watching {self.endpoint}'s tensor cache")
         if protocol or cache or logs.is_exposure_warning(line):
             self.orch.emit(ev.ServerBanner(node=self.node, endpoint=self.endpoint,

@@ -4,13 +4,14 @@ A test's window runs from the end of the test before it (its result row) to its 
 row; the first test's from llama-bench's first --progress line after the model loaded (its
 warm-up, or its first repetition). At each boundary every node's sampler is asked for a reading
 at once, and the reading that answers that very request is used: each server's busiest
-thread's CPU time, GPU utilisation and the bytes on its connections; with the servers'
-command counts and tensor sizes (their GGML_RPC_DEBUG lines, counted as they pass), which are
-the bytes wherever a server prints them. A window holds whole tests (warm-up included) and the quiet set-up
-between them, never a test's edge: on a loaded machine the progress lines reach rpctui late
-(tenths of a second were seen on the 2-CPU rig), which cut a repetition's window short. When
-the job ends, :func:`rpctui.profiler.breakdown.breakdown` turns each test's window into a
-TokenBreakdown event.
+thread's CPU time, GPU utilisation, the bytes on its connections, and the servers' command
+counts and tensor sizes (their GGML_RPC_DEBUG lines, counted on the node by
+:mod:`rpctui.hosts.agents.rpccount`, so that no line crosses the network). A window holds
+whole tests (warm-up included) and the quiet set-up between them, never a test's edge: on a
+loaded machine the progress lines reach rpctui late (tenths of a second were seen on the 2-CPU
+rig), which cut a repetition's window short. When the job ends,
+:func:`rpctui.profiler.breakdown.breakdown` turns each test's window into a TokenBreakdown
+event.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from rpctui.engine.sampling import Sampler
 
 SNAPSHOT_TIMEOUT_S = 2.0
-LINES_SETTLE_S = 0.2  #: for the servers' last command lines to arrive after the job ended
 
 
 class TokenProfiler:
@@ -45,10 +45,6 @@ class TokenProfiler:
         self.emit = emit
         self.latest: dict[str, ev.NodeSample] = {}
         self.gpu_busy: dict[str, float] = {}  #: node -> GPU-busy seconds, integrated
-        self.replies: dict[str, int] = {}
-        self.commands: dict[str, int] = {}
-        self.payload_to: dict[str, int] = {}  #: set_tensor bytes, as the debug lines say
-        self.payload_from: dict[str, int] = {}  #: get_tensor bytes
         #: (node, mark) -> the reading that answered that boundary's request, and who waits
         self.answers: dict[tuple[str, int], ev.NodeSample] = {}
         self.waiting: dict[tuple[str, int], asyncio.Future[None]] = {}
@@ -75,14 +71,6 @@ class TokenProfiler:
                 fut.set_result(None)
         self.latest[event.node] = event
 
-    def command(self, endpoint: str, name: str, payload: int = 0) -> None:
-        self.commands[endpoint] = self.commands.get(endpoint, 0) + 1
-        if name in logs.RPC_REPLY_COMMANDS and name not in logs.RPC_SETUP_COMMANDS:
-            self.replies[endpoint] = self.replies.get(endpoint, 0) + 1
-        if payload:
-            into = self.payload_from if name == "get_tensor" else self.payload_to
-            into[endpoint] = into.get(endpoint, 0) + payload
-
     def progress(self, p: logs.BenchProgress) -> None:
         """A --progress line: the first after the load opens the first test's window."""
         if not self.boundaries and p.what != "starting":
@@ -98,20 +86,11 @@ class TokenProfiler:
     # -- boundaries ----------------------------------------------------------------------------
 
     def _boundary(self) -> int:
-        # Command lines are counted as the boundary passes, not once the readings are in:
-        # lines and readings lag the servers alike, so both ends of a window lag the same.
-        counts = self._counts()
         mark = len(self.snapshots) + 1 + self.step * 100_000  # unique within the run
-        self.snapshots.append(asyncio.ensure_future(self._snapshot(mark, *counts)))
+        self.snapshots.append(asyncio.ensure_future(self._snapshot(mark)))
         return len(self.snapshots) - 1
 
-    def _counts(self) -> tuple[dict[str, int], dict[str, int], dict[str, int], dict[str, int]]:
-        return (dict(self.replies), dict(self.commands), dict(self.payload_to),
-                dict(self.payload_from))
-
-    async def _snapshot(self, mark: int, replies: dict[str, int], commands: dict[str, int],
-                        payload_to: dict[str, int],
-                        payload_from: dict[str, int]) -> dict[str, Counters]:
+    async def _snapshot(self, mark: int) -> dict[str, Counters]:
         """Every server's counters as its node's sampler read them just after this boundary:
         the reading that answers this boundary's own request, never an earlier one."""
         loop = asyncio.get_running_loop()
@@ -136,11 +115,11 @@ class TokenProfiler:
             if proc is None or received is None or sent is None:
                 continue
             has_gpu = any(g.util_pct is not None for g in sample.gpus)
+            rpc = next((r for r in sample.rpc if r.endpoint == endpoint), None)
             out[endpoint] = Counters(received, sent, proc.busiest_s, proc.cpu_s,
                                      self.gpu_busy.get(node, 0.0) if has_gpu else None,
-                                     replies.get(endpoint, 0), commands.get(endpoint, 0),
-                                     payload_to.get(endpoint, 0),
-                                     payload_from.get(endpoint, 0))
+                                     rpc.replies if rpc else 0, rpc.commands if rpc else 0,
+                                     rpc.to_bytes if rpc else 0, rpc.from_bytes if rpc else 0)
         return out
 
     # -- the end -------------------------------------------------------------------------------
@@ -148,17 +127,6 @@ class TokenProfiler:
     async def finish(self) -> list[ev.TokenBreakdown]:
         """Wait for every reading, emit one breakdown per measured test."""
         snaps = await asyncio.gather(*self.snapshots, return_exceptions=True)
-        if self.boundaries and len(self.boundaries) > 1:
-            # The servers' lines for the last test may arrive after its result row: their
-            # counts at the end of the job close the last window (nothing moves after it).
-            await asyncio.sleep(LINES_SETTLE_S)
-            last = snaps[self.boundaries[-1]]
-            if isinstance(last, dict):
-                replies, commands, to, frm = self._counts()
-                snaps[self.boundaries[-1]] = {
-                    ep: c._replace(replies=replies.get(ep, 0), commands=commands.get(ep, 0),
-                                   payload_to=to.get(ep, 0), payload_from=frm.get(ep, 0))
-                    for ep, c in last.items()}
         out: list[ev.TokenBreakdown] = []
         for index, row in enumerate(self.results):
             if index + 1 >= len(self.boundaries):

@@ -232,7 +232,8 @@ def is_exposure_warning(line: str) -> bool:
 # -- the profiler's lines ----------------------------------------------------------------------
 
 #: The commands an rpc-server logs, one line each, when started with GGML_RPC_DEBUG=1 (mainline;
-#: b6110 and ik print nothing): "[get_tensor] buffer: ...". Names are rpc_server's methods.
+#: b6110 and ik print nothing): "[get_tensor] buffer: ..., size: N". Names are rpc_server's
+#: methods. The lines are counted on the node (rpctui/hosts/agents/rpccount.py, given these).
 RPC_COMMANDS = frozenset({
     "hello", "get_device_memory", "alloc_buffer", "get_alloc_size", "get_alignment",
     "get_max_size", "buffer_get_base", "free_buffer", "buffer_clear", "memset_tensor",
@@ -249,25 +250,6 @@ RPC_REPLY_COMMANDS = frozenset({
 RPC_SETUP_COMMANDS = frozenset({
     "hello", "get_device_memory", "alloc_buffer", "get_alloc_size", "get_alignment",
     "get_max_size", "buffer_get_base"})
-_RPC_DEBUG = re.compile(r"^\[(\w+)\] ")
-
-
-def rpc_debug_command(line: str) -> str | None:
-    """The RPC command an rpc-server's debug line names, or None for any other line."""
-    m = _RPC_DEBUG.match(line)
-    return m.group(1) if m and m.group(1) in RPC_COMMANDS else None
-
-
-_RPC_SIZE = re.compile(r", size: (\d+)")
-
-
-def rpc_payload(command: str, line: str) -> int:
-    """The tensor bytes a set_tensor (to the server) or get_tensor (back from it) line moves;
-    0 for other commands and for a set_tensor_hash, whose data stays behind."""
-    if command not in ("set_tensor", "get_tensor"):
-        return 0
-    m = _RPC_SIZE.search(line)
-    return int(m.group(1)) if m else 0
 
 
 @dataclass(frozen=True)

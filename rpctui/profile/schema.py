@@ -225,8 +225,7 @@ class Profile:
     sweep: Sweep | None = setting(None, "optional sweep over server counts")
     breakdown: bool = setting(False, "bench jobs: measure where each token's time goes (a short "
                               "link test before the servers start, llama-bench --progress, the "
-                              "servers' command log); the command log costs tg speed while it "
-                              "runs (docs/PERFORMANCE.md)")
+                              "servers' command log counted on their nodes)")
     link_test_s: float = setting(0.5, "seconds each way of the throughput test before a run "
                                  "with breakdown on (0: round trips only)", check=_not_negative)
     path: str = field(default="", compare=False, metadata={"internal": True})

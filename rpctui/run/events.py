@@ -49,6 +49,16 @@ class ProcReading(NamedTuple):
     busiest_s: float = 0.0
 
 
+class RpcCounts(NamedTuple):
+    """An rpc-server's commands so far, counted on its node from its GGML_RPC_DEBUG lines."""
+
+    endpoint: str
+    commands: int
+    replies: int  #: answered commands after set-up: round trips on the wire
+    to_bytes: int  #: tensor bytes sent to the server (set_tensor)
+    from_bytes: int  #: tensor bytes read back from it (get_tensor)
+
+
 class DistributionRow(NamedTuple):
     node: str
     device: str  #: the endpoint's buffer or a local device
@@ -388,6 +398,7 @@ class NodeSample(Event):
     sent: tuple[tuple[str, int], ...] = ()
     cache: tuple[tuple[str, int], ...] = ()  #: endpoint, bytes in its tensor cache
     gpu_procs: tuple[tuple[str, float], ...] = ()  #: endpoint, GPU memory MiB (NVML)
+    rpc: tuple[RpcCounts, ...] = ()  #: where the breakdown counts the servers' commands
     #: the "now N" requests this reading answers (read after they arrived): the profiler's
     #: boundaries between measured repetitions
     marks: tuple[int, ...] = ()

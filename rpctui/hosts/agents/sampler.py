@@ -1,13 +1,14 @@
 # rpctui sampler agent: sent to a node over SSH, run by its python3 for the life of a run.
 # Standard library only; uses pynvml (NVIDIA), pyamdgpuinfo (AMD) and the amdgpu sysfs files
 # where the node has them. Prints one JSON sample per interval on stdout. Reads commands on
-# stdin ("watch PGID NAME PORT CACHE_DIR", "unwatch PGID", "oom PID..."); exits when stdin
+# stdin ("watch PGID NAME PORT CACHE_DIR COUNTS_FILE", "unwatch PGID", "oom PID..."); exits when stdin
 # closes, which is when rpctui ends the run or the connection drops.
 # A reading that is not available is left out (or null), never an exception.
 # CONFIG is prepended by the sender.
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ INTERVAL = float(cfg.get("interval_s", 0.5))
 SYSFS = cfg.get("sysfs", "/sys")
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-watched = {}  # pgid -> {"name", "port", "cache"}
+watched = {}  # pgid -> {"name", "port", "cache", "counts"}
 received = {}  # name -> bytes received on its port since watched
 sent = {}  # name -> bytes sent (and acknowledged) on its port since watched
 conn_last = {}  # (port, peer) -> last (bytes_received, bytes_acked)
@@ -44,7 +45,9 @@ def read_commands():
         with lock:
             if parts[0] == "watch" and len(parts) >= 4:
                 cache = parts[4] if len(parts) > 4 and parts[4] != "-" else None
-                watched[int(parts[1])] = {"name": parts[2], "port": int(parts[3]), "cache": cache}
+                counts = parts[5] if len(parts) > 5 and parts[5] != "-" else None
+                watched[int(parts[1])] = {"name": parts[2], "port": int(parts[3]), "cache": cache,
+                                          "counts": counts}
                 received.setdefault(parts[2], 0)
             elif parts[0] == "unwatch" and len(parts) == 2:
                 watched.pop(int(parts[1]), None)
@@ -88,8 +91,12 @@ scan_state = {"tick": 0, "pgids": ()}
 RESCAN_TICKS = 10  # a full /proc scan every 10 samples (or when the watch list changes)
 
 
+COUNTER = "rpctui-count"  # the counter beside a server (agents/rpccount.py): not the server
+
+
 def _proc(pid):
-    """(pgrp, state, rss KiB, cpu seconds) of one process, or None when it is gone."""
+    """(pgrp, state, rss KiB, cpu seconds) of one process, or None when it is gone or is
+    rpctui's own counter."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             stat = fh.read()
@@ -97,7 +104,10 @@ def _proc(pid):
             rss_pages = int(fh.read().split()[1])
     except (OSError, ValueError, IndexError):
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
+    end = stat.rindex(")")
+    if stat[stat.find("(") + 1:end] == COUNTER:
+        return None
+    fields = stat[end + 2:].split()
     return (int(fields[2]), fields[0], rss_pages * PAGE_KIB,
             (int(fields[11]) + int(fields[12])) / TICK)
 
@@ -263,6 +273,29 @@ def busiest_thread(pgids):
         busiest[pg] = busiest.get(pg, 0.0) + most
 
 
+COUNTS = struct.Struct("<5q")  # as agents/rpccount.py writes it
+
+
+def rpc_counts(path):
+    """[commands, answered, bytes to, bytes from] from a counter's file, or None: two equal
+    reads with an even sequence (the counter was not half-way through writing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        for _ in range(5):
+            a = os.pread(fd, COUNTS.size, 0)
+            b = os.pread(fd, COUNTS.size, 0)
+            if a == b and len(a) == COUNTS.size and COUNTS.unpack(a)[0] % 2 == 0:
+                return list(COUNTS.unpack(a)[1:])
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return None
+
+
 def dir_bytes(path):
     total = 0
     try:
@@ -419,6 +452,10 @@ def main():
             snapshot = dict(watched)
             answered = list(marks)
             marks.clear()
+        if answered and any(w["counts"] for w in snapshot.values()):
+            # A server's command counter reads its pipe every so often: give it the time to
+            # count every line written before this request arrived.
+            time.sleep(float(cfg.get("counter_settle_s", 0.025)))
         ports = {w["port"]: w["name"] for w in snapshot.values()}
         sample = {"t": round(time.monotonic(), 4), "mem": meminfo(), "net": netdev()}
         procs = groups(list(snapshot))
@@ -426,6 +463,11 @@ def main():
             busiest_thread(list(snapshot))
             for pg in snapshot:
                 procs[pg]["busiest_s"] = round(busiest.get(pg, 0.0), 3)
+        for pg, w in snapshot.items():
+            if w["counts"]:
+                counts = rpc_counts(w["counts"])
+                if counts is not None:
+                    procs[pg]["rpc"] = counts
         sample["procs"] = {w["name"]: procs[pg] for pg, w in snapshot.items()}
         if connections(ports):
             sample["received"] = {w["name"]: received.get(w["name"], 0) for w in snapshot.values()}
