@@ -138,10 +138,13 @@ def test_recorded_breakdown_names_the_capped_link() -> None:
     n3 = next(p for p in tg.parts if p.node == "n3")
     assert n3.from_bytes > 10 * n3.to_bytes  # the output layer's logits come back from n3
     assert n3.round_trips == 1.0
-    # The parts and the rest add up to what llama-bench measured.
+    # The parts and the rest add up to what llama-bench measured: exactly while they fit in it
+    # (the rest is the main node's), within the estimates' error when they overrun it (a
+    # transfer is bytes over the link test's throughput; the rest is then 0).
     total = tg.main_ms + sum((p.compute_ms or 0) + (p.latency_ms or 0) + (p.transfer_ms or 0)
                              for p in tg.parts)
-    assert abs(total - tg.ms_per_token) < 0.01
+    assert total >= tg.ms_per_token - 0.01 and total <= tg.ms_per_token * 1.05
+    assert tg.main_ms == 0 or abs(total - tg.ms_per_token) < 0.01
     # Given n3's link back at n2's speed, the breakdown predicts a much faster token.
     fast = predicted_ms(tg, {}, {"n3": (state.links["n2"].to_mbps or 0,
                                         state.links["n2"].from_mbps or 0)})
