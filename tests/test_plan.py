@@ -408,3 +408,23 @@ def test_servers_sharing_a_node_must_fit_in_its_ram_together() -> None:
     assert not fits
     assert node["need_mib"] == round(by_name["RPC0[10.0.0.1:50052]"]["need_mib"]
                                      + by_name["RPC0[10.0.0.1:50053]"]["need_mib"], 2)
+
+
+@pytest.mark.parametrize("cut", [24, 40], ids=["counts-then-nothing", "key-cut"])
+def test_cut_short_header_on_this_machine_is_one_clear_error(tmp_path: Path, cut: int) -> None:
+    """A GGUF header cut short, the main node this machine (the header read here, not over
+    SSH): `plan` names the file and the fix and exits 3, no traceback."""
+    import struct
+
+    header = (b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + struct.pack("<Q", 20)
+              + b"general.architecture")
+    model = tmp_path / "cut.gguf"
+    model.write_bytes(header[:cut])
+    profile = tmp_path / "p.toml"
+    profile.write_text(f'[[nodes]]\nname = "here"\nhost = "local"\nmain = true\n\n'
+                       f'[job]\nmodel = "{model}"\n')
+    result = rpctui(tmp_path, "plan", str(profile))
+    assert result.returncode == 3, result.stderr
+    assert f"error: model on here: {model} is cut short" in result.stderr
+    assert "fix: the file is incomplete or damaged" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -41,6 +41,8 @@ from rpctui.run.monitor import SETTLE_S, Monitor
 
 Emit = Callable[[ev.Event], None]
 READY_TIMEOUT_S = 60.0
+MODEL_DAMAGED_FIX = ("the file is incomplete or damaged: download or copy it again, or point "
+                     "job.model at another file")
 
 
 @dataclass
@@ -183,16 +185,12 @@ class Orchestrator:
 
     async def _check_plan(self) -> bool:
         """Refuse a launch whose predicted memory does not fit (unless forced)."""
-        from rpctui.plan.gguf import ModelFileError
-
         main = self.profile.main_node
         try:
             plan = await self.make_plan()
-        except ModelFileError as exc:
-            self.emit(ev.PreflightIssue(node=main.label, check="model",
-                      message=f"model on {main.label}: {exc}",
-                      fix="the file is incomplete or damaged: download or copy it again, or "
-                          "point job.model at another file", fatal=True))
+        except UserError as exc:
+            self.emit(ev.PreflightIssue(node=main.label, check="model", message=exc.message,
+                                        fix=exc.fix, fatal=True))
             return False
         except (OSError, ValueError, KeyError) as exc:
             self.emit(ev.Notice(node=main.label, message=f"no memory plan ({exc}); the load "
@@ -484,11 +482,18 @@ class Orchestrator:
         return bool(self.started) and not self.stopping
 
     async def model_header(self) -> ModelInfo:
-        """The model's GGUF header, read on the main node once (after connect())."""
+        """The model's GGUF header, read on the main node once (after connect()); a header
+        that cannot be read is a UserError naming the file."""
+        from rpctui.plan.gguf import ModelFileError
+
         if self.model_info is None:
             main = self.profile.main_node
-            self.model_info = await load_model_info(self.profile, self.model,
-                                                    self.hosts[main.label])
+            try:
+                self.model_info = await load_model_info(self.profile, self.model,
+                                                        self.hosts[main.label])
+            except ModelFileError as exc:
+                raise UserError(f"model on {main.label}: {exc}", MODEL_DAMAGED_FIX,
+                                ExitCode.PREFLIGHT) from exc
         return self.model_info
 
     async def make_plan(self, experts_on: list[str] | None = None) -> Plan:
