@@ -7,13 +7,13 @@ import io
 from pathlib import Path
 
 from rpctui.hosts.base import Host
-from rpctui.plan.gguf import ModelInfo, _Header, read_model, shards
+from rpctui.plan.gguf import HEADER_MAX_BYTES, ModelInfo, _Header, read_model, shards
 from rpctui.profile.schema import Profile
 
 MIB = 1 << 20
 #: how much of a remote model file is fetched to read its header: a little first (most
 #: headers are a few MiB), more only when that was not enough
-HEADER_BYTES = (4 * MIB, 64 * MIB)
+HEADER_BYTES = (4 * MIB, HEADER_MAX_BYTES)
 
 
 async def load_model_info(profile: Profile, model: str, host: Host) -> ModelInfo:

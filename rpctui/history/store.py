@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rpctui.errors import UserError
 from rpctui.llama.bench import backends, bench_label, params_b, size_gib
 from rpctui.run import events as ev
 from rpctui.run.schema import upgrade
@@ -31,17 +32,29 @@ def read_run(path: str | Path) -> list[ev.Event]:
     """The events of a recorded run, upgraded from an older recording format; a torn last line
     (from a crash) is skipped; a recording from a newer rpctui is a UserError."""
     raw = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    damaged = 0
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UserError(f"cannot read recording {path}: {exc.strerror}", "check the path") from None
+    for line in text.splitlines():
         try:
-            raw.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+            data = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            data = None
+        if isinstance(data, dict):
+            raw.append(data)
+        elif line.strip():
+            damaged += 1
     events = []
     for data in upgrade(raw, str(path)):
         try:
             events.append(ev.from_dict(data))
-        except (KeyError, TypeError):
-            continue
+        except (KeyError, TypeError, ValueError):
+            damaged += 1
+    if damaged:
+        events.append(ev.Notice(t=events[-1].t if events else 0.0, message=(
+            f"{damaged} line(s) of {path} could not be read and were left out")))
     return events
 
 

@@ -69,7 +69,19 @@ _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "
 
 
 class ModelFileError(ValueError):
-    """A model file whose GGUF header cannot be read: not GGUF, or cut short."""
+    """A model file whose GGUF header cannot be read: not GGUF, cut short, or damaged."""
+
+
+#: The most of a file read as its header: a length or count that would take the header past
+#: this is taken for damage, not read. Real headers are a few MiB (a 262k-token vocabulary
+#: with its merges is about 15 MiB).
+HEADER_MAX_BYTES = 64 << 20
+MAX_DIMS = 4  #: GGML_MAX_DIMS
+#: Bounds on the numbers the planner loops or multiplies over; a header past them is damaged.
+_PLAUSIBLE = {"block_count": 1 << 16, "embedding_length": 1 << 20,
+              "attention.head_count": 1 << 16, "attention.head_count_kv": 1 << 16,
+              "attention.key_length": 1 << 16, "attention.value_length": 1 << 16,
+              "context_length": 1 << 31, "vocab_size": 1 << 24, "expert_used_count": 1 << 12}
 
 
 class _Header:
@@ -91,6 +103,10 @@ class _Header:
 
             def need(n: int) -> None:
                 nonlocal data
+                if pos + n > HEADER_MAX_BYTES:
+                    raise ModelFileError(
+                        f"{path} is damaged or not a model: its GGUF header asks for {n} bytes "
+                        f"at byte {pos}, past the {HEADER_MAX_BYTES >> 20} MiB any header takes")
                 while pos + n > len(data):
                     more = fh.read(max(n, 1 << 20))
                     if not more:
@@ -119,8 +135,14 @@ class _Header:
                 if vtype == 8:
                     return string()
                 if vtype != 9:
+                    if vtype not in _SCALAR:
+                        raise ModelFileError(f"{path} is damaged: value type {vtype} at byte "
+                                             f"{pos} is not a GGUF type")
                     return take(_SCALAR[vtype])[0]
                 (etype, count) = take("IQ")
+                if etype == 9:
+                    raise ModelFileError(f"{path} is damaged: an array of arrays at byte {pos} "
+                                         f"(llama.cpp reads none)")
                 self.lengths[key] = count
                 if etype in _SCALAR and not keep:
                     size = struct.calcsize(_SCALAR[etype])
@@ -142,6 +164,9 @@ class _Header:
             for _ in range(n_tensors):
                 name = string()
                 (n_dims,) = take("I")
+                if n_dims > MAX_DIMS:
+                    raise ModelFileError(f"{path} is damaged: tensor {name!r} has {n_dims} "
+                                         f"dimensions (ggml has at most {MAX_DIMS})")
                 dims = list(take("Q" * n_dims))
                 (ttype,) = take("I")
                 (offset,) = take("Q")
@@ -180,7 +205,11 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
         end = header.data_start
         for name, dims, ttype, offset in header.tensors:
             m = _BLOCK.match(name)
-            nbytes = type_bytes(ttype, math.prod(dims))
+            try:
+                nbytes = type_bytes(ttype, math.prod(dims))
+            except (ValueError, KeyError):
+                raise ModelFileError(f"{shard} is damaged: tensor {name!r} has type {ttype}, "
+                                     f"which ggml does not have") from None
             end = max(end, header.data_start + offset + nbytes)
             tensors.append(Tensor(name, nbytes, int(m.group(1)) if m else None, tuple(dims),
                                   offset, i, ttype))
@@ -194,8 +223,16 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
     def first(key: str) -> int | None:
         v = f.get(key)
         if isinstance(v, list):
-            v = v[0]
-        return int(v) if isinstance(v, int | float) else None
+            v = v[0] if v else None
+        if isinstance(v, float):
+            v = int(v) if math.isfinite(v) else None
+        if not isinstance(v, int) or isinstance(v, bool):
+            return None
+        limit = _PLAUSIBLE.get(key.removeprefix(f"{arch}."))
+        if limit is not None and not 0 <= v <= limit:
+            raise ModelFileError(f"{path} is damaged or not a model this planner knows: "
+                                 f"{key} = {v} (expected 0 to {limit})")
+        return v
 
     arch = str(f.get("general.architecture") or "llama")
     n_layer = first(f"{arch}.block_count") or 0

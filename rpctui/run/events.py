@@ -9,6 +9,7 @@ event serialises to one JSON object with its class name under ``"type"``, and
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -137,15 +138,66 @@ def _row_types(cls: type[Event]) -> dict[str, type | None]:
 
 
 _FIELD_NAMES: dict[str, frozenset[str]] = {}
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has the shape a field's type says (a damaged recording's may not)."""
+    if hint is Any or hint is object:
+        return True
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is Literal:
+        return value in args
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args,
+                                                                             strict=True))
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(k, args[0]) and _fits(v, args[1])
+                                               for k, v in value.items())
+    if isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields"):
+        fields = _hints(hint)
+        required = len(fields) - len(getattr(hint, "_field_defaults", {}))
+        return (isinstance(value, list | tuple) and required <= len(value) <= len(fields)
+                and all(_fits(v, h) for v, h in zip(value, fields.values(), strict=False)))
+    return True  # a type this check does not know: the event's own constructor decides
 
 
 def from_dict(data: dict[str, Any]) -> Event:
-    """Rebuild an event from its JSON form; unknown fields (from newer versions) are dropped."""
+    """Rebuild an event from its JSON form; unknown fields (from newer versions) are dropped.
+    A field whose value has the wrong shape (a damaged recording) is a TypeError."""
     cls = REGISTRY[data["type"]]
     names = _FIELD_NAMES.get(cls.__name__)
     if names is None:
         names = _FIELD_NAMES[cls.__name__] = frozenset(f.name for f in dataclasses.fields(cls))
     values = {k: v for k, v in data.items() if k in names}
+    hints = _hints(cls)
+    for name, value in values.items():
+        if not _fits(value, hints[name]):
+            raise TypeError(f"{cls.__name__}.{name} is {value!r:.60}, not {hints[name]}")
     for name, row in _row_types(cls).items():
         if isinstance(values.get(name), list):
             values[name] = tuple((row(*v) if row else tuple(v)) if isinstance(v, list) else v

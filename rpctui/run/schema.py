@@ -33,14 +33,21 @@ def _additions_only(events: list[Raw]) -> list[Raw]:
 UPGRADES: dict[int, Callable[[list[Raw]], list[Raw]]] = {1: _additions_only, 2: _additions_only}
 
 
-def recording_version(events: list[Raw]) -> int:
+def recording_version(events: list[Raw]) -> int | None:
+    """The recording format its RunStarted names (1 before it was written); None when what it
+    names is not a format number at all."""
     first = next((e for e in events if e.get("type") == "RunStarted"), None)
-    return int(first.get("schema", 1)) if first else 1
+    version = first.get("schema", 1) if first else 1
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
 def upgrade(events: list[Raw], source: str) -> list[Raw]:
     """Raw events of any known version, as this version's."""
     version = recording_version(events)
+    if version is None or version < 1:
+        raise UserError(f"{source} names no recording format rpctui has written (schema "
+                        f"{next(e for e in events if e.get('type') == 'RunStarted').get('schema')!r:.40})",
+                        "the file is damaged: record the run again", ExitCode.USAGE)
     if version > SCHEMA_VERSION:
         raise UserError(f"{source} was recorded by a newer rpctui (recording format {version}; "
                         f"this one reads up to {SCHEMA_VERSION})",
