@@ -38,6 +38,7 @@ from rpctui.profile.schema import Job as JobSettings
 from rpctui.profile.schema import Node, Profile, Server, SweepStep, endpoint
 from rpctui.run import events as ev
 from rpctui.run.monitor import SETTLE_S, Monitor
+from rpctui.run.redact import profile_secrets, redact_text
 
 Emit = Callable[[ev.Event], None]
 READY_TIMEOUT_S = 60.0
@@ -87,6 +88,8 @@ class Orchestrator:
         self.caps_events: list[ev.Event] = []
         self.t0 = time.monotonic()
         self.nodes = {n.label: n for n in self.profile.nodes}
+        #: the profile's secret values (rpctui.run.redact), hidden in any line that shows one
+        self.secrets = profile_secrets(self.profile)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -94,7 +97,20 @@ class Orchestrator:
         return round(time.monotonic() - self.t0, 4)
 
     def emit(self, event: ev.Event) -> None:
-        """Publish an event built here, stamped with the run's clock."""
+        """Publish an event built here, stamped with the run's clock; a line that shows one of
+        the profile's secrets shows *** instead."""
+        if self.secrets:
+            if isinstance(event, ev.ServerLog | ev.JobLog):
+                event = dataclasses.replace(event, line=redact_text(event.line, self.secrets))
+            elif isinstance(event, ev.Notice):
+                event = dataclasses.replace(event,
+                                            message=redact_text(event.message, self.secrets))
+            elif isinstance(event, ev.ServerExited):
+                event = dataclasses.replace(event, tail=tuple(
+                    redact_text(line, self.secrets) for line in event.tail))
+            elif isinstance(event, ev.JobFinished):
+                event = dataclasses.replace(event, diagnosis=redact_text(event.diagnosis,
+                                                                         self.secrets))
         self.publish(dataclasses.replace(event, t=self.now()))
 
     def publish(self, event: ev.Event) -> None:

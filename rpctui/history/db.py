@@ -17,12 +17,13 @@ and filled again from them.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rpctui.paths import data_dir
+from rpctui.paths import data_dir, private_dir
 
 if TYPE_CHECKING:  # the listing commands need no summing up: kept out of their start-up
     from rpctui.history.summary import RunRecord
@@ -125,7 +126,9 @@ def db_path() -> Path:
 def connect(path: Path | None = None) -> sqlite3.Connection:
     """The database, created with its tables if new."""
     path = path or db_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # its owner's alone
     conn = sqlite3.connect(path, timeout=10)
     conn.row_factory = sqlite3.Row
     if conn.execute("PRAGMA user_version").fetchone()[0] != DB_VERSION:

@@ -4,11 +4,12 @@ crash loses nothing seen), and the run written into the run database as it ends.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
 from rpctui.history.index import index_run
-from rpctui.paths import runs_dir
+from rpctui.paths import private_dir, runs_dir
 from rpctui.run import events as ev
 from rpctui.run.state import ClusterState
 
@@ -18,10 +19,10 @@ class Recorder:
     writes the run into the run database."""
 
     def __init__(self, run_id: str, folder: Path | None = None) -> None:
-        folder = folder or runs_dir()
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_dir(folder or runs_dir())
         self.path = folder / f"{run_id}.jsonl"
-        self._fh = self.path.open("a", encoding="utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self.events: list[ev.Event] = []
 
     def write(self, event: ev.Event) -> None:

@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+from rpctui.run.redact import redact_argv
+
 REGISTRY: dict[str, type[Event]] = {}
 
 
@@ -310,7 +312,10 @@ class PreflightDone(Event):
 class ServerStarting(Event):
     node: str = ""
     endpoint: str = ""
-    argv: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()  #: secret values hidden (rpctui.run.redact)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "argv", redact_argv(self.argv))
 
 
 @dataclass(frozen=True)
@@ -360,10 +365,13 @@ class ServerExited(Event):
 class JobStarted(Event):
     node: str = ""
     kind: str = ""
-    argv: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()  #: secret values hidden (rpctui.run.redact)
     step: int = 0
     servers: tuple[str, ...] = ()
     setup: str = ""  #: a sweep's setup (its variant's name, or the settings it changes)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "argv", redact_argv(self.argv))
 
 
 @dataclass(frozen=True)
