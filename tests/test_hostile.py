@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rpctui.plan.gguf import HEADER_MAX_BYTES, ModelFileError, _Header, read_model
@@ -246,6 +246,7 @@ def _load_bounded(text: str) -> None:
 
 @FUZZ
 @given(st.sampled_from(KEY_PATHS), ODD)
+@example(("strix-halo-4x-vulkan.toml", "sweep", "servers"), [""])  # found by a 3000-case run
 def test_profile_any_key_given_an_odd_value(path: tuple[str, ...], value: object) -> None:
     """Every key of every example given a value of the wrong type, out of range, huge, or
     strange text: the profile loads or is refused with its problems listed, nothing else."""

@@ -125,9 +125,12 @@ def _build(cls: Any, raw: dict[str, Any], path: KeyPath, problems: list[Problem]
             problems.append(Problem(path + (key,), f"unknown key{hint}; known keys: "
                                     f"{', '.join(known)}"))
             continue
+        mark = len(problems)
         converted = _convert(value, hints[key], path + (key,), problems)
         check = known[key].metadata.get("check")
-        if converted is not None and check is not None:
+        # A value with problems of its own (a list with an item of the wrong type) is not
+        # checked further: its check would meet the None that stands for that item.
+        if converted is not None and check is not None and len(problems) == mark:
             message = check(converted)
             if message:
                 problems.append(Problem(path + (key,), message))
