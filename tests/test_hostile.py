@@ -224,8 +224,8 @@ def _profile_tables() -> list[tuple[str, ...]]:
             for i, v in enumerate(value):
                 walk(v, (*path, str(i)))
 
-    for example in sorted(EXAMPLES.glob("*.toml")):
-        walk(tomllib.loads(example.read_text()), (example.name,))
+    for toml in sorted(EXAMPLES.glob("*.toml")):
+        walk(tomllib.loads(toml.read_text()), (toml.name,))
     return paths
 
 
@@ -360,3 +360,76 @@ def test_recording_of_another_version_or_with_junk(schema: object, junk: bytes) 
     text = _recording(events)
     _replay_bounded(text[:len(text) // 2] + junk.decode("utf-8", "surrogateescape") + "\n"
                     + text[len(text) // 2:])
+
+
+# -- logs for explain --------------------------------------------------------------------------------
+
+LOGS = sorted(p for p in FIXTURES.glob("*.log"))
+
+
+def _explain_bounded(blob: bytes) -> None:
+    import io
+
+    from rpctui.llama.explain import explain_stream, render
+
+    started = time.monotonic()
+    x = explain_stream(io.BytesIO(blob), "fuzzed.log")
+    render(x)
+    x.to_dict()
+    assert time.monotonic() - started < TIME_BOUND_S
+
+
+@FUZZ
+@given(st.sampled_from(LOGS), st.data())
+def test_log_cut_or_spliced_with_junk(log: Path, data: st.DataObject) -> None:
+    """A real log cut anywhere, with junk (binary, broken UTF-8, no line ends) spliced in."""
+    text = log.read_bytes()
+    cut = data.draw(st.integers(0, len(text)))
+    at = data.draw(st.integers(0, cut))
+    junk = data.draw(st.binary(max_size=200))
+    _explain_bounded(text[:at] + junk + text[at:cut])
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+def test_log_that_is_binary(blob: bytes) -> None:
+    _explain_bounded(blob)
+
+
+class _Endless:
+    """A log of ``total`` bytes made on the fly, never all in memory: real log text, then
+    lines of junk (text and binary), over and over, and one line of ``long_line`` bytes
+    with no end."""
+
+    def __init__(self, total: int, long_line: int) -> None:
+        real = b"".join(p.read_bytes() for p in [*LOGS[:6], FIXTURES / "seed000-scaling-1.log"])
+        junk = (b"llama_model_loader: - kv  42: junk " + bytes(range(32, 256)) * 4 + b"\n") * 900
+        self.block, self.left, self.long_line = real + junk, total, long_line
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        if self.long_line and self.left < 2 * self.long_line:
+            take = min(n if n > 0 else self.long_line, self.long_line)
+            self.long_line -= take
+            self.left -= take
+            return b"x" * take
+        self.left -= len(self.block)
+        return self.block
+
+
+def test_a_huge_log_is_explained_in_bounded_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows of 256 KiB over a 12 MiB log with a 3 MiB line: a peak allocation of a few
+    windows, not of the log. The same holds at the real window (8 MiB): bench/explain_huge.py
+    streams 1 GiB (docs/PERFORMANCE.md)."""
+    from rpctui.llama import explain
+
+    monkeypatch.setattr(explain, "WINDOW_CHARS", 256 << 10)
+    tracemalloc.start()
+    try:
+        x = explain.explain_stream(_Endless(12 << 20, 3 << 20), "huge.log")  # type: ignore[arg-type]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert x.lines > 10_000 and x.bench and x.devices and x.diagnosis
+    assert peak < 6 << 20, f"{peak >> 20} MiB"

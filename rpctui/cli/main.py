@@ -165,18 +165,18 @@ def _build(flavours: list[str]) -> ExitCode:
 def _explain(paths: list[str], as_json: bool) -> ExitCode:
     import json
 
-    from rpctui.llama.explain import Explanation, explain_text, render
+    from rpctui.llama.explain import Explanation, explain_stream, render
 
     x = Explanation()
     for path in paths:
         if path == "-":
-            explain_text(sys.stdin.read(), "<stdin>", x)
+            explain_stream(sys.stdin.buffer, "<stdin>", x)
             continue
         try:
-            text = Path(path).read_text(errors="replace")
+            with Path(path).open("rb") as fh:
+                explain_stream(fh, path, x)
         except OSError as exc:
             raise UserError(f"cannot read log {path}: {exc.strerror}", "check the path") from None
-        explain_text(text, path, x)
     sys.stdout.write(json.dumps(x.to_dict(), indent=1) + "\n" if as_json else render(x))
     return ExitCode.OK
 

@@ -39,21 +39,29 @@ class BenchStream:
                 rows.append(obj)
 
 
+_OBJECT_START = re.compile(r'\{\s*"')  #: where a JSON object with a key could start
+_OBJECT_MAX = 64 << 10
+
+
 def json_rows(text: str) -> list[dict[str, Any]]:
     """Every llama-bench result object anywhere in a text (json, jsonl, or mixed into a log)."""
     rows: list[dict[str, Any]] = []
-    pos = text.find("{")
-    while pos >= 0:
+    start = _OBJECT_START.search(text)
+    while start:
+        pos = start.start()
+        # Decoded from a bounded slice: a failed decode counts the lines before the failure
+        # (json's error message), which over a whole log's text made a log of junk braces
+        # quadratic. A llama-bench result is a few kB.
         try:
-            obj, end = _DECODER.raw_decode(text, pos)
+            obj, length = _DECODER.raw_decode(text[pos:pos + _OBJECT_MAX])
         except json.JSONDecodeError:
-            pos = text.find("{", pos + 1)
+            start = _OBJECT_START.search(text, pos + 1)
             continue
         if isinstance(obj, dict) and "avg_ts" in obj:
             rows.append(obj)
-            pos = text.find("{", end)
+            start = _OBJECT_START.search(text, pos + length)
         else:
-            pos = text.find("{", pos + 1)
+            start = _OBJECT_START.search(text, pos + 1)
     return rows
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from rpctui.llama import logs
 from rpctui.llama.bench import backends, bench_label, json_rows, parse_markdown
@@ -71,9 +72,68 @@ def _add(items: list[str], value: str) -> None:
         items.append(value)
 
 
+#: A log is read this much at a time (cut at a line that no JSON result spans), each line
+#: at most LINE_MAX characters, and at most BENCH_MAX result rows are kept: what explaining a
+#: log of any size holds in memory.
+WINDOW_CHARS = 8 << 20
+LINE_MAX = 64 << 10
+BENCH_MAX = 10_000
+
+
 def explain_text(text: str, name: str = "<log>", into: Explanation | None = None) -> Explanation:
     x = into or Explanation()
     x.files.append(name)
+    _explain_window(text, x)
+    return x
+
+
+def explain_stream(fh: BinaryIO, name: str = "<log>",
+                   into: Explanation | None = None) -> Explanation:
+    """A log of any size (binary junk included), read a window at a time in bounded memory."""
+    x = into or Explanation()
+    x.files.append(name)
+    for window in _windows(_lines(fh)):
+        _explain_window(window, x)
+    return x
+
+
+def _lines(fh: BinaryIO) -> Iterator[str]:
+    """fh's lines, decoded leniently, each cut to LINE_MAX characters."""
+    rest = b""
+    skipping = False  #: inside a line already cut: its remainder is dropped
+    while chunk := fh.read(1 << 20):
+        parts = (rest + chunk).split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            if not skipping:
+                yield part[:LINE_MAX].decode("utf-8", "replace")
+            skipping = False
+        if len(rest) > LINE_MAX:
+            if not skipping:
+                yield rest[:LINE_MAX].decode("utf-8", "replace")
+            rest, skipping = b"", True
+    if rest and not skipping:
+        yield rest.decode("utf-8", "replace")
+
+
+def _windows(lines: Iterator[str]) -> Iterator[str]:
+    """Lines joined into windows of about WINDOW_CHARS, each cut before a line that starts at
+    the left margin and is no JSON brace (llama-bench's JSON indents the lines of a result),
+    or, for a log with no such line, at four times that."""
+    window: list[str] = []
+    size = 0
+    for line in lines:
+        if size >= WINDOW_CHARS and (size >= 4 * WINDOW_CHARS or (
+                line[:1] not in ("", " ", "\t", "{", "}", "[", "]", ",", '"'))):
+            yield "\n".join(window)
+            window, size = [], 0
+        window.append(line)
+        size += len(line) + 1
+    if window:
+        yield "\n".join(window)
+
+
+def _explain_window(text: str, x: Explanation) -> None:
     lines = text.splitlines()
     x.lines += len(lines)
     failures: list[logs.Failure] = []
@@ -131,10 +191,12 @@ def explain_text(text: str, name: str = "<log>", into: Explanation | None = None
             failures.append(logs.Failure("abort", f"the process was ended by "
                                          f"{m.group(1) or 'an abort or crash'}"))
     for row in json_rows(text):
+        if len(x.bench) >= BENCH_MAX:
+            break
         x.bench.append({"model": row.get("model_type", ""), "backend": backends(row),
                         "test": bench_label(row),
                         "t/s": f"{row['avg_ts']:.2f} ± {row.get('stddev_ts', 0):.2f}"})
-    for row in parse_markdown(text):
+    for row in parse_markdown(text)[:max(0, BENCH_MAX - len(x.bench))]:
         x.bench.append(row)
         for b in str(row.get("backend", "")).split(","):
             _add(x.backends, b.strip())
@@ -148,7 +210,6 @@ def explain_text(text: str, name: str = "<log>", into: Explanation | None = None
     if cause:
         x.diagnosis = cause.message
         x.responsible = cause.endpoint or _local_device(cause, x)
-    return x
 
 
 def _local_device(cause: logs.Failure, x: Explanation) -> str:
