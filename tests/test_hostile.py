@@ -433,3 +433,16 @@ def test_a_huge_log_is_explained_in_bounded_memory(monkeypatch: pytest.MonkeyPat
         tracemalloc.stop()
     assert x.lines > 10_000 and x.bench and x.devices and x.diagnosis
     assert peak < 6 << 20, f"{peak >> 20} MiB"
+
+
+def test_a_profile_that_is_no_profile(tmp_path: Path) -> None:
+    """Too big to be one, a directory, binary: one error each, exit 2, no traceback."""
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * (2 << 20))
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    for path, says in ((big, "over 1 MiB: not a profile"), (tmp_path, "cannot read profile"),
+                       (binary, "not valid TOML")):
+        result = rpctui(tmp_path, "validate", str(path))
+        assert result.returncode == 2 and says in result.stderr, (path, result.stderr)
+        assert "Traceback" not in result.stderr

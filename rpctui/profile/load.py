@@ -329,10 +329,19 @@ def parse_profile(text: str, file: str = "<profile>") -> Profile:
     return dataclasses.replace(profile, path=file)
 
 
+#: A profile is a page of TOML; a file past this is not one (and is not read whole).
+PROFILE_MAX_BYTES = 1 << 20
+
+
 def load_profile(path: str | Path) -> Profile:
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as fh:
+            data = fh.read(PROFILE_MAX_BYTES + 1)
+        if len(data) > PROFILE_MAX_BYTES:
+            raise UserError(f"{p} is over {PROFILE_MAX_BYTES >> 20} MiB: not a profile",
+                            "point rpctui at the profile's .toml file")
+        text = data.decode("utf-8", "replace")
     except OSError as exc:
         raise UserError(f"cannot read profile {p}: {exc.strerror}",
                         "check the path; examples/ has profiles to start from") from None
