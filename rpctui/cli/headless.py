@@ -62,6 +62,9 @@ class Printer:
                 return f"note: {e.message}"
             case ev.ServerReady():
                 return f"server {e.endpoint} on {e.node}: ready after {e.elapsed_s:.2f} s"
+            case ev.ServerStarting() if e.transport == "ssh":
+                return (f"server {e.endpoint} on {e.node}: bound to 127.0.0.1 there, reached "
+                        f"through SSH")
             case ev.ServerExited() if not e.expected:
                 tail = "\n    ".join(line for line in e.tail[-6:] if line.strip())
                 return f"server {e.endpoint} on {e.node} exited with code {e.rc}" + (

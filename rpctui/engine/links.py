@@ -101,6 +101,10 @@ async def measure_links(profile: Profile, hosts: dict[str, Host], caps: dict[str
     """Every server node's link, one after another; then which of them fall short."""
     results: list[ev.LinkMeasured] = []
     for node in server_nodes(profile):
+        if node.tunnel:  # its servers face loopback only: a test port would face the network
+            emit(ev.Notice(node=node.label, message=f"link test: {node.label} is reached "
+                           f"through SSH (transport \"ssh\"); its link is not tested"))
+            continue
         measured = await measure_link(profile, hosts, caps, node, seconds, pings)
         emit(measured)
         results.append(measured)

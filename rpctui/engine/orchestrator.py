@@ -28,7 +28,7 @@ from rpctui.engine.servers import ServerWatch, counted_argv
 from rpctui.engine.tasks import Background
 from rpctui.engine.tokens import TokenProfiler
 from rpctui.errors import ExitCode, UserError
-from rpctui.hosts.base import Host, Spawned, launcher_argv
+from rpctui.hosts.base import Forward, Host, Spawned, launcher_argv
 from rpctui.hosts.local import LocalHost
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
@@ -79,6 +79,8 @@ class Orchestrator:
     restarting: bool = False  #: the servers are being restarted with a sweep step's settings
     #: engine parts that watch the events too (the tuner reads its results this way)
     listeners: list[Callable[[ev.Event], None]] = field(default_factory=list)
+    #: (address, port) here -> the SSH forward to a transport "ssh" node's server
+    tunnels: dict[tuple[str, int], Forward] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.written = self.profile  #: the profile as loaded; a sweep step varies its servers
@@ -303,7 +305,8 @@ class Orchestrator:
         else:
             argv_run = argv
         full = launcher_argv(argv_run, env=env, limit_as_kib=limit, stdbuf=caps.has_stdbuf)
-        self.emit(ev.ServerStarting(node=node.label, endpoint=ep, argv=tuple(argv)))
+        self.emit(ev.ServerStarting(node=node.label, endpoint=ep, argv=tuple(argv),
+                                    transport="ssh" if node.tunnel else "tcp"))
         spawned = await host.spawn(full, merge_stderr=True)
         self.started.append(Started(node.label, f"rpc-server {ep}", spawned, spawned.pgid))
         self.emit(ev.ServerStarted(node=node.label, endpoint=ep, pgid=spawned.pgid,
@@ -337,11 +340,16 @@ class Orchestrator:
                         "check the server's output above", ExitCode.FAILED)
 
     async def start_servers(self) -> None:
-        """Start every server in parallel; return when all accept connections."""
+        """Start every server in parallel; return when all accept connections (through their
+        SSH forwards, for nodes with transport "ssh")."""
         start = time.monotonic()
         servers = self.profile.servers()
         await asyncio.gather(*(self._start_server(n, s) for n, s in servers))
         await asyncio.gather(*(self._wait_ready(n, s, start) for n, s in servers))
+        for node, server in servers:
+            if node.tunnel and (node.tunnel, server.port) not in self.tunnels:
+                self.tunnels[(node.tunnel, server.port)] = await self.hosts[
+                    node.label].forward_local(node.tunnel, server.port, "127.0.0.1", server.port)
 
     # -- the job --------------------------------------------------------------------------------
 
@@ -548,6 +556,9 @@ class Orchestrator:
         start = time.monotonic()
         self.emit(ev.TeardownStarted(reason="run ended"))
         await self.background.cancel_all()
+        for forward in self.tunnels.values():
+            forward.close()
+        self.tunnels.clear()
         by_node: dict[str, list[Started]] = {}
         for s in self.started:
             by_node.setdefault(s.node, []).append(s)

@@ -67,13 +67,16 @@ def check_node(profile: Profile, c: Capabilities) -> list[ev.PreflightIssue]:
                                      f"is already in use ({p.get('error') or 'taken'})",
                                      "stop what listens there (an orphaned rpc-server?) or choose "
                                      "another port"))
-        if server.bind == "127.0.0.1" and not node.main:
+        if node.tunnel:
+            pass  # bound to 127.0.0.1 there, reached through SSH: nothing faces the network
+        elif server.bind == "127.0.0.1" and not node.main:
             issues.append(_issue(node.label, "bind", f"server {endpoint(node, server)} on node "
                                  f"{node.label} binds 127.0.0.1, which the main node "
                                  f"{profile.main_node.label} cannot reach",
                                  "set bind to this node's address on the network the main node "
                                  "uses (the RPC protocol has no authentication: use a private "
-                                 "network)"))
+                                 "network), or transport = \"ssh\" with this machine as the "
+                                 "main node"))
         elif server.bind != "127.0.0.1":
             issues.append(_issue(node.label, "exposed", f"server {endpoint(node, server)} accepts "
                                  f"unauthenticated connections from any host that reaches "

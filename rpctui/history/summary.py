@@ -132,7 +132,7 @@ def summarize(events: list[ev.Event], recording: str = "",
             cache_state = "warm" if first.moved_bytes < 0.9 * first.expected_bytes else "cold"
         rec.servers.append({"endpoint": endpoint, "node": server.node, "argv": list(argv),
                             **flags, "cache_state": cache_state, "exposed": int(server.exposed),
-                            "transport": "tcp",
+                            "transport": server.transport,
                             "status": server.status, "rc": server.rc, "ready_s": server.ready_s,
                             "load_s": sum(lf.seconds for lf in done) if done else None,
                             "load_bytes": sum(lf.moved_bytes for lf in done) if done else None})

@@ -27,6 +27,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 MARK = "@@rpctui-"
 
@@ -237,9 +238,24 @@ class Host(abc.ABC):
     async def port_open(self, host: str, port: int) -> bool:
         """Whether host:port accepts a TCP connection, as seen from this node."""
 
+    async def forward_local(self, listen_host: str, listen_port: int, dest_host: str,
+                            dest_port: int) -> Forward:
+        """Listen on listen_host:listen_port on this machine; each connection there goes on,
+        through this node's connection, to dest_host:dest_port as the node sees it."""
+        from rpctui.errors import UserError
+
+        raise UserError(f"node {self.label} is not reached over SSH: it has no SSH forward",
+                        "use transport = \"tcp\" for it")
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Drop the connection (nothing started through the launcher survives it)."""
+
+
+class Forward(Protocol):
+    """A listening SSH forward (asyncssh's SSHListener is one)."""
+
+    def close(self) -> None: ...
 
 
 class LineSplitter:

@@ -15,7 +15,16 @@ from pathlib import Path
 import asyncssh
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.hosts.base import READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit, signal_exit_code
+from rpctui.hosts.base import (
+    READ_SIZE,
+    ChunkReader,
+    Completed,
+    Forward,
+    Host,
+    Spawned,
+    pid_or_exit,
+    signal_exit_code,
+)
 from rpctui.profile.schema import Node
 
 
@@ -195,6 +204,21 @@ class SSHHost(Host):
         script = 'exec 3<>"/dev/tcp/$0/$1"'
         result = await self.run(["bash", "-c", script, host, str(port)], timeout=5.0)
         return result.rc == 0
+
+    async def forward_local(self, listen_host: str, listen_port: int, dest_host: str,
+                            dest_port: int) -> Forward:
+        if not self._forwarding:
+            raise UserError(f"node {self.label}'s sshd does not allow TCP forwarding, which "
+                            f"transport \"ssh\" needs",
+                            "set AllowTcpForwarding yes in its sshd_config (at least for your "
+                            "user), or use transport = \"tcp\" for it")
+        try:
+            return await self._conn.forward_local_port(listen_host, listen_port, dest_host,
+                                                       dest_port)
+        except OSError as exc:
+            raise UserError(f"cannot listen on {listen_host}:{listen_port} here for node "
+                            f"{self.label}'s server: {exc.strerror or exc}",
+                            "stop what uses that address and port on this machine") from None
 
     async def close(self) -> None:
         self._conn.close()

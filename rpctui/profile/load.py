@@ -302,6 +302,29 @@ def _resolve_sweep(profile: Profile, raw: dict[str, Any], problems: list[Problem
     return dataclasses.replace(profile, sweep=dataclasses.replace(sweep, steps=tuple(steps)))
 
 
+def _resolve_transport(profile: Profile, problems: list[Problem]) -> Profile:
+    """Each node's transport (its own, else the profile's); a loopback address on this
+    machine for each node reached through SSH; and the rules that transport needs."""
+    nodes = []
+    for i, node in enumerate(profile.nodes):
+        transport = node.transport or profile.transport
+        tunnel = ""
+        if transport == "ssh" and not node.is_local and node.servers:
+            tunnel = f"127.77.{i + 1}.1"
+            if not profile.main_node.is_local:
+                problems.append(Problem(("nodes", i, "transport"), (
+                    f"transport \"ssh\" reaches {node.label}'s servers from this machine, but "
+                    f"the main node {profile.main_node.label} runs elsewhere; make this machine "
+                    f"the main node (host = \"local\", main = true) or use transport \"tcp\"")))
+            for j, server in enumerate(node.servers):
+                if server.bind != "127.0.0.1":
+                    problems.append(Problem(("nodes", i, "servers", j, "bind"), (
+                        f"with transport \"ssh\" a server binds 127.0.0.1 on its node (the SSH "
+                        f"forward reaches it there); remove bind = {server.bind!r}")))
+        nodes.append(dataclasses.replace(node, transport=transport, tunnel=tunnel))
+    return dataclasses.replace(profile, nodes=nodes)
+
+
 def _with_main(profile: Profile) -> Profile:
     if len(profile.nodes) == 1 and not profile.nodes[0].main:
         return dataclasses.replace(profile, nodes=[dataclasses.replace(profile.nodes[0], main=True)])
@@ -319,6 +342,8 @@ def parse_profile(text: str, file: str = "<profile>") -> Profile:
     if profile is not None:
         profile = _with_main(profile)
         problems += _cross_checks(profile)
+        if not problems:
+            profile = _resolve_transport(profile, problems)
         if not problems:
             profile = _resolve_sweep(profile, raw, problems)
     if problems:

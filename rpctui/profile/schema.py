@@ -45,6 +45,13 @@ def _ipv4(v: str) -> str | None:
     return "must be a numeric IPv4 address (rpc-server binds only to those), e.g. 127.0.0.1"
 
 
+TRANSPORTS = ("tcp", "ssh")
+
+
+def _transport(v: str) -> str | None:
+    return None if v in TRANSPORTS else f"must be one of: {', '.join(TRANSPORTS)}"
+
+
 def _job_kind(v: str) -> str | None:
     return None if v in JOB_KINDS else f"must be one of: {', '.join(JOB_KINDS)}"
 
@@ -104,6 +111,15 @@ class Node:
     env: dict[str, str] = setting(doc="environment for every process rpctui starts here",
                                   factory=dict)
     servers: list[Server] = setting(doc="rpc-servers on this node", factory=list)
+    transport: str | None = setting(None, "how the main node reaches this node's servers: "
+                                    "\"tcp\" (straight to the port) or \"ssh\" (the servers bind "
+                                    "127.0.0.1 and the main node, which must be this machine, "
+                                    "reaches them through SSH: the unauthenticated port never "
+                                    "faces the network); default: the profile's transport",
+                                    check=_transport)
+    #: for transport "ssh": the loopback address on this machine whose ports lead to this
+    #: node's servers (127.77.N.1, one per node; set when the profile is loaded)
+    tunnel: str = field(default="", compare=False, metadata={"internal": True})
 
     @property
     def label(self) -> str:
@@ -223,6 +239,9 @@ class Profile:
     headroom_mib: float = setting(512.0, "memory to keep free on each node when predicting "
                                   "whether a load fits", check=_not_negative)
     sweep: Sweep | None = setting(None, "optional sweep over server counts")
+    transport: str = setting("tcp", "how the main node reaches the servers, for nodes that do "
+                             "not say: \"tcp\" or \"ssh\" (see the nodes' transport)",
+                             check=_transport)
     breakdown: bool = setting(False, "bench jobs: measure where each token's time goes (a short "
                               "link test before the servers start, llama-bench --progress, the "
                               "servers' command log counted on their nodes)")
@@ -251,6 +270,8 @@ class Profile:
 
 def endpoint_host(node: Node, server: Server) -> str:
     """The address the job's --rpc list uses for this server."""
+    if node.tunnel:
+        return node.tunnel
     if server.bind != "0.0.0.0":
         return server.bind
     if node.address:

@@ -313,6 +313,8 @@ class ServerStarting(Event):
     node: str = ""
     endpoint: str = ""
     argv: tuple[str, ...] = ()  #: secret values hidden (rpctui.run.redact)
+    #: how the main node reaches it: "tcp", or "ssh" (a forward to its 127.0.0.1 port)
+    transport: str = "tcp"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "argv", redact_argv(self.argv))

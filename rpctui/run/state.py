@@ -52,6 +52,7 @@ class ServerState:
     rc: int | None = None
     tail: tuple[str, ...] = ()
     ready_s: float | None = None
+    transport: str = "tcp"  #: "ssh": reached through an SSH forward to its node's 127.0.0.1
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,8 @@ def _(e: ev.Notice, s: ClusterState) -> ClusterState:
 
 @_apply.register
 def _(e: ev.ServerStarting, s: ClusterState) -> ClusterState:
-    return s.with_server(e.node, e.endpoint, status="starting", rc=None, tail=())
+    return s.with_server(e.node, e.endpoint, status="starting", rc=None, tail=(),
+                         transport=e.transport)
 
 
 @_apply.register

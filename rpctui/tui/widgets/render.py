@@ -116,6 +116,8 @@ def render_node(state: ClusterState, name: str) -> Text:
     for s in sorted((s for s in state.servers.values() if s.node == name), key=lambda s: s.endpoint):
         lp = state.loads.get(s.endpoint)
         t.append(f"  {s.endpoint} ", style="bold")
+        if s.transport == "ssh":
+            t.append("via ssh ", style="dim")
         if s.status == "planned":  # configured, not started yet: what `s` will start
             t.append("not started", style="dim")
             share = planned_share(state, s.endpoint)
