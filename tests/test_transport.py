@@ -94,3 +94,5 @@ def test_servers_face_only_loopback_and_the_run_goes_through_ssh(clean_rig: Rig,
     assert job["argv"][job["argv"].index("--rpc") + 1] == "127.77.2.1:50052,127.77.3.1:50052"
     with sqlite3.connect(tmp_path / "data" / "rpctui" / "history.sqlite") as conn:
         assert {t for (t,) in conn.execute("SELECT transport FROM servers")} == {"ssh"}
+    shown = rpctui(tmp_path, "history", "show", "last").stdout
+    assert "transport" in shown and "127.77.2.1:50052  n1    127.0.0.1  ssh" in shown, shown

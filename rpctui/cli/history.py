@@ -153,13 +153,15 @@ def show_run(conn: Any, run_id: str) -> str:
     servers = db.rows(conn, "servers", run_id)
     if servers:
         lines.append(table([{"server": s["endpoint"], "node": s["node"], "bind": s["bind"] or "",
+                             "transport": s["transport"] or "tcp",
                              "cache": ("on, " + s["cache_state"] if s["cache_state"] else "on")
                              if s["cache"] else "off",
                              "load s": _num(s["load_s"], "{:.2f}"),
                              "load MiB": _num((s["load_bytes"] or 0) / 2**20
                                               if s["load_bytes"] is not None else None, "{:.1f}"),
                              "status": s["status"] or ""} for s in servers],
-                           ("server", "node", "bind", "cache", "load s", "load MiB", "status")))
+                           ("server", "node", "bind", "transport", "cache", "load s", "load MiB",
+                            "status")))
     results = db.bench_rows(conn, [run_id])
     if results:
         lines.append(table([{"step": str(r["step"]), "servers": str(r["n_servers"]),
