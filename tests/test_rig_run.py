@@ -191,7 +191,30 @@ def test_port_already_taken(clean_rig: Rig, bins, model, tmp_path: Path) -> None
         listener.kill()
         listener.wait()
     assert result.returncode == 3
-    assert "port 50052 on node n2 is already in use" in result.stderr
+    assert "port 50052 on node n2 is already in use by python" in result.stderr, result.stderr
+    assert f"(pid {listener.pid}" in result.stderr or "(pid " in result.stderr
+
+
+def test_a_second_rpctui_on_the_same_cluster_refuses_naming_the_first(clean_rig: Rig, bins,
+                                                                     model,
+                                                                     tmp_path: Path) -> None:
+    """While one rpctui runs a job, a second on the same profile stops at the preflight,
+    naming the first (its profile, host and pid); the first runs on undisturbed."""
+    import socket
+
+    first = start_long_run(clean_rig, bins, model, tmp_path, servers=2, repetitions=50)
+    try:
+        second = rpctui(tmp_path, "check", str(tmp_path / "p.toml"))
+        still_running = first.poll() is None
+    finally:
+        first.send_signal(signal.SIGINT)  # the first was not disturbed: it ends as asked
+        _, err = first.communicate(timeout=120)
+    assert still_running
+    assert second.returncode == 3, second.stderr
+    assert (f"port 50052 on node n2 is held by an rpc-server of another rpctui (profile rig "
+            f"from {socket.gethostname()}, rpctui pid {first.pid}") in second.stderr, second.stderr
+    assert "fix: let that run end" in second.stderr
+    assert first.returncode == 130 and "teardown: every process ended" in err, err[-2000:]
 
 
 def test_server_out_of_memory_is_attributed(clean_rig: Rig, bins, model, tmp_path: Path) -> None:

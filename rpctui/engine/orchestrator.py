@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +94,9 @@ class Orchestrator:
         self.nodes = {n.label: n for n in self.profile.nodes}
         #: the profile's secret values (rpctui.run.redact), hidden in any line that shows one
         self.secrets = profile_secrets(self.profile)
+        #: who started the servers, in their environment: another rpctui's preflight names it
+        self.owner = (f"profile {self.profile.name or Path(self.profile.path).name or '?'} "
+                      f"from {socket.gethostname()}, rpctui pid {os.getpid()}")
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -296,7 +301,7 @@ class Orchestrator:
         argv, notes = largv.server_argv(caps, node, server)
         for note in notes:
             self.emit(ev.Notice(message=note, node=node.label))
-        env = {"GGML_NO_BACKTRACE": "1", **node.env, **server.env}
+        env = {"GGML_NO_BACKTRACE": "1", "RPCTUI_OWNER": self.owner, **node.env, **server.env}
         counts = None
         limit = server.address_space_limit_mib * 1024 if server.address_space_limit_mib else None
         if self.breakdown and node.label in self.samplers:

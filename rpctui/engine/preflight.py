@@ -62,9 +62,18 @@ def check_node(profile: Profile, c: Capabilities) -> list[ev.PreflightIssue]:
                 issues.append(_issue(node.label, "port", f"{server.bind} is not an address of node "
                                      f"{node.label}", "set bind to one of the node's addresses, "
                                      "or 127.0.0.1"))
-            else:
+            elif (owner := p.get("owner") or {}).get("rpctui"):
                 issues.append(_issue(node.label, "port", f"port {server.port} on node {node.label} "
-                                     f"is already in use ({p.get('error') or 'taken'})",
+                                     f"is held by an rpc-server of another rpctui "
+                                     f"({owner['rpctui']}; server pid {owner['pid']}): two "
+                                     f"rpctui on one cluster would fight over its servers",
+                                     "let that run end, or end it (Ctrl-C there, or kill its "
+                                     "pid), or give this profile other ports"))
+            else:
+                held = (f"by {owner['command']} (pid {owner['pid']})" if owner else
+                        f"({p.get('error') or 'taken'})")
+                issues.append(_issue(node.label, "port", f"port {server.port} on node {node.label} "
+                                     f"is already in use {held}",
                                      "stop what listens there (an orphaned rpc-server?) or choose "
                                      "another port"))
         if node.tunnel:

@@ -153,6 +153,38 @@ else:
 for role, info in results:
     out["binaries"][role] = info
 
+def port_owner(port):
+    """The process listening on a TCP port, as far as this user may see: its pid, command and,
+    for a process another rpctui started, that rpctui's RPCTUI_OWNER tag; None if unknown."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                for line in list(fh)[1:]:
+                    f = line.split()
+                    if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f[9])
+        except (OSError, IndexError, ValueError):
+            continue
+    wanted = {f"socket:[{i}]" for i in inodes}
+    if not wanted:
+        return None
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if not any(os.readlink(f"/proc/{pid}/fd/{fd}") in wanted for fd in fds):
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                command = fh.read().split(b"\0")[0].decode(errors="replace")
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = dict(item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item)
+        except OSError:
+            continue
+        tag = env.get(b"RPCTUI_OWNER", b"").decode(errors="replace")
+        return {"pid": int(pid), "command": os.path.basename(command), "rpctui": tag}
+    return None
+
+
 for bind, port in cfg["ports"]:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -160,7 +192,8 @@ for bind, port in cfg["ports"]:
         s.bind((bind, port))
         out["ports"].append({"bind": bind, "port": port, "free": True})
     except OSError as exc:
-        out["ports"].append({"bind": bind, "port": port, "free": False, "error": exc.strerror})
+        out["ports"].append({"bind": bind, "port": port, "free": False, "error": exc.strerror,
+                             "owner": port_owner(port)})
     finally:
         s.close()
 
