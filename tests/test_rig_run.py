@@ -458,3 +458,34 @@ def test_sweep_over_a_grid_of_job_and_server_settings(clean_rig: Rig, bins, mode
     compared = rpctui(tmp_path, "compare", "last:0", "last:3")
     assert compared.returncode == 0, compared.stderr
     assert "ubatch_size=32 server.cache=on" in compared.stdout
+
+
+def test_a_link_cut_mid_generation_ends_the_job_naming_the_node(clean_rig: Rig, bins, model,
+                                                                tmp_path: Path) -> None:
+    """n2's link goes down while llama-bench generates through it (llama.cpp's RPC has no
+    timeout: the job would hang forever). The SSH keepalives notice within their bound, the
+    job is ended, exit 1, the diagnosis names n2; once the link is back, nothing is left."""
+    from rpctui.engine.orchestrator import RECONNECT_TIMEOUT_S
+    from rpctui.hosts.ssh import KEEPALIVE_MISSES, KEEPALIVE_S
+
+    link = f"{clean_rig.prefix}v{clean_rig.nodes[1].index}"
+    first = start_long_run(clean_rig, bins, model, tmp_path, servers=2, repetitions=50)
+    try:
+        time.sleep(1.0)
+        subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        cut = time.monotonic()
+        _, err = first.communicate(timeout=120)
+        took = time.monotonic() - cut
+    finally:
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        if first.poll() is None:
+            first.kill()
+    print(f"job ended {took:.1f} s after the link was cut")
+    assert first.returncode == 1, err[-3000:]
+    assert "lost node n2: no answer to SSH keepalives" in err
+    assert "the job was ended, since llama.cpp's RPC would have waited for it forever" in err
+    # noticed (keepalives), the job ended, then teardown's one try to reach n2 again
+    assert took < KEEPALIVE_S * (KEEPALIVE_MISSES + 1) + RECONNECT_TIMEOUT_S + 4, took
+    # The node's processes end when its sshd sees the connection gone (the FIN rpctui's
+    # machine retransmits arrives once the link is back): the rig's leftover check waits.
+    assert clean_rig.leftovers(settle_s=60) == {}

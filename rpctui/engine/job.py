@@ -153,6 +153,10 @@ class Job:
                   kernel: dict[str, str]) -> tuple[str, str]:
         if timed_out:
             return f"the job ran past its {timeout_s:g} s timeout and was stopped", ""
+        if self.orch.lost:
+            node, why = next(iter(self.orch.lost.items()))
+            return (f"{why}; the job was ended, since llama.cpp's RPC would have waited for it "
+                    f"forever", node)
         dead = [w for w in self.orch.watches.values() if w.exited.is_set() and not self.orch.stopping]
         if rc == 0 and not dead:
             if self.orch.profile.job.kind == "bench" and not self.rows:

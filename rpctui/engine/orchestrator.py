@@ -44,6 +44,7 @@ from rpctui.run.redact import profile_secrets, redact_text
 
 Emit = Callable[[ev.Event], None]
 READY_TIMEOUT_S = 60.0
+RECONNECT_TIMEOUT_S = 4.0  #: at teardown, for a node whose connection died during the run
 MODEL_DAMAGED_FIX = ("the file is incomplete or damaged: download or copy it again, or point "
                      "job.model at another file")
 
@@ -92,6 +93,7 @@ class Orchestrator:
         self.caps_events: list[ev.Event] = []
         self.t0 = time.monotonic()
         self.nodes = {n.label: n for n in self.profile.nodes}
+        self.lost: dict[str, str] = {}  #: node -> why: its connection died during the run
         #: the profile's secret values (rpctui.run.redact), hidden in any line that shows one
         self.secrets = profile_secrets(self.profile)
         #: who started the servers, in their environment: another rpctui's preflight names it
@@ -167,7 +169,27 @@ class Orchestrator:
         if host is None:
             host = await self._connect(node)
             self.hosts[node.label] = host
+            if not node.is_local:
+                self.background.start(self._watch_connection(node, host),
+                                      f"watching the connection to {node.label}")
         self.caps[node.label] = await self._probe(node, host, bin_dirs)
+
+    async def _watch_connection(self, node: Node, host: Host) -> None:
+        """A node whose connection dies (SSH keepalives unanswered: its link, sshd or the
+        machine is down) ends the job: llama.cpp's RPC would wait for it forever."""
+        from rpctui.hosts.ssh import KEEPALIVE_MISSES, KEEPALIVE_S
+
+        await host.wait_lost()
+        if self.stopping:
+            return
+        why = (f"lost node {node.label}: no answer to SSH keepalives for "
+               f"{KEEPALIVE_S * KEEPALIVE_MISSES:g} s (its link, its sshd or the machine is down)")
+        self.lost[node.label] = why
+        self.emit(ev.NodeFailed(node=node.label, message=why, fix=(
+            f"check {node.label}'s network and sshd, then run again; its processes end when "
+            f"it sees the connection gone")))
+        if self.jobs_running and node.label != self.profile.main_node.label:
+            await self.stop_job()
 
     async def connect_nodes(self) -> bool:
         """Connect to every node in parallel and probe it; whether all answered (a node that
@@ -571,6 +593,19 @@ class Orchestrator:
         async def end_node(name: str, items: list[Started]) -> None:
             host = self.hosts[name]
             pgids = [s.pgid for s in items if s.pgid]
+            if name in self.lost and pgids:
+                try:  # the old connection is dead: a new one, if the node answers now
+                    host = await asyncio.wait_for(self._connect(self.nodes[name]),
+                                                  RECONNECT_TIMEOUT_S)
+                    dead, self.hosts[name] = self.hosts[name], host
+                    with contextlib.suppress(Exception):
+                        await dead.close()
+                except (UserError, OSError, TimeoutError):
+                    self.emit(ev.TeardownFailed(node=name, message=(
+                        f"node {name} does not answer: its processes (process groups "
+                        f"{', '.join(map(str, pgids))}) end when its sshd sees rpctui's "
+                        f"connection gone (their launcher watches it)")))
+                    return
             if pgids:
                 result = await host.kill_groups(pgids)
                 if result.rc != 0:

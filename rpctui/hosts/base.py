@@ -238,6 +238,10 @@ class Host(abc.ABC):
     async def port_open(self, host: str, port: int) -> bool:
         """Whether host:port accepts a TCP connection, as seen from this node."""
 
+    async def wait_lost(self) -> None:
+        """Return when the connection to this node is gone (never, for this machine)."""
+        await asyncio.Event().wait()
+
     async def forward_local(self, listen_host: str, listen_port: int, dest_host: str,
                             dest_port: int) -> Forward:
         """Listen on listen_host:listen_port on this machine; each connection there goes on,
