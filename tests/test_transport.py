@@ -96,3 +96,20 @@ def test_servers_face_only_loopback_and_the_run_goes_through_ssh(clean_rig: Rig,
         assert {t for (t,) in conn.execute("SELECT transport FROM servers")} == {"ssh"}
     shown = rpctui(tmp_path, "history", "show", "last").stdout
     assert "transport" in shown and "127.77.2.1:50052  n1    127.0.0.1  ssh" in shown, shown
+
+
+def test_the_app_and_the_record_show_each_servers_transport() -> None:
+    """The fold keeps what ServerStarting says; the node card says "via ssh" for those."""
+    from rpctui.run.state import fold_all
+    from rpctui.tui.widgets.render import render_node
+
+    state = fold_all([
+        ev.NodeConnecting(t=0.0, node="n2", host="a.lan"),
+        ev.ServerStarting(t=1.0, node="n2", endpoint="127.77.2.1:50052",
+                          argv=("rpc-server", "-H", "127.0.0.1"), transport="ssh"),
+        ev.ServerStarting(t=1.0, node="n2", endpoint="10.0.0.2:50053",
+                          argv=("rpc-server", "-H", "10.0.0.2")),
+    ])
+    assert state.servers["127.77.2.1:50052"].transport == "ssh"
+    card = render_node(state, "n2").plain
+    assert "127.77.2.1:50052 via ssh" in card and "10.0.0.2:50053 via" not in card
