@@ -113,3 +113,25 @@ def test_the_app_and_the_record_show_each_servers_transport() -> None:
     assert state.servers["127.77.2.1:50052"].transport == "ssh"
     card = render_node(state, "n2").plain
     assert "127.77.2.1:50052 via ssh" in card and "10.0.0.2:50053 via" not in card
+
+
+def test_check_says_which_hosts_reach_an_exposed_port(clean_rig: Rig, bins, model,
+                                                      tmp_path: Path) -> None:
+    """Direct TCP with a server bound to its node's network address: check warns and names the
+    network (the node's interface, its prefix) every host of which can reach the port."""
+    import ipaddress
+
+    from tests.conftest import rig_profile
+
+    if not clean_rig.namespaces:
+        pytest.skip("the loopback rig's nodes share lo: no network of their own to name")
+    profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"],
+                          model=model, servers=2)
+    result = rpctui(tmp_path, "check", str(profile))
+    assert result.returncode == 0, result.stderr
+    node = clean_rig.nodes[1]
+    net = ipaddress.ip_interface(f"{node.address}/24").network
+    assert (f"warning: server {node.address}:50052 accepts unauthenticated connections from "
+            f"any host that reaches {node.address}: every host on {net} (eth0)") in result.stderr, \
+        result.stderr
+    assert 'use transport = "ssh"' in result.stderr

@@ -7,6 +7,7 @@ refuses to launch while any fatal issue stands.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from rpctui.errors import UserError
@@ -89,8 +90,9 @@ def check_node(profile: Profile, c: Capabilities) -> list[ev.PreflightIssue]:
         elif server.bind != "127.0.0.1":
             issues.append(_issue(node.label, "exposed", f"server {endpoint(node, server)} accepts "
                                  f"unauthenticated connections from any host that reaches "
-                                 f"{server.bind}", "keep this network private or firewalled",
-                                 fatal=False))
+                                 f"{server.bind}{_reach(server.bind, c.raw.get('networks'))}",
+                                 "keep this network private or firewalled, or use transport = "
+                                 "\"ssh\"", fatal=False))
         for dev in server.devices:
             if names and dev not in names and c.server is not None:
                 issues.append(_issue(node.label, "device", f"node {node.label} has no device "
@@ -156,3 +158,18 @@ def preflight(profile: Profile, caps: dict[str, Capabilities], model: str) -> li
     if main is not None:
         issues += check_main(profile, main, model)
     return issues
+
+
+def _reach(bind: str, networks: list[list[Any]] | None) -> str:
+    """Who can reach a port bound to ``bind``: the networks of the node's interfaces it is on
+    (every one of them for 0.0.0.0), as the probe listed them."""
+    if not networks:
+        return ""
+    nets = []
+    for name, address, prefix in networks:
+        if name == "lo" or (bind != "0.0.0.0" and address != bind):
+            continue
+        net = ipaddress.ip_interface(f"{address}/{prefix}").network
+        nets.append(f"{net} ({name})")
+    return f": every host on {', '.join(nets)}" if nets else ""
+

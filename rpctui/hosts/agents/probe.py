@@ -236,6 +236,21 @@ def link(peer):
 if cfg.get("peer"):
     out["link"] = link(cfg["peer"])
 
+
+def networks():
+    """The node's IPv4 networks: [interface, address, prefix length], from iproute2."""
+    try:
+        done = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True,
+                              text=True, timeout=5)
+        return [[i["ifname"], a["local"], a["prefixlen"]] for i in json.loads(done.stdout)
+                for a in i.get("addr_info", []) if "local" in a]
+    except (OSError, ValueError, KeyError, TypeError, subprocess.SubprocessError):
+        return None
+
+
+if any(bind != "127.0.0.1" for bind, _ in cfg["ports"]):
+    out["networks"] = networks()
+
 model = cfg.get("model")
 if model:
     path = os.path.expanduser(model)
