@@ -157,8 +157,8 @@ class Session:
         self.emit(ev.run_started(profile, self.run_id, command))
 
     def emit(self, e: ev.Event) -> None:
-        if self.recorder:
-            self.recorder.write(e)
+        if self.recorder and (problem := self.recorder.write(e)):
+            print(f"warning: {problem}", file=self.err)
         self.state = fold(self.state, e)
         if self.live is not None:
             line = self.printer.describe(e)
@@ -188,7 +188,8 @@ class Session:
             print(line, file=self.err)
         if self.recorder:
             problem = self.recorder.close(self.state)
-            print(f"run recorded in {self.recorder.path}", file=self.err)
+            partly = "partly " if self.recorder.failed else ""
+            print(f"run {partly}recorded in {self.recorder.path}", file=self.err)
             if problem:
                 print(f"warning: {problem}", file=self.err)
 

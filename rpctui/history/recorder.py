@@ -3,6 +3,7 @@ crash loses nothing seen), and the run written into the run database as it ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -24,17 +25,36 @@ class Recorder:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self.events: list[ev.Event] = []
+        self.failed = ""  #: why the recording stopped (a full disk), once it has
 
-    def write(self, event: ev.Event) -> None:
+    def write(self, event: ev.Event) -> str:
+        """Append one event; "" while the recording goes well, and once, when it stops (a
+        full disk), why: the run goes on, the recording ends there, the run database is left
+        alone (a replay skips the torn last line)."""
         self.events.append(event)
-        self._fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
-        self._fh.flush()
+        if self.failed:
+            return ""
+        try:
+            self._fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            self.failed = (f"the run's recording stopped at {self.path} ({exc.strerror or exc}); "
+                           f"the run goes on, unrecorded from here")
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            return self.failed
+        return ""
 
     def close(self, state: ClusterState | None = None) -> str:
         """Close the recording and write the run into the database: "" when done, else why
         not (the recording is whole, and `rpctui history` imports it later). ``state``: the
         run's events folded, which the caller holds (it saves folding them again)."""
-        self._fh.close()
+        if self.failed:
+            return "the run database was not updated with this partial run"
+        try:
+            self._fh.close()
+        except OSError as exc:
+            return f"the run's recording {self.path} could not be completed ({exc.strerror})"
         try:
             index_run(self.events, self.path, state=state)
         except (sqlite3.Error, OSError) as exc:

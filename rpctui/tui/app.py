@@ -146,8 +146,8 @@ class RpcTuiApp(App[int]):
 
     def post_event(self, e: ev.Event) -> None:
         """Everything that happens arrives here, live or replayed."""
-        if self.recorder is not None:
-            self.recorder.write(e)
+        if self.recorder is not None and (problem := self.recorder.write(e)):
+            self.notify(problem, title="run history", severity="warning")
         self.state = fold(self.state, e)
         self.dirty = True
         if isinstance(e, ev.JobLog):

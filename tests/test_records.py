@@ -1,16 +1,19 @@
-"""Secrets stay secret: profile environment values and arguments that look like secrets never
-reach recordings, the run database, rpctui's output or the app; run records are their owner's."""
+"""Run records: secrets stay out (profile environment values and arguments that look like
+secrets never reach recordings, the run database, rpctui's output or the app), the records are
+their owner's, and a full disk stops the recording, not the run."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import stat
+import sys
 from pathlib import Path
 
 from rpctui.history.recorder import Recorder
 from rpctui.run import events as ev
 from rpctui.run.redact import HIDDEN, redact_argv, redact_env, redact_text, secret_values
-from tests.conftest import rpctui
+from tests.conftest import ROOT, rpctui
 
 
 def test_secret_flags_and_variables_are_hidden_and_nothing_else() -> None:
@@ -89,3 +92,57 @@ extra_args = ["--hf-token", "{secrets[2]}"]
     with sqlite3.connect(data / "history.sqlite") as conn:
         (argv,) = conn.execute("SELECT argv FROM steps").fetchone()
     assert f'"--hf-token", "{HIDDEN}"' in argv  # the job was recorded, its secret hidden
+
+
+def test_a_full_disk_stops_the_recording_not_the_run(tmp_path: Path, bins, model) -> None:
+    """The run records' disk fills up mid-run (a 64 KiB tmpfs): the run goes on and succeeds,
+    the user is told once, the recording ends at a line boundary or a torn line that a replay
+    skips, and no database is half-written."""
+    import os
+    import subprocess
+
+    import pytest
+
+    from rpctui.history.store import read_run
+    from tests.conftest import rpctui_env
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(data)], check=True)
+    try:
+        profile = tmp_path / "p.toml"
+        profile.write_text(f'''sample_interval_s = 0.05
+
+[[nodes]]
+name = "here"
+host = "local"
+main = true
+bin_dir = "{bins["mainline"]}"
+
+[[nodes.servers]]
+port = 50182
+threads = 1
+
+[job]
+model = "{model}"
+ngl = 99
+prompt_tokens = [64]
+gen_tokens = [32]
+repetitions = 3
+''')
+        result = subprocess.run([sys.executable, "-m", "rpctui.cli.main", "run", str(profile),
+                                 "--format", "json"], capture_output=True, text=True,
+                                timeout=300, env=rpctui_env(tmp_path), cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert {r["test"] for r in json.loads(result.stdout)} == {"pp64", "tg32"}
+        assert result.stderr.count("the run's recording stopped at") == 1, result.stderr[-2000:]
+        assert "No space left on device" in result.stderr
+        assert "the run database was not updated with this partial run" in result.stderr
+        recording = next((data / "rpctui" / "runs").glob("*.jsonl"))
+        events = read_run(recording)  # readable: at most its torn last line is left out
+        assert events and isinstance(events[0], ev.RunStarted)
+        assert not (data / "rpctui" / "history.sqlite").exists()
+    finally:
+        subprocess.run(["umount", str(data)], check=False)
