@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import Static
+from textual.widgets import Static, Tabs
 
 from rpctui.engine.sampling import Sampler
 from rpctui.engine.servers import counted_argv
@@ -33,7 +33,6 @@ from rpctui.profiler.breakdown import predicted_ms
 from rpctui.run import events as ev
 from rpctui.run.state import fold_all
 from rpctui.tui.app import RpcTuiApp
-from rpctui.tui.widgets import TabBar
 from tests.conftest import ROOT, recorded_events, rpctui
 from tests.rig import Rig, RigNode, node_toml
 
@@ -396,7 +395,7 @@ async def test_app_tests_links_live_and_shows_the_breakdown_after_a_run(bins, mo
             if app.state.links:
                 break
         assert list(app.state.links) == ["local"]
-        assert app.query_one(TabBar).active == "job-tab"
+        assert app.query_one(Tabs).active == "job-tab"
         await pilot.press("r")
         for _ in range(600):
             await pilot.pause(0.05)

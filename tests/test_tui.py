@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
-from textual.widgets import Button, DataTable, Static, TextArea
+from textual.widgets import Button, DataTable, Static, Tabs, TextArea
 
 from rpctui.history.index import import_recordings
 from rpctui.history.store import read_run
 from rpctui.run import events as ev
 from rpctui.tui.app import ConfirmStop, RpcTuiApp
 from rpctui.tui.screens import CompareScreen, EditorScreen, NodeScreen, RunsScreen
-from rpctui.tui.widgets import JobView, KeyBar, NodeCard, TabBar, render_node
+from rpctui.tui.widgets import JobView, KeyBar, NodeCard, render_node
 from tests.conftest import ROOT
 
 H100_RUN = Path(__file__).parent / "fixtures" / "run-h100-two-cuda-servers.jsonl"
@@ -43,7 +43,7 @@ async def test_replay_of_a_real_gpu_run_fills_the_views() -> None:
         assert "NVIDIA H100 80GB" in card and "VRAM" in card
         assert "127.0.0.1:50052 stopped  load 100.0%" in card
         await pilot.press("l")  # the job view is drawn when its tab is shown
-        assert app.query_one(TabBar).active == "job-tab"
+        assert app.query_one(Tabs).active == "job-tab"
         table = app.query_one(JobView).query_one("#results")
         assert table.row_count == 2  # pp512 and tg128
         await pilot.press("q")
@@ -457,13 +457,13 @@ async def test_tabs_switch_by_key_and_by_click() -> None:
     async with app.run_test(size=(150, 45)) as pilot:
         await app.workers.wait_for_complete()
         await pilot.press("l")
-        assert app.query_one(TabBar).active == "job-tab"
+        assert app.query_one(Tabs).active == "job-tab"
         assert app.job_view.display and not app.cluster_view.display
-        await pilot.click(TabBar, offset=(3, 0))  # " Cluster " then " Job "
+        await pilot.click("#cluster-tab")
         await pilot.pause()
-        assert app.query_one(TabBar).active == "cluster-tab"
+        assert app.query_one(Tabs).active == "cluster-tab"
         assert app.cluster_view.display and not app.job_view.display
-        await pilot.click(TabBar, offset=(10, 0))
+        await pilot.click("#job-tab")
         await pilot.pause()
         assert app.job_view.display and not app.cluster_view.display
 

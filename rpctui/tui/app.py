@@ -19,7 +19,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Header
+from textual.widgets import Header, Tab, Tabs
 
 from rpctui.engine.orchestrator import Orchestrator
 from rpctui.errors import UserError
@@ -31,7 +31,7 @@ from rpctui.run import events as ev
 from rpctui.run.state import ClusterState, fold
 from rpctui.tui.screens import ConfirmStop, EditorScreen, ExamplePicker, MainScreen, NodeScreen, RunsScreen
 from rpctui.tui.themes import load_themes, remember_theme, remembered_theme
-from rpctui.tui.widgets import ClusterView, JobView, KeyBar, NodeCard, TabBar
+from rpctui.tui.widgets import ClusterView, JobView, KeyBar, NodeCard
 
 REDRAW_S = 0.5  # samples arrive at 2 Hz: drawing more often shows nothing new
 
@@ -100,7 +100,7 @@ class RpcTuiApp(App[int]):
         # A tab bar over two views, one displayed at a time, rather than a TabbedContent: its
         # three container layers are each painted in full on a switch (Textual composes every
         # layer), and a switch cost a third more with them.
-        self.tabs = TabBar([("cluster-tab", "Cluster"), ("job-tab", "Job")], id="tabs")
+        self.tabs = Tabs(Tab("Cluster", id="cluster-tab"), Tab("Job", id="job-tab"))
         yield Header()
         yield self.tabs
         yield self.cluster_view
@@ -178,10 +178,11 @@ class RpcTuiApp(App[int]):
             job.add_log(list(self.pending_log))
             self.pending_log.clear()
 
-    def on_tab_bar_activated(self, message: TabBar.Activated) -> None:
+    def on_tabs_tab_activated(self, message: Tabs.TabActivated) -> None:
         # A tab clicked; a key switches through _show_tab, which activates the tab itself.
-        if self.cluster_view.display != (message.tab == "cluster-tab"):
-            self._show_tab(message.tab)
+        tab = message.tab.id or "cluster-tab"
+        if self.cluster_view.display != (tab == "cluster-tab"):
+            self._show_tab(tab)
 
     def _show_tab(self, tab: str) -> None:
         if self.tabs.active != tab:

@@ -5,7 +5,6 @@ from rpctui.tui.widgets.footer import KeyBar
 from rpctui.tui.widgets.job import JobView
 from rpctui.tui.widgets.node_card import NodeCard
 from rpctui.tui.widgets.render import node_status, planned_share, render_node, sparkline
-from rpctui.tui.widgets.tabbar import TabBar
 
-__all__ = ["ClusterView", "JobView", "KeyBar", "NodeCard", "TabBar", "node_status", "planned_share",
-           "render_node", "sparkline"]
+__all__ = ["ClusterView", "JobView", "KeyBar", "NodeCard", "node_status", "planned_share", "render_node",
+           "sparkline"]
