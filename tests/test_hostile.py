@@ -25,10 +25,10 @@ from tests.conftest import rpctui
 #: what one hostile input may cost: the header bound plus the parser's own, and time
 MEMORY_BOUND = HEADER_MAX_BYTES + (16 << 20)
 TIME_BOUND_S = 5.0
-#: 200 cases a test, the same each run (derandomized: CI stays repeatable); RPCTUI_FUZZ=N
+#: 120 cases a test, the same each run (derandomized: CI stays repeatable); RPCTUI_FUZZ=N
 #: asks for more, with fresh randomness (the runs in docs/PERFORMANCE.md used 5000)
 _EXAMPLES = int(os.environ.get("RPCTUI_FUZZ", "0"))
-FUZZ = settings(max_examples=_EXAMPLES or 200, deadline=None, derandomize=not _EXAMPLES,
+FUZZ = settings(max_examples=_EXAMPLES or 120, deadline=None, derandomize=not _EXAMPLES,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
