@@ -7,8 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,6 +104,15 @@ def recorded_events(tmp_path: Path) -> list[dict[str, object]]:
     files = sorted((tmp_path / "data" / "rpctui" / "runs").glob("*.jsonl"))
     assert files, "no run was recorded"
     return [json.loads(line) for line in files[-1].read_text().splitlines()]
+
+
+async def wait_until(pilot: Any, condition: Callable[[], object], steps: int = 200) -> None:
+    """Let a Pilot-driven app run, 50 ms at a time, until ``condition`` holds or ``steps`` have
+    passed; the caller asserts what it waited for."""
+    for _ in range(steps):
+        await pilot.pause(0.05)
+        if condition():
+            return
 
 
 def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> list[str]:

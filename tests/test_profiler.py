@@ -33,7 +33,7 @@ from rpctui.profiler.breakdown import predicted_ms
 from rpctui.run import events as ev
 from rpctui.run.state import fold_all
 from rpctui.tui.app import RpcTuiApp
-from tests.conftest import ROOT, recorded_events, rpctui
+from tests.conftest import ROOT, recorded_events, rpctui, wait_until
 from tests.rig import Rig, RigNode, node_toml
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -384,23 +384,14 @@ async def test_app_tests_links_live_and_shows_the_breakdown_after_a_run(bins, mo
 
     app = RpcTuiApp(profile=dataclasses.replace(_demo_profile(None), breakdown=True), record=False)
     async with app.run_test(size=(160, 60)) as pilot:
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.connected:
-                break
+        await wait_until(pilot, lambda: app.connected, steps=200)
         assert app.connected, "never connected"
         await pilot.press("t")
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.state.links:
-                break
+        await wait_until(pilot, lambda: app.state.links, steps=200)
         assert list(app.state.links) == ["local"]
         assert app.query_one(Tabs).active == "job-tab"
         await pilot.press("r")
-        for _ in range(600):
-            await pilot.pause(0.05)
-            if len(app.state.breakdowns) == 2:
-                break
+        await wait_until(pilot, lambda: len(app.state.breakdowns) == 2, steps=600)
         assert [b.test for b in app.state.breakdowns] == ["pp64", "tg16"]
         app.redraw()
         await pilot.pause()

@@ -21,7 +21,7 @@ from rpctui.run import events as ev
 from rpctui.tui.app import ConfirmStop, RpcTuiApp
 from rpctui.tui.screens import CompareScreen, EditorScreen, NodeScreen, RunsScreen
 from rpctui.tui.widgets import JobView, KeyBar, NodeCard, render_node
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until
 
 H100_RUN = Path(__file__).parent / "fixtures" / "run-h100-two-cuda-servers.jsonl"
 
@@ -85,16 +85,10 @@ async def test_live_demo_runs_the_job_and_quitting_stops_everything(bins, model)
 
     app = RpcTuiApp(profile=_demo_profile(None))
     async with app.run_test(size=(150, 45)) as pilot:
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.connected:
-                break
+        await wait_until(pilot, lambda: app.connected, steps=200)
         assert app.connected, "never connected"
         await pilot.press("r")
-        for _ in range(600):
-            await pilot.pause(0.05)
-            if len(app.state.results) == 2 and not app.job_running:
-                break
+        await wait_until(pilot, lambda: len(app.state.results) == 2 and not app.job_running, steps=600)
         assert [r.row["n_gen"] for r in app.state.results] == [0, 16]
         await pilot.press("l")
         assert app.query_one(JobView).query_one("#results").row_count == 2
@@ -119,20 +113,14 @@ async def test_configured_servers_show_before_they_start(bins, model) -> None:
         await pilot.pause()
         card = render_node(app.state, "local").plain
         assert "127.0.0.1:50052 not started" in card and "127.0.0.1:50053 not started" in card
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.connected:
-                break
+        await wait_until(pilot, lambda: app.connected, steps=200)
         assert app.connected, "never connected"
         card = render_node(app.state, "local").plain
         # the demo's default split: the plan's share of each server (weights, KV, compute)
         assert "127.0.0.1:50052 not started  plan 9 MiB" in card, card
         assert "127.0.0.1:50053 not started  plan " in card, card
         await pilot.press("s")
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.servers_up:
-                break
+        await wait_until(pilot, lambda: app.servers_up, steps=200)
         card = render_node(app.state, "local").plain
         assert "not started" not in card and "127.0.0.1:50052 ready" in card
         await pilot.press("q")
@@ -329,22 +317,13 @@ async def test_live_app_on_the_namespace_rig(clean_rig, bins, model, tmp_path: P
                                        model=model, servers=4))
     app = RpcTuiApp(profile=profile)
     async with app.run_test(size=(150, 45)) as pilot:
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.connected:
-                break
+        await wait_until(pilot, lambda: app.connected, steps=200)
         assert app.connected
         await pilot.press("s")
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.servers_up:
-                break
+        await wait_until(pilot, lambda: app.servers_up, steps=200)
         assert {s.status for s in app.state.servers.values()} == {"ready"}
         await pilot.press("r")
-        for _ in range(400):
-            await pilot.pause(0.05)
-            if len(app.state.results) == 2 and not app.job_running:
-                break
+        await wait_until(pilot, lambda: len(app.state.results) == 2 and not app.job_running, steps=400)
         assert len(app.state.results) == 2
         cards = [render_node(app.state, n).plain for n in app.state.nodes]
         assert all("load 100.0%" in c for c in cards)
