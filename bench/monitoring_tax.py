@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from rpctui.llama.build import ensure_build  # noqa: E402 - after the sys.path line above
 from rpctui.llama.tinymodel import ensure_model  # noqa: E402 - after the sys.path line above
-from tests.conftest import rig_profile  # noqa: E402 - after the sys.path line above
+from tests.conftest import rig_profile, rpctui  # noqa: E402 - after the sys.path line above
 from tests.rig import Rig  # noqa: E402 - after the sys.path line above
 
 
@@ -45,11 +44,8 @@ def main() -> None:
         tg: dict[str, list[float]] = {label: [] for label, _ in setups}
         for _ in range(pairs):
             for label, path in profiles.items():
-                out = subprocess.run([sys.executable, "-m", "rpctui.cli.main", "run", str(path),
-                                      "--format", "json"], capture_output=True, text=True,
-                                     check=True, cwd=ROOT,
-                                     env={"XDG_DATA_HOME": str(work / "data"),
-                                          "HOME": str(Path.home()), "PATH": "/usr/bin:/bin"})
+                out = rpctui(work, "run", str(path), "--format", "json", timeout=600)
+                out.check_returncode()
                 rows = json.loads(out.stdout)
                 tg[label].append(next(r["avg_ts"] for r in rows if r["test"] == "tg128"))
         med = {k: statistics.median(v) for k, v in tg.items()}

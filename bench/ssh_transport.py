@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from rpctui.history.store import read_run  # noqa: E402 - after the sys.path lin
 from rpctui.llama.build import ensure_build  # noqa: E402 - after the sys.path line above
 from rpctui.llama.tinymodel import ensure_model  # noqa: E402 - after the sys.path line above
 from rpctui.run import events as ev  # noqa: E402 - after the sys.path line above
+from tests.conftest import rpctui  # noqa: E402 - after the sys.path line above
 from tests.rig import Rig, node_toml  # noqa: E402 - after the sys.path line above
 
 
@@ -51,11 +51,8 @@ def main() -> None:
             for transport in ("tcp", "ssh"):
                 path = work / f"{transport}.toml"
                 path.write_text(profile(rig, bin_dir, model, transport))
-                out = subprocess.run([sys.executable, "-m", "rpctui.cli.main", "run", str(path),
-                                      "--format", "json"], capture_output=True, text=True,
-                                     check=True, cwd=ROOT,
-                                     env={"XDG_DATA_HOME": str(work / "data"),
-                                          "HOME": str(Path.home()), "PATH": "/usr/bin:/bin"})
+                out = rpctui(work, "run", str(path), "--format", "json", timeout=600)
+                out.check_returncode()
                 rows = json.loads(out.stdout)
                 recording = out.stderr.split("run recorded in ")[1].split()[0]
                 loads = [e.seconds for e in read_run(recording) if isinstance(e, ev.LoadFinished)
