@@ -11,7 +11,7 @@ with a dash and variables be upper case.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,34 +28,32 @@ def secret_name(name: str) -> bool:
     return name in _SHORT_FLAGS or bool(_SECRET.search(name))
 
 
-def redact_argv(argv: Iterable[str]) -> tuple[str, ...]:
-    """argv with the value of every secret flag hidden (``--api-key X``, ``--api-key=X``) and
-    every secret ``NAME=value`` item (as ``env`` takes them)."""
-    out: list[str] = []
-    hide_next = False
-    for item in argv:
-        if hide_next:
-            out.append(HIDDEN)
-            hide_next = False
-            continue
+def _secrets(argv: Sequence[str]) -> Iterator[tuple[int, str, str]]:
+    """(index, what stays before the hidden part, the secret) for each secret in argv: the
+    value of a secret flag (``--api-key X``: the next item; ``--api-key=X``: after the =) and
+    of a secret ``NAME=value`` item (as ``env`` takes them)."""
+    i = 0
+    while i < len(argv):
+        item = argv[i]
         if item.startswith("-"):
-            flag, eq, _value = item.partition("=")
+            flag, eq, value = item.partition("=")
             if secret_name(flag):
                 if eq:
-                    out.append(f"{flag}={HIDDEN}")
-                else:
-                    out.append(item)
-                    hide_next = True
-                continue
+                    yield i, f"{flag}=", value
+                elif i + 1 < len(argv):
+                    i += 1
+                    yield i, "", argv[i]
         elif (m := _ENV_ITEM.match(item)) and secret_name(m.group(1)):
-            out.append(f"{m.group(1)}={HIDDEN}")
-            continue
-        out.append(item)
+            yield i, item[:m.end()], item[m.end():]
+        i += 1
+
+
+def redact_argv(argv: Iterable[str]) -> tuple[str, ...]:
+    """argv with the value of every secret flag and ``NAME=value`` item hidden."""
+    out = list(argv)
+    for i, kept, _ in list(_secrets(out)):
+        out[i] = kept + HIDDEN
     return tuple(out)
-
-
-def redact_env(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: HIDDEN if secret_name(k) else v for k, v in env.items()}
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:
@@ -67,19 +65,10 @@ def redact_text(text: str, secrets: Iterable[str]) -> str:
 
 
 def secret_values(argv: Iterable[str], env: Mapping[str, str] | None = None) -> list[str]:
-    """The values redact_argv and redact_env hide, to look for in the output they cause."""
-    items = list(argv)
-    found = [v for k, v in (env or {}).items() if secret_name(k) and v]
-    for i, item in enumerate(items):
-        if item.startswith("-"):
-            flag, eq, value = item.partition("=")
-            if secret_name(flag):
-                if eq:
-                    found.append(value)
-                elif i + 1 < len(items):
-                    found.append(items[i + 1])
-        elif (m := _ENV_ITEM.match(item)) and secret_name(m.group(1)):
-            found.append(item[m.end():])
+    """The values redact_argv hides, and those of an environment's secret-named variables: to
+    look for in the output they cause."""
+    found = [v for k, v in (env or {}).items() if secret_name(k)]
+    found += [value for _, _, value in _secrets(list(argv))]
     return [v for v in found if v]
 
 
