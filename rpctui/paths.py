@@ -52,8 +52,7 @@ def private_dir(path: Path) -> Path:
     """``path`` made (with its parents) and kept readable by its owner only: run records hold
     hostnames, commands and output that are nobody else's business."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for folder in (path, *([path.parent] if path.parent.name == "rpctui" else [])):
-        if folder.stat().st_mode & 0o077:
-            folder.chmod(0o700)
+    if path.stat().st_mode & 0o077:  # made by an older rpctui, or by hand
+        path.chmod(0o700)
     return path
 
