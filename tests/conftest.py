@@ -63,6 +63,10 @@ def clean_rig(rig: Rig) -> Iterator[Rig]:
     assert left == {}, f"processes left behind on nodes: {left}"
 
 
+needs_namespaces = pytest.mark.skipif(
+    not Rig(1).namespaces, reason="needs root (network namespaces, ip link and tc)")
+
+
 def rig_profile(rig: Rig, path: Path, *, bin_dir: str | dict[int, str], model: str,
                 servers: int = 4, per_node: int = 1, job: str = "", extra: str = "",
                 nodes: int | None = None, server_extra: dict[str, object] | None = None) -> Path:

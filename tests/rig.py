@@ -95,37 +95,49 @@ class Rig:
         return node.address if node.ssh_port == 22 else f"[{node.address}]:{node.ssh_port}"
 
     def _node(self, i: int) -> RigNode:
-        ns = f"{self.prefix}{i}"
         if self.namespaces:
-            address, port = f"10.{self.net}.0.{i}", 22
-            host_if, node_if = f"{self.prefix}v{i}", f"{self.prefix}p{i}"
-            _sh("ip", "netns", "add", ns)
-            _sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if)
-            _sh("ip", "link", "set", node_if, "netns", ns)
-            _sh("ip", "link", "set", host_if, "master", self.bridge)
-            _sh("ip", "link", "set", host_if, "up")
-            # The servers listen on 50052 and up, inside Linux's default ephemeral range: a node's
-            # own outgoing connections (llama-bench to the other servers, in TIME_WAIT after a
-            # load) could hold that local port when the next server binds it. Seen once as
-            # "Failed to create server socket" in bench/plan_accuracy.py.
-            for cmd in (["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
-                        ["sysctl", "-qw", "net.ipv4.ip_local_port_range=32768 49999"],
-                        ["ip", "link", "set", "lo", "up"],
-                        ["ip", "link", "set", node_if, "name", "eth0"],
-                        ["ip", "addr", "add", f"{address}/24", "dev", "eth0"],
-                        ["ip", "link", "set", "eth0", "up"],
-                        ["ip", "route", "add", "default", "via", f"10.{self.net}.0.254"]):
-                _sh("ip", "netns", "exec", ns, *cmd)
-            node = RigNode(i, ns, address, port)
+            node = RigNode(i, f"{self.prefix}{i}", f"10.{self.net}.0.{i}", 22)
+            self._namespace(node)
         else:
             node = RigNode(i, "", f"127.0.{self.net % 256}.{i}", 22000 + self.net * 10 + i)
         key = self.workdir / f"host_key_{i}"
         _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
         node.host_key_pub = " ".join(key.with_suffix(".pub").read_text().split()[:2])
+        self._sshd(node)
+        return node
+
+    def _namespace(self, node: RigNode) -> None:
+        """The node's network namespace, its veth into the bridge, its address and route."""
+        ns, i = node.name, node.index
+        host_if, node_if = f"{self.prefix}v{i}", f"{self.prefix}p{i}"
+        _sh("ip", "netns", "add", ns)
+        _sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if)
+        _sh("ip", "link", "set", node_if, "netns", ns)
+        _sh("ip", "link", "set", host_if, "master", self.bridge)
+        _sh("ip", "link", "set", host_if, "up")
+        # The servers listen on 50052 and up, inside Linux's default ephemeral range: a node's
+        # own outgoing connections (llama-bench to the other servers, in TIME_WAIT after a
+        # load) could hold that local port when the next server binds it. Seen once as
+        # "Failed to create server socket" in bench/plan_accuracy.py.
+        for cmd in (["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
+                    ["sysctl", "-qw", "net.ipv4.ip_local_port_range=32768 49999"],
+                    ["ip", "link", "set", "lo", "up"],
+                    ["ip", "link", "set", node_if, "name", "eth0"],
+                    # a fixed address, as a real NIC has: the bridge and its neighbours' ARP
+                    # caches stay right when the node is made again (reboot)
+                    ["ip", "link", "set", "eth0", "address", f"02:52:{self.net % 256:02x}:00:00:{i:02x}"],
+                    ["ip", "addr", "add", f"{node.address}/24", "dev", "eth0"],
+                    ["ip", "link", "set", "eth0", "up"],
+                    ["ip", "route", "add", "default", "via", f"10.{self.net}.0.254"]):
+            _sh("ip", "netns", "exec", ns, *cmd)
+
+    def _sshd(self, node: RigNode) -> None:
+        """Start the node's sshd (its host key made already), listening on its address."""
+        i = node.index
         config = self.workdir / f"sshd_{i}.conf"
         config.write_text("\n".join([
-            f"ListenAddress {node.address}", f"Port {node.ssh_port}", f"HostKey {key}",
-            f"PidFile {self.workdir}/sshd_{i}.pid",
+            f"ListenAddress {node.address}", f"Port {node.ssh_port}",
+            f"HostKey {self.workdir / f'host_key_{i}'}", f"PidFile {self.workdir}/sshd_{i}.pid",
             f"AuthorizedKeysFile {self.client_key}.pub", "UsePAM no", "StrictModes no",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password", "AllowTcpForwarding yes",
@@ -136,7 +148,6 @@ class Rig:
         node.sshd = subprocess.Popen(node.exec_argv([SSHD, "-D", "-e", "-f", str(config)]),
                                      stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        return node
 
     def _wait_listening(self, node: RigNode, timeout: float = 10.0) -> None:
         log = self.workdir / f"sshd_{node.index}.log"
@@ -148,6 +159,43 @@ class Rig:
                 break
             time.sleep(0.01)
         raise RuntimeError(f"sshd for node {node.index} did not start:\n{log.read_text()}")
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def kill_sshd(self, node: RigNode) -> int:
+        """SIGKILL every sshd of the node: its listener and each connection's own process
+        (what an OOM killer or a broken upgrade does). Namespaces only. How many were killed."""
+        pids = [pid for pid in map(int, _sh("ip", "netns", "pids", node.name).stdout.split())
+                if _cmdline(pid).startswith("sshd")]
+        for pid in pids:
+            _kill(pid)
+        if node.sshd:
+            node.sshd.wait(timeout=5)
+            node.sshd = None
+        return len(pids)
+
+    def start_sshd(self, node: RigNode) -> None:
+        """The node's sshd again, as it was (same address, port and host key)."""
+        self._sshd(node)
+        self._wait_listening(node)
+
+    def reboot(self, node: RigNode, down_s: float = 1.0) -> None:
+        """What a reboot does to the node: every process in it killed, its namespace and link
+        gone for ``down_s``, then made again with the same address, host key and sshd."""
+        for pid in _sh("ip", "netns", "pids", node.name, check=False).stdout.split():
+            _kill(int(pid))
+        if node.sshd:
+            node.sshd.wait(timeout=5)
+            node.sshd = None
+        _sh("ip", "netns", "del", node.name)
+        deadline = time.monotonic() + 5
+        while f"{self.prefix}v{node.index}:" in _sh("ip", "-o", "link", "show").stdout:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.prefix}v{node.index} outlived its namespace")
+            time.sleep(0.02)
+        time.sleep(down_s)
+        self._namespace(node)
+        self.start_sshd(node)
 
     # -- what runs on a node --------------------------------------------------------------------
 

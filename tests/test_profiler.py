@@ -33,7 +33,7 @@ from rpctui.profiler.breakdown import predicted_ms
 from rpctui.run import events as ev
 from rpctui.run.state import fold_all
 from rpctui.tui.app import RpcTuiApp
-from tests.conftest import ROOT, recorded_events, rpctui, wait_until
+from tests.conftest import ROOT, needs_namespaces, recorded_events, rpctui, wait_until
 from tests.rig import Rig, RigNode, node_toml
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -184,10 +184,6 @@ async def test_app_job_view_shows_links_and_breakdown(tmp_path: Path,
 
 
 # -- rig: shaped links ---------------------------------------------------------------------------
-
-needs_namespaces = pytest.mark.skipif(
-    not Rig(1).namespaces, reason="shaping links needs root (network namespaces and tc)")
-
 
 class Relay:
     """tests/relay.py in the rig's root namespace, on the bridge address."""

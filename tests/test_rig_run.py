@@ -195,6 +195,51 @@ def test_port_already_taken(clean_rig: Rig, bins, model, tmp_path: Path) -> None
     assert f"(pid {listener.pid}" in result.stderr or "(pid " in result.stderr
 
 
+def test_a_worker_already_serving_another_client_is_named(clean_rig: Rig, bins, model,
+                                                           tmp_path: Path) -> None:
+    """Someone started an rpc-server on n2 by hand and a llama-bench on n1 is using it: rpctui
+    refuses before starting anything, naming that server's pid and its client's address."""
+    n1, n2 = clean_rig.nodes[0], clean_rig.nodes[1]
+    bin_dir = Path(bins["mainline"])
+    server = subprocess.Popen(n2.exec_argv([str(bin_dir / "ggml-rpc-server"), "-H", n2.address,
+                                            "-p", "50052"]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = None
+    try:
+        wait_port(n2, 50052, state="listening")
+        client = subprocess.Popen(n1.exec_argv([
+            str(bin_dir / "llama-bench"), "-m", model, "--rpc", f"{n2.address}:50052",
+            "-ngl", "99", "-p", "512", "-n", "128", "-r", "100"]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(n2, 50052, state="established")
+        profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"],
+                              model=model, servers=2)
+        result = rpctui(tmp_path, "run", str(profile))
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    assert result.returncode == 3, result.stderr
+    assert (f"port 50052 on node n2 is held by an rpc-server rpctui did not start "
+            f"(ggml-rpc-server, pid {server.pid}), serving a client at {n1.address} now"
+            in result.stderr), result.stderr
+    assert f"kill {server.pid} on n2" in result.stderr
+    assert "job on n1" not in result.stderr
+
+
+def wait_port(node, port: int, state: str, timeout: float = 30.0) -> None:
+    """Until ``ss`` in the node shows a TCP socket on ``port`` in ``state``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(node.exec_argv(["ss", "-Htn", "state", state, "( sport = :"
+                                             f"{port} )"]), capture_output=True, text=True).stdout
+        if out.strip():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no {state} socket on port {port} of {node.address}")
+
+
 def test_a_second_rpctui_on_the_same_cluster_refuses_naming_the_first(clean_rig: Rig, bins,
                                                                      model,
                                                                      tmp_path: Path) -> None:

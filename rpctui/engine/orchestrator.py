@@ -177,13 +177,10 @@ class Orchestrator:
     async def _watch_connection(self, node: Node, host: Host) -> None:
         """A node whose connection dies (SSH keepalives unanswered: its link, sshd or the
         machine is down) ends the job: llama.cpp's RPC would wait for it forever."""
-        from rpctui.hosts.ssh import KEEPALIVE_MISSES, KEEPALIVE_S
-
-        await host.wait_lost()
+        reason = await host.wait_lost()
         if self.stopping:
             return
-        why = (f"lost node {node.label}: no answer to SSH keepalives for "
-               f"{KEEPALIVE_S * KEEPALIVE_MISSES:g} s (its link, its sshd or the machine is down)")
+        why = f"lost node {node.label}: {reason}"
         self.lost[node.label] = why
         self.emit(ev.NodeFailed(node=node.label, message=why, fix=(
             f"check {node.label}'s network and sshd, then run again; its processes end when "

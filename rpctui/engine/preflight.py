@@ -70,6 +70,15 @@ def check_node(profile: Profile, c: Capabilities) -> list[ev.PreflightIssue]:
                                      f"rpctui on one cluster would fight over its servers",
                                      "let that run end, or end it (Ctrl-C there, or kill its "
                                      "pid), or give this profile other ports"))
+            elif owner and "rpc-server" in owner["command"] and owner.get("clients"):
+                issues.append(_issue(node.label, "port", f"port {server.port} on node {node.label} "
+                                     f"is held by an rpc-server rpctui did not start "
+                                     f"({owner['command']}, pid {owner['pid']}), serving a client "
+                                     f"at {', '.join(owner['clients'])} now (an rpc-server takes "
+                                     f"one client at a time)",
+                                     "let that client's job end, or end that server (kill "
+                                     f"{owner['pid']} on {node.label}), or give this profile "
+                                     "other ports"))
             else:
                 held = (f"by {owner['command']} (pid {owner['pid']})" if owner else
                         f"({p.get('error') or 'taken'})")

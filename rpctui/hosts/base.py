@@ -238,9 +238,10 @@ class Host(abc.ABC):
     async def port_open(self, host: str, port: int) -> bool:
         """Whether host:port accepts a TCP connection, as seen from this node."""
 
-    async def wait_lost(self) -> None:
-        """Return when the connection to this node is gone (never, for this machine)."""
+    async def wait_lost(self) -> str:
+        """When the connection to this node is gone (never, for this machine): why."""
         await asyncio.Event().wait()
+        return ""
 
     async def forward_local(self, listen_host: str, listen_port: int, dest_host: str,
                             dest_port: int) -> Forward:

@@ -67,8 +67,9 @@ async def connect(node: Node) -> SSHHost:
     if node.known_hosts:
         options["known_hosts"] = str(Path(node.known_hosts).expanduser())
     try:
-        conn = await asyncio.wait_for(asyncssh.connect(node.host, **options),
-                                      node.connect_timeout_s + 5)
+        conn = await asyncio.wait_for(
+            asyncssh.connect(node.host, client_factory=_Watcher, **options),
+            node.connect_timeout_s + 5)
     except asyncssh.HostKeyNotVerifiable as exc:
         kh = node.known_hosts or "~/.ssh/known_hosts"
         port = f"-p {node.ssh_port} " if node.ssh_port else ""
@@ -96,6 +97,27 @@ async def connect(node: Node) -> SSHHost:
             "check that the machine is up, that sshd runs there, and host/ssh_port in the profile",
         ) from None
     return SSHHost(node.label, conn)
+
+
+class _Watcher(asyncssh.SSHClient):
+    """Keeps why the connection ended: keepalives unanswered, or closed by the node."""
+
+    def __init__(self) -> None:
+        self.lost: Exception | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
+
+
+def lost_reason(exc: Exception | None) -> str:
+    """Why a node's connection ended, in words that point at the cause."""
+    text = str(getattr(exc, "reason", "") or exc or "")
+    if "keepalive" in text:
+        return (f"no answer to SSH keepalives for {KEEPALIVE_S * KEEPALIVE_MISSES:g} s "
+                "(its link or the machine is down)")
+    if isinstance(exc, asyncssh.DisconnectError) and text != "Connection lost":
+        return f"its sshd ended the connection ({text})"
+    return "its sshd closed the connection (sshd killed or restarted, or the machine rebooting)"
 
 
 def _text(data: bytes | str) -> str:
@@ -149,9 +171,11 @@ class SSHHost(Host):
         self._conn = conn
         self._forwarding = True
 
-    async def wait_lost(self) -> None:
-        """Return when the connection has closed (closed here, by the node, or by keepalive)."""
+    async def wait_lost(self) -> str:
+        """When the connection has closed (here, by the node, or by keepalives): why."""
         await self._conn.wait_closed()
+        owner = self._conn.get_owner()
+        return lost_reason(owner.lost if isinstance(owner, _Watcher) else None)
 
     async def run(self, argv: Sequence[str], input: bytes | None = None,
                   timeout: float | None = 30.0) -> Completed:

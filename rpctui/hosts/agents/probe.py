@@ -153,17 +153,32 @@ else:
 for role, info in results:
     out["binaries"][role] = info
 
+def _address(field):
+    """/proc/net/tcp's "0100007F:C350" as "127.0.0.1" (IPv6 mapped IPv4 too; else as is)."""
+    raw = bytes.fromhex(field.rsplit(":", 1)[0])
+    if len(raw) == 16 and raw[:8] == bytes(8) and raw[8:12] == b"\xff\xff\x00\x00":
+        raw = raw[12:]
+    if len(raw) == 4:
+        return socket.inet_ntoa(raw[::-1])
+    return field.rsplit(":", 1)[0]
+
+
 def port_owner(port):
-    """The process listening on a TCP port, as far as this user may see: its pid, command and,
-    for a process another rpctui started, that rpctui's RPCTUI_OWNER tag; None if unknown."""
-    inodes = set()
+    """The process listening on a TCP port, as far as this user may see: its pid, command,
+    the clients connected to it and, for a process another rpctui started, that rpctui's
+    RPCTUI_OWNER tag; None if unknown."""
+    inodes, clients = set(), []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as fh:
                 for line in list(fh)[1:]:
                     f = line.split()
-                    if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                    if int(f[1].rsplit(":", 1)[1], 16) != port:
+                        continue
+                    if f[3] == "0A":
                         inodes.add(f[9])
+                    elif f[3] == "01":  # established: a client of the listener
+                        clients.append(_address(f[2]))
         except (OSError, IndexError, ValueError):
             continue
     wanted = {f"socket:[{i}]" for i in inodes}
@@ -181,7 +196,8 @@ def port_owner(port):
         except OSError:
             continue
         tag = env.get(b"RPCTUI_OWNER", b"").decode(errors="replace")
-        return {"pid": int(pid), "command": os.path.basename(command), "rpctui": tag}
+        return {"pid": int(pid), "command": os.path.basename(command), "rpctui": tag,
+                "clients": sorted(set(clients))}
     return None
 
 
