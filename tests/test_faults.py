@@ -3,12 +3,13 @@ rebooted. Each must end the job within a stated bound, name the node, and leave 
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_namespaces, rpctui
+from tests.conftest import needs_namespaces, recorded_events, rpctui
 from tests.rig import Rig
 from tests.test_rig_run import start_long_run
 
@@ -18,6 +19,42 @@ pytestmark = [pytest.mark.rig, needs_namespaces]
 #: ended (SIGTERM, then teardown), and teardown's one try to reach the node again fails fast
 #: (nothing listens) or finds the node back. Measured on the rig: see docs/PERFORMANCE.md.
 BOUND_S = 15.0
+
+
+def test_a_link_cut_mid_load_ends_the_job_naming_the_node(clean_rig: Rig, bins, model,
+                                                          tmp_path: Path) -> None:
+    """n2's link is capped at 16 Mb/s, so its share of the weights takes seconds to send; the
+    link goes down while they are on their way (llama.cpp would wait forever: RPC has no
+    timeout). The keepalives notice within their bound, the job is ended naming n2, and once
+    the link is back nothing is left. The recording shows the load never finished."""
+    from rpctui.engine.orchestrator import RECONNECT_TIMEOUT_S
+    from rpctui.hosts.ssh import KEEPALIVE_MISSES, KEEPALIVE_S
+
+    n2 = clean_rig.nodes[1]
+    link = f"{clean_rig.prefix}v{n2.index}"
+    clean_rig.shape(n2, "16mbit")
+    try:
+        run = start_long_run(clean_rig, bins, model, tmp_path, servers=2, repetitions=5)
+        try:
+            time.sleep(1.5)
+            subprocess.run(["ip", "link", "set", link, "down"], check=True)
+            cut = time.monotonic()
+            _, err = run.communicate(timeout=120)
+            took = time.monotonic() - cut
+        finally:
+            subprocess.run(["ip", "link", "set", link, "up"], check=True)
+            if run.poll() is None:
+                run.kill()
+    finally:
+        clean_rig.unshape(n2)
+    print(f"job ended {took:.1f} s after the link was cut mid-load\n{err}")
+    assert run.returncode == 1, err[-3000:]
+    assert "lost node n2: no answer to SSH keepalives" in err, err[-3000:]
+    assert took < KEEPALIVE_S * (KEEPALIVE_MISSES + 1) + RECONNECT_TIMEOUT_S + 4, took
+    events = recorded_events(tmp_path)
+    assert not [e for e in events if e["type"] == "BufferAllocated" and e["kind"] == "kv"], \
+        "the load had finished before the cut: the test did not cut mid-load"
+    assert clean_rig.leftovers(settle_s=60) == {}
 
 
 def test_sshd_killed_mid_run_ends_the_job_naming_the_node(clean_rig: Rig, bins, model,

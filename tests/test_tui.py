@@ -50,6 +50,21 @@ async def test_replay_of_a_real_gpu_run_fills_the_views() -> None:
     assert app.return_value == 0
 
 
+async def test_job_view_shows_a_served_llama_servers_status() -> None:
+    """A real `rpctui serve` recording (an rpc-server killed, the service restarted): the job
+    view heads with llama-server's latest status and restart count."""
+    served = Path(__file__).parent / "fixtures" / "rig-serve-restart.jsonl"
+    app = RpcTuiApp(replay=served, replay_speed=0, record=False)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("l")
+        await pilot.pause()
+        text = str(app.query_one(JobView).query_one("#command", Static).render())
+        assert "llama-server HEALTHY at http://127.0.0.1:8091 on n1 · restarts 1" in text, text
+        assert "a completion of 8 tokens came back" in text
+        await pilot.press("q")
+
+
 async def test_job_view_shows_the_plan_next_to_what_llama_cpp_allocated() -> None:
     """A real 4-node rig recording: after the job, the job view lists each device's planned
     and allocated buffers (the plan check the run kept)."""
@@ -100,6 +115,38 @@ async def test_live_demo_runs_the_job_and_quitting_stops_everything(bins, model)
     assert app.state.teardown == "done"
     left = subprocess.run(["pgrep", "-f", "ggml-rpc-server -H 127.0.0.1 -p 5005[23]"],
                           capture_output=True)
+    assert left.returncode == 1, left.stdout
+
+
+async def test_the_app_keeps_a_server_job_up_until_stopped(bins, model) -> None:
+    """A server job in the app is supervised as `rpctui serve` does: healthy after a real
+    completion, shown in the job view; `x` stops it for good (no restart), `q` ends the rest."""
+    from rpctui.cli.main import _demo_profile
+
+    demo = _demo_profile(None)
+    profile = dataclasses.replace(demo, job=dataclasses.replace(
+        demo.job, kind="server", server_port=8093, ctx_size=512))
+    app = RpcTuiApp(profile=profile)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await wait_until(pilot, lambda: app.connected, steps=200)
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.state.service is not None
+                         and app.state.service.state == "healthy", steps=600)
+        assert app.state.service is not None and app.state.service.state == "healthy"
+        await pilot.press("l")
+        await pilot.pause()
+        text = str(app.query_one(JobView).query_one("#command", Static).render())
+        assert "llama-server HEALTHY at http://127.0.0.1:8093 on local · restarts 0" in text
+        await pilot.press("x")
+        await wait_until(pilot, lambda: app.state.service.state == "stopped"
+                         and not app.job_running, steps=200)
+        assert app.state.service.state == "stopped" and app.state.service.restarts == 0
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause(0.5)
+    assert app.state.teardown == "done"
+    left = subprocess.run(["pgrep", "-f", "llama-server -m"], capture_output=True)
     assert left.returncode == 1, left.stdout
 
 

@@ -60,6 +60,8 @@ class Printer:
                 return f"{head}: {e.message}" + (f"\n  fix: {e.fix}" if e.fix else "")
             case ev.Notice():
                 return f"note: {e.message}"
+            case ev.ServiceStatus():
+                return f"service {e.state}: {e.message}"
             case ev.ServerReady():
                 return f"server {e.endpoint} on {e.node}: ready after {e.elapsed_s:.2f} s"
             case ev.ServerStarting() if e.transport == "ssh":
@@ -228,8 +230,9 @@ def _finished(session: Session, work: Callable[[], Awaitable[ExitCode]],
 def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
                  check_only: bool = False, verbose: bool = False, force: bool = False,
                  stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr,
-                 metrics: str | None = None, metrics_hold: float = 0.0) -> ExitCode:
-    """``rpctui run`` / ``rpctui check``: returns the exit code."""
+                 metrics: str | None = None, metrics_hold: float = 0.0,
+                 command: str = "run") -> ExitCode:
+    """``rpctui run`` / ``rpctui check`` / ``rpctui serve``: returns the exit code."""
     stop_metrics = None
     sessions: list[Session] = []
     if metrics:  # before the run starts: a port in use is refused with nothing started
@@ -238,7 +241,7 @@ def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
         stop_metrics = serve(metrics, lambda: sessions[0].state if sessions else ClusterState())
         print(f"metrics served on http://{metrics if ':' in metrics else '127.0.0.1:' + metrics}"
               "/metrics", file=stderr)
-    session = Session(profile, "check" if check_only else "run", stderr, verbose)
+    session = Session(profile, "check" if check_only else command, stderr, verbose)
     sessions.append(session)
     orch = Orchestrator(profile, session.emit, build_progress=session.build_progress,
                         force=force)

@@ -1,5 +1,5 @@
-"""Command line: rpctui [PROFILE] | run | check | links | tune | demo | build | plan | explain | replay |
-validate | history | compare | report.
+"""Command line: rpctui [PROFILE] | run | serve | check | links | tune | demo | build | plan |
+explain | replay | validate | history | compare | report.
 
 Every error a user can cause ends in one message and a non-zero exit code
 (see :class:`rpctui.errors.ExitCode`); a traceback only with --debug.
@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="launch even when the memory plan says it will not fit")
     _metrics_flags(run)
+
+    serve = sub.add_parser("serve", help="llama-server over the cluster as a service (job.kind "
+                           "\"server\"): waits for its health, sends one completion, restarts "
+                           "it and the rpc-servers after a crash, until Ctrl-C")
+    serve.add_argument("profile")
+    _metrics_flags(serve)
 
     check = sub.add_parser("check", help="connect, probe and preflight every node; start nothing")
     check.add_argument("profile")
@@ -234,6 +240,16 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
         return run_headless(load_profile(args.profile), args.format, args.out,
                             verbose=args.verbose, force=args.force, metrics=args.metrics,
                             metrics_hold=args.metrics_hold)
+    if args.command == "serve":
+        from rpctui.cli.headless import run_headless
+
+        profile = load_profile(args.profile)
+        if profile.job.kind != "server":
+            raise UserError(f"rpctui serve runs llama-server; {args.profile}'s job is "
+                            f"{profile.job.kind!r}", 'set kind = "server" under [job]',
+                            ExitCode.USAGE)
+        return run_headless(profile, metrics=args.metrics, metrics_hold=args.metrics_hold,
+                            command="serve")
     if args.command == "links":
         from rpctui.cli.headless import links_headless
 
@@ -292,8 +308,8 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
     return ExitCode.OK
 
 
-COMMANDS = ("run", "check", "links", "tune", "demo", "build", "plan", "explain", "replay", "app", "validate",
-            "history", "compare", "report")
+COMMANDS = ("run", "serve", "check", "links", "tune", "demo", "build", "plan", "explain", "replay",
+            "app", "validate", "history", "compare", "report")
 
 
 def main(argv: list[str] | None = None) -> int:

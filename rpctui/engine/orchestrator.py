@@ -74,6 +74,7 @@ class Orchestrator:
     prepared: bool | None = None
     servers_started: bool = False
     jobs_running: bool = False  #: the job, or a sweep of them, is under way
+    stop_asked: bool = False  #: the user stopped the job (a server job is not restarted)
     samplers: dict[str, Sampler] = field(default_factory=dict)
     monitor: Monitor | None = None
     force: bool = False  #: launch even when the memory plan says it will not fit
@@ -186,7 +187,7 @@ class Orchestrator:
             f"check {node.label}'s network and sshd, then run again; its processes end when "
             f"it sees the connection gone")))
         if self.jobs_running and node.label != self.profile.main_node.label:
-            await self.stop_job()
+            await self.end_job()
 
     async def connect_nodes(self) -> bool:
         """Connect to every node in parallel and probe it; whether all answered (a node that
@@ -466,7 +467,12 @@ class Orchestrator:
         await self.start_servers()
 
     async def run_jobs(self) -> ExitCode:
-        """The job, or each step of the sweep until one fails."""
+        """The job, or each step of the sweep until one fails; a server job is supervised
+        (engine/serve.py) until the user stops it."""
+        if self.profile.job.kind == "server":
+            from rpctui.engine.serve import supervise
+
+            return await supervise(self)
         steps = self.profile.sweep_plan()
         self.jobs_running = True
         try:
@@ -518,7 +524,13 @@ class Orchestrator:
             await asyncio.shield(self.teardown())
 
     async def stop_job(self) -> None:
-        """End the running job (the servers stay up)."""
+        """The user's stop: end the running job (the servers stay up); a server job is not
+        restarted after it."""
+        self.stop_asked = True
+        await self.end_job()
+
+    async def end_job(self) -> None:
+        """End the running job's process (the servers stay up)."""
         main = self.profile.main_node.label
         pgids = [s.pgid for s in self.started if s.what == "job" and s.pgid]
         if pgids and main in self.hosts:

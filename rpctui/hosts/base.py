@@ -27,7 +27,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 MARK = "@@rpctui-"
 
@@ -237,6 +237,10 @@ class Host(abc.ABC):
     @abc.abstractmethod
     async def port_open(self, host: str, port: int) -> bool:
         """Whether host:port accepts a TCP connection, as seen from this node."""
+
+    @abc.abstractmethod
+    async def open_stream(self, host: str, port: int) -> tuple[Any, Any]:
+        """A TCP connection to host:port as this node sees it: (reader, writer) of bytes."""
 
     async def wait_lost(self) -> str:
         """When the connection to this node is gone (never, for this machine): why."""

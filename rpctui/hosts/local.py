@@ -8,6 +8,7 @@ import functools
 import os
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 from rpctui.hosts.base import READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit
 
@@ -83,6 +84,9 @@ class LocalHost(Host):
         await pid_or_exit(reader, proc.wait())
         spawned.pgid = reader.pgid
         return spawned
+
+    async def open_stream(self, host: str, port: int) -> tuple[Any, Any]:
+        return await asyncio.wait_for(asyncio.open_connection(host, port), 5.0)
 
     async def port_open(self, host: str, port: int) -> bool:
         try:

@@ -11,6 +11,7 @@ import contextlib
 import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -96,7 +97,8 @@ async def connect(node: Node) -> SSHHost:
             f"node {node.label}: cannot connect to {where}: {reason}",
             "check that the machine is up, that sshd runs there, and host/ssh_port in the profile",
         ) from None
-    return SSHHost(node.label, conn)
+    owner = conn.get_owner()  # asyncssh drops it once the connection ends: keep it here
+    return SSHHost(node.label, conn, owner if isinstance(owner, _Watcher) else None)
 
 
 class _Watcher(asyncssh.SSHClient):
@@ -166,16 +168,17 @@ class SSHSpawned(Spawned):
 
 
 class SSHHost(Host):
-    def __init__(self, label: str, conn: asyncssh.SSHClientConnection) -> None:
+    def __init__(self, label: str, conn: asyncssh.SSHClientConnection,
+                 watcher: _Watcher | None = None) -> None:
         self.label = label
         self._conn = conn
+        self._watcher = watcher
         self._forwarding = True
 
     async def wait_lost(self) -> str:
         """When the connection has closed (here, by the node, or by keepalives): why."""
         await self._conn.wait_closed()
-        owner = self._conn.get_owner()
-        return lost_reason(owner.lost if isinstance(owner, _Watcher) else None)
+        return lost_reason(self._watcher.lost if self._watcher else None)
 
     async def run(self, argv: Sequence[str], input: bytes | None = None,
                   timeout: float | None = 30.0) -> Completed:
@@ -205,6 +208,13 @@ class SSHHost(Host):
         await pid_or_exit(reader, proc.wait_closed())
         spawned.pgid = reader.pgid
         return spawned
+
+    async def open_stream(self, host: str, port: int) -> tuple[Any, Any]:
+        """Through the node's sshd (a direct-tcpip channel), bytes both ways."""
+        try:
+            return await asyncio.wait_for(self._conn.open_connection(host, port), 5.0)
+        except asyncssh.ChannelOpenError as exc:
+            raise OSError(f"{self.label}: {exc.reason}") from None
 
     async def port_open(self, host: str, port: int) -> bool:
         """Opened through the node's sshd (a direct-tcpip channel): no process on the node.

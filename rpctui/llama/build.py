@@ -54,7 +54,7 @@ FLAVOURS: dict[str, Flavour] = {
             package="llama-cpp-python",
             version="0.3.36",
             vendor="vendor/llama.cpp",
-            targets=("ggml-rpc-server", "llama-bench", "llama-completion"),
+            targets=("ggml-rpc-server", "llama-bench", "llama-completion", "llama-server"),
             # The reference dates this tree to commit 0c1e570 (2026-10-01, about b11312).
             build_number=11312,
             build_commit="0c1e570",

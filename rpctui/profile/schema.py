@@ -167,6 +167,12 @@ class Job:
     prompt: str = setting("Once upon a time", "cli/completion: the prompt")
     n_predict: int = setting(32, "cli/completion: tokens to generate", check=_positive)
     server_port: int = setting(8080, "server: HTTP port of llama-server", check=_port)
+    restart_limit: int = setting(3, "server (rpctui serve): restarts after a crash before "
+                                 "giving up", check=_not_negative)
+    restart_backoff_s: float = setting(2.0, "server (rpctui serve): wait before the first "
+                                       "restart, doubled for each after it", check=_not_negative)
+    health_timeout_s: float = setting(600.0, "server (rpctui serve): how long llama-server may "
+                                      "take to load and answer /health", check=_positive)
     timeout_s: float | None = setting(None, "stop the job after this many seconds", check=_positive)
     extra_args: list[str] = setting(doc="further arguments for the job's tool", factory=list)
 
@@ -179,7 +185,8 @@ class Job:
 
 #: Settings a sweep may not change: one model and job kind per run, and the servers' addresses
 #: (the --rpc list and every link stay the same from step to step).
-FIXED_JOB_KEYS = ("model", "kind", "server_port", "timeout_s")
+FIXED_JOB_KEYS = ("model", "kind", "server_port", "timeout_s", "restart_limit",
+                  "restart_backoff_s", "health_timeout_s")
 FIXED_SERVER_KEYS = ("port", "bind")
 
 

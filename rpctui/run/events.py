@@ -417,6 +417,16 @@ class JobFinished(Event):
     culprit: str = ""  #: node or endpoint held responsible, when known
 
 
+@dataclass(frozen=True)
+class ServiceStatus(Event):
+    """`rpctui serve`: where the supervised llama-server stands."""
+
+    state: Literal["loading", "healthy", "restarting", "failed", "stopped"] = "loading"
+    message: str = ""
+    url: str = ""  #: where it answers, on the main node
+    restarts: int = 0  #: restarts so far
+
+
 # -- teardown -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

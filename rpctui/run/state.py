@@ -159,6 +159,7 @@ class ClusterState:
     link_flags: tuple[tuple[str, str], ...] = ()
     breakdowns: tuple[ev.TokenBreakdown, ...] = ()
     tuned: ev.TuneFinished | None = None
+    service: ev.ServiceStatus | None = None  #: a server job's latest status
     teardown: TeardownStatus = ""
     teardown_failures: tuple[str, ...] = ()
     finished: bool = False
@@ -239,6 +240,11 @@ def _(e: ev.PreflightDone, s: ClusterState) -> ClusterState:
 @_apply.register
 def _(e: ev.Notice, s: ClusterState) -> ClusterState:
     return replace(s, notices=s.notices + (e.message,))
+
+
+@_apply.register
+def _(e: ev.ServiceStatus, s: ClusterState) -> ClusterState:
+    return replace(s, service=e, notices=s.notices + (f"service {e.state}: {e.message}",))
 
 
 @_apply.register

@@ -43,6 +43,10 @@ class JobView(Vertical):
 
     def show(self, state: ClusterState) -> None:
         commands = []
+        if state.service is not None:
+            svc = state.service
+            commands += [f"llama-server {svc.state.upper()} at {svc.url} · restarts "
+                         f"{svc.restarts}", f"  {svc.message}", ""]
         for s in sorted(state.servers.values(), key=lambda s: s.endpoint):
             commands.append(f"# {s.node} {s.endpoint} ({s.status})")
         if state.job.argv:
