@@ -47,7 +47,10 @@ def model() -> str:
 
 @pytest.fixture(scope="session")
 def rig() -> Iterator[Rig]:
-    r = Rig(4, prefix="rt", net=201).up()
+    # RPCTUI_RIG_PREFIX / RPCTUI_RIG_NET: a second rig beside one that is running (tests of a
+    # checkout next to a fresh-setup, say) must not share its namespaces or subnet.
+    r = Rig(4, prefix=os.environ.get("RPCTUI_RIG_PREFIX", "rt"),
+            net=int(os.environ.get("RPCTUI_RIG_NET", "201"))).up()
     try:
         yield r
     finally:

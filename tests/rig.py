@@ -45,6 +45,12 @@ class RigNode:
         """argv run inside this node's namespace (as is, in loopback mode)."""
         return ["ip", "netns", "exec", self.name, *argv] if self.name else list(argv)
 
+    def mounts_argv(self, argv: list[str]) -> list[str]:
+        """argv run in the mount namespace of the node's sshd, which is what its sessions see
+        (`ip netns exec` gives each command a mount namespace of its own)."""
+        assert self.sshd is not None
+        return ["nsenter", "-t", str(self.sshd.pid), "-m", *argv]
+
 
 @dataclass
 class Rig:

@@ -62,6 +62,8 @@ class Printer:
                 return f"note: {e.message}"
             case ev.ServiceStatus():
                 return f"service {e.state}: {e.message}"
+            case ev.ModelPush():
+                return _push_line(e)
             case ev.ServerReady():
                 return f"server {e.endpoint} on {e.node}: ready after {e.elapsed_s:.2f} s"
             case ev.ServerStarting() if e.transport == "ssh":
@@ -269,6 +271,40 @@ def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
                 pass
         stop_metrics()
     return code
+
+
+def push_headless(profile: Profile, verify: bool = False,
+                  stderr: TextIO = sys.stderr) -> ExitCode:
+    """``rpctui models push``: the model onto the nodes that need it."""
+    session = Session(profile, "models push", stderr, record=False)
+    failed: list[ev.ModelPush] = []
+
+    def emit(e: ev.Event) -> None:
+        if isinstance(e, ev.ModelPush) and e.state == "failed":
+            failed.append(e)
+        session.emit(e)
+
+    orch = Orchestrator(profile, emit)
+    code = _finished(session, lambda: orch.push_models(verify), stderr)
+    return ExitCode.FAILED if code == ExitCode.OK and failed else code
+
+
+def _push_line(e: ev.ModelPush) -> str:
+    size = f"{e.total_bytes / 2**20:.1f} MiB"
+    if e.state == "checking":
+        return ""
+    if e.state == "sending" and e.done_bytes and e.rate_bytes_per_s:
+        pct = 100 * e.done_bytes / max(e.total_bytes, 1)
+        return (f"push {e.node}: {e.path} {pct:5.1f}% of {size} at "
+                f"{e.rate_bytes_per_s / 1e6:.0f} MB/s ({e.how})")
+    if e.state == "sending":
+        return f"push {e.node}: {e.path} ({size}) sending" + (f": {e.message}" if e.message else "")
+    if e.state == "sent":
+        return (f"push {e.node}: {e.path} sent, {size} at {e.rate_bytes_per_s / 1e6:.0f} MB/s "
+                f"({e.how}), {e.message}")
+    if e.state == "skipped":
+        return f"push {e.node}: {e.path} skipped: {e.message}"
+    return f"error: push {e.node}: {e.path}: {e.message}"
 
 
 def plan_headless(profile: Profile, as_json: bool = False, apply: bool = False,

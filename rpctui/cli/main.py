@@ -1,4 +1,4 @@
-"""Command line: rpctui [PROFILE] | run | serve | check | links | tune | demo | build | plan |
+"""Command line: rpctui [PROFILE] | run | serve | models push | check | links | tune | demo | build | plan |
 explain | replay | validate | history | compare | report.
 
 Every error a user can cause ends in one message and a non-zero exit code
@@ -109,6 +109,15 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", metavar="FILE", help="write to FILE (Markdown: the charts as SVG "
                      "files beside it)")
 
+    models = sub.add_parser("models", help="models push PROFILE: copy job.model_source to the "
+                            "nodes that need it (resumable, verified by sha256, skipped where "
+                            "identical)")
+    models.add_argument("action", choices=("push",))
+    models.add_argument("profile")
+    models.add_argument("--verify", action="store_true",
+                        help="read every copy on the nodes again to compare hashes, rather than "
+                        "trust the .sha256 written beside a verified copy")
+
     hist = sub.add_parser("history", help="past runs: list and filter, show one, export, import",
                           description="Every run is kept in a SQLite database (rpctui history "
                           "path); llama.cpp's scripts/compare-llama-bench.py reads it as it is.")
@@ -218,6 +227,10 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
         from rpctui.cli.history import report_command
 
         return report_command(args.runs, args.format, args.out)
+    if args.command == "models":
+        from rpctui.cli.headless import push_headless
+
+        return push_headless(load_profile(args.profile), verify=args.verify)
     if args.command == "history":
         from rpctui.cli.history import history_command
 
@@ -308,7 +321,7 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
     return ExitCode.OK
 
 
-COMMANDS = ("run", "serve", "check", "links", "tune", "demo", "build", "plan", "explain", "replay",
+COMMANDS = ("run", "serve", "models", "check", "links", "tune", "demo", "build", "plan", "explain", "replay",
             "app", "validate", "history", "compare", "report")
 
 

@@ -173,7 +173,36 @@ class Orchestrator:
             if not node.is_local:
                 self.background.start(self._watch_connection(node, host),
                                       f"watching the connection to {node.label}")
+        if self.profile.job.push_model:
+            await self._push_to(node)
         self.caps[node.label] = await self._probe(node, host, bin_dirs)
+
+    async def _push_to(self, node: Node, verify: bool = False) -> None:
+        """The model files this node needs (job.model_source), before its probe looks."""
+        from rpctui.engine.push import Pusher, targets
+
+        for target, pairs in targets(self.profile):
+            if target.label == node.label and not await Pusher(
+                    self.profile, self.hosts, self.emit, verify).node(target, pairs):
+                raise UserError(f"the model could not be pushed to {node.label}",
+                                "see the push's lines above for why", ExitCode.FAILED)
+
+    async def push_models(self, verify: bool = False) -> ExitCode:
+        """`rpctui models push`: connect to the nodes that need the model and push it."""
+        from rpctui.engine.push import targets
+
+        try:
+            plan = targets(self.profile)
+            if not plan:
+                self.emit(ev.Notice(message="nothing to push: job.model_source is not set, or "
+                                    "the main node is this machine and reads it in place"))
+                return ExitCode.OK
+            for node, _ in plan:
+                self.hosts[node.label] = await self._connect(node)
+            await asyncio.gather(*(self._push_to(node, verify) for node, _ in plan))
+            return ExitCode.OK
+        finally:
+            await asyncio.shield(self.teardown())
 
     async def _watch_connection(self, node: Node, host: Host) -> None:
         """A node whose connection dies (SSH keepalives unanswered: its link, sshd or the

@@ -125,7 +125,7 @@ def check_main(profile: Profile, c: Capabilities, model: str) -> list[ev.Preflig
     if not info.get("exists"):
         issues.append(_issue(node.label, "model", f"model {model} not found on main node "
                              f"{node.label}", "fix job.model (a path on the main node), or copy "
-                             "the model there"))
+                             "the model there (job.model_source and rpctui models push)"))
     elif info.get("magic") != "GGUF":
         issues.append(_issue(node.label, "model", f"{model} on {node.label} is not a GGUF file",
                              "point job.model at a .gguf file (the first shard of a split model)"))

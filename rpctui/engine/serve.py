@@ -41,7 +41,7 @@ class Engine(Protocol):
     async def end_job(self) -> None: ...
     async def restart_servers(self, settings: dict[str, Any]) -> None: ...
 
-HEALTH_POLL_S = 0.5
+HEALTH_POLL_S = 0.1
 COMPLETION = {"prompt": "The quick brown fox", "n_predict": 8, "temperature": 0}
 
 

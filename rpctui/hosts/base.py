@@ -242,6 +242,16 @@ class Host(abc.ABC):
     async def open_stream(self, host: str, port: int) -> tuple[Any, Any]:
         """A TCP connection to host:port as this node sees it: (reader, writer) of bytes."""
 
+    def address(self) -> str | None:
+        """The node's address as this machine reaches it (its SSH peer); None for this one."""
+        return None
+
+    @abc.abstractmethod
+    async def send_file(self, local: Path, remote: str, offset: int,
+                        progress: Callable[[int], None]) -> None:
+        """Copy the local file into ``remote`` on this node from byte ``offset`` on (what is
+        before it stays); ``progress`` gets the bytes there so far."""
+
     async def wait_lost(self) -> str:
         """When the connection to this node is gone (never, for this machine): why."""
         await asyncio.Event().wait()

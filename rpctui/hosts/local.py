@@ -7,7 +7,8 @@ import contextlib
 import functools
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rpctui.hosts.base import READ_SIZE, ChunkReader, Completed, Host, Spawned, pid_or_exit
@@ -88,6 +89,10 @@ class LocalHost(Host):
     async def open_stream(self, host: str, port: int) -> tuple[Any, Any]:
         return await asyncio.wait_for(asyncio.open_connection(host, port), 5.0)
 
+    async def send_file(self, local: Path, remote: str, offset: int,
+                        progress: Callable[[int], None]) -> None:
+        await asyncio.to_thread(_copy_from, local, Path(remote), offset, progress)
+
     async def port_open(self, host: str, port: int) -> bool:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
@@ -103,3 +108,16 @@ class LocalHost(Host):
 
     async def close(self) -> None:
         return None
+
+
+def _copy_from(local: Path, remote: Path, offset: int, progress: Callable[[int], None]) -> None:
+    remote.parent.mkdir(parents=True, exist_ok=True)
+    with local.open("rb") as src, remote.open("r+b" if remote.exists() else "wb") as dst:
+        dst.truncate(offset)
+        src.seek(offset)
+        dst.seek(offset)
+        done = offset
+        while block := src.read(8 << 20):
+            dst.write(block)
+            done += len(block)
+            progress(done)

@@ -146,6 +146,15 @@ class Job:
 
     model: str = setting(None, "GGUF path on the main node (first shard of a split model), or "
                          "builtin:tiny for the generated test model", required=True)
+    model_source: str | None = setting(None, "a copy of the model on this machine (first shard "
+                                       "of a split one) that `rpctui models push` copies to "
+                                       "`model` on the nodes that need it")
+    push_model: bool = setting(False, "push model_source before every run (skipped, after a "
+                               "hash check, where the node has it already)")
+    push_over: str = setting("tcp", "how pushed models travel: \"tcp\" (a direct stream to a "
+                             "one-time listener, falling back to SSH) or \"ssh\" (SFTP on the "
+                             "SSH connection, encrypted); nodes with transport \"ssh\" always "
+                             "use SSH", check=_transport)
     kind: str = setting("bench", "bench, cli (one-shot), completion or server", check=_job_kind)
     ngl: int | None = setting(None, "layers to offload (-ngl); -1 or 999 for all")
     flash_attn: bool | None = setting(None, "flash attention on or off (-fa)")
@@ -185,8 +194,8 @@ class Job:
 
 #: Settings a sweep may not change: one model and job kind per run, and the servers' addresses
 #: (the --rpc list and every link stay the same from step to step).
-FIXED_JOB_KEYS = ("model", "kind", "server_port", "timeout_s", "restart_limit",
-                  "restart_backoff_s", "health_timeout_s")
+FIXED_JOB_KEYS = ("model", "model_source", "push_model", "push_over", "kind", "server_port", "timeout_s",
+                  "restart_limit", "restart_backoff_s", "health_timeout_s")
 FIXED_SERVER_KEYS = ("port", "bind")
 
 

@@ -625,3 +625,19 @@ class TuneFinished(Event):
     node_worth: tuple[tuple[str, float], ...] = ()
     written: str = ""  #: the profile the winner was written to
     seconds: float = 0.0
+
+
+# -- provisioning -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelPush(Event):
+    """`rpctui models push` (or a run with push_model): one model file to one node."""
+
+    node: str = ""
+    path: str = ""  #: where it goes on the node
+    state: Literal["checking", "skipped", "sending", "sent", "failed"] = "checking"
+    done_bytes: int = 0
+    total_bytes: int = 0
+    rate_bytes_per_s: float = 0.0
+    how: str = ""  #: "tcp" (a direct stream), "sftp" (over the SSH connection) or "copy"
+    message: str = ""
