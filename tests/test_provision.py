@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_namespaces, rig_profile, rpctui
-from tests.rig import Rig
+from tests.conftest import needs_namespaces, recorded_events, rig_profile, rpctui
+from tests.rig import Rig, node_toml
 
 pytestmark = [pytest.mark.rig, needs_namespaces]
 
@@ -125,3 +125,100 @@ def test_a_run_pushes_the_model_first_and_push_over_ssh_uses_sftp(clean_rig: Rig
     assert pushed.returncode == 0, pushed.stderr
     assert "(sftp), verified (sha256" in pushed.stderr, pushed.stderr
     assert same(model, dest)
+
+
+# -- warm tensor caches ---------------------------------------------------------------------
+
+
+def cache_profile(rig: Rig, bin_dir: str, model: str, path: Path, caches: Path, *,
+                  fill: bool, limit_gib: float | None = None) -> Path:
+    """n1 runs the job; n2 and n3 one server each, with the tensor cache on, each in its own
+    folder (LLAMA_CACHE: the rig's nodes share one filesystem)."""
+    parts = ['name = "cache"', "",
+             node_toml(rig, rig.nodes[0], name="n1", main=True, bin_dir=bin_dir, servers=[])]
+    for i in (1, 2):
+        server: dict[str, object] = {"port": 50052, "threads": 1, "cache": True,
+                                     "cache_fill": fill,
+                                     "env": {"LLAMA_CACHE": str(caches / f"n{i + 1}")}}
+        if limit_gib:
+            server["cache_limit_gib"] = limit_gib
+        parts.append(node_toml(rig, rig.nodes[i], name=f"n{i + 1}", main=False,
+                               bin_dir=bin_dir, servers=[server]))
+    parts.append(f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [32]\n'
+                 "gen_tokens = [8]\nrepetitions = 1\n")
+    path.write_text("\n".join(parts))
+    return path
+
+
+def loads(tmp_path: Path) -> dict[str, tuple[int, int, float]]:
+    """endpoint -> (bytes over the network, the server's model bytes, seconds) of the last
+    run's load."""
+    return {e["endpoint"]: (e["moved_bytes"], e["expected_bytes"], e["seconds"])
+            for e in recorded_events(tmp_path) if e["type"] == "LoadFinished" and e["endpoint"]}
+
+
+@pytest.mark.parametrize("flavour", ["mainline", "b6110", "ik"])
+def test_a_filled_cache_makes_the_first_load_send_hashes(clean_rig: Rig, bins, tmp_path: Path,
+                                                         flavour: str) -> None:
+    """The same first load twice, each into empty caches: as it is (every weight crosses the
+    network), then with cache_fill (the servers' caches filled from the node's copy first).
+    Filled, the bytes to each server are near zero: only the tensors under llama.cpp's 10 MiB
+    threshold still travel. A second filled run finds every tensor there and fills nothing."""
+    from rpctui.llama.tinymodel import ensure_model
+
+    wide = str(ensure_model("wide"))
+    cold = tmp_path / "cold"
+    warm = tmp_path / "warm"
+    for where, fill in ((cold, False), (warm, True)):
+        where.mkdir()
+        profile = cache_profile(clean_rig, bins[flavour], wide, where / "p.toml",
+                                where / "caches", fill=fill)
+        run = rpctui(where, "run", str(profile), timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+    before, after = loads(cold), loads(warm)
+    assert set(before) == set(after) and before  # ik puts this 2-layer model on one server
+    for ep, (moved, expected, seconds) in after.items():
+        print(f"{flavour} {ep}: {expected / 2**20:.0f} MiB; cold {before[ep][0] / 1e6:.1f} MB "
+              f"in {before[ep][2]:.2f} s, filled {moved / 1e6:.3f} MB in {seconds:.2f} s")
+        if expected:
+            assert before[ep][0] >= 0.9 * expected
+            assert moved < 0.01 * expected, (ep, moved, expected)
+    filled = [e for e in recorded_events(warm) if e["type"] == "CacheFilled"]
+    assert sum(e["filled"] for e in filled) == sum(e["tensors"] for e in filled) > 0
+    again = rpctui(warm, "run", str(warm / "p.toml"), timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    refills = [e for e in recorded_events(warm) if e["type"] == "CacheFilled"]
+    assert [e["filled"] for e in refills] == [0, 0]
+    assert [e["present"] for e in refills] == [e["tensors"] for e in refills]
+    assert clean_rig.leftovers() == {}
+
+
+def test_the_cache_is_kept_within_its_limit(clean_rig: Rig, bins, tmp_path: Path) -> None:
+    """cache_limit_gib: old files are pruned first (oldest first), and what still would not
+    fit is left for the load to send; the folder never passes the limit."""
+    from rpctui.llama.tinymodel import ensure_model
+
+    wide = str(ensure_model("wide"))
+    caches = tmp_path / "caches"
+    old = caches / "n2" / "rpc"
+    old.mkdir(parents=True)
+    for i in range(3):  # 3 x 64 MiB of an earlier model's tensors, old
+        junk = old / f"{i:016x}"
+        junk.write_bytes(b"\1" * (64 << 20))
+        os.utime(junk, (1_000_000 + i, 1_000_000 + i))
+    limit = 0.3  # GiB: n2's share of the model (432 MiB) does not fit
+    profile = cache_profile(clean_rig, bins["mainline"], wide, tmp_path / "p.toml", caches,
+                            fill=True, limit_gib=limit)
+    run = rpctui(tmp_path, "run", str(profile), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    n2, after = [e for e in recorded_events(tmp_path) if e["type"] == "CacheFilled"
+                 and e["node"] == "n2"]
+    assert n2["pruned_bytes"] == 3 * (64 << 20)
+    assert 0 < n2["filled"] < n2["tensors"]
+    assert "left out to stay within cache_limit_gib = 0.3" in n2["message"]
+    assert n2["cache_bytes"] <= limit * 2**30
+    # The load cached what the fill left out; after the job the folder is pruned back.
+    assert after["pruned_bytes"] > 0 and after["cache_bytes"] <= limit * 2**30
+    size = sum(p.stat().st_size for p in old.iterdir() if p.name != "rpctui-fill.json")
+    assert size <= limit * 2**30, size
+    assert f"cache {clean_rig.nodes[1].address}:50052 on n2:" in run.stderr

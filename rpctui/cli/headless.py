@@ -64,6 +64,17 @@ class Printer:
                 return f"service {e.state}: {e.message}"
             case ev.ModelPush():
                 return _push_line(e)
+            case ev.CacheFilled() if e.message.startswith("after the job"):
+                return (f"cache {e.endpoint} on {e.node}: {e.cache_bytes / 2**20:.0f} MiB after "
+                        f"the job" + (f", {e.pruned_bytes / 2**20:.0f} MiB pruned to its limit"
+                                      if e.pruned_bytes else ""))
+            case ev.CacheFilled():
+                pruned = (f", {e.pruned_bytes / 2**20:.0f} MiB pruned to its limit"
+                          if e.pruned_bytes else "")
+                return (f"cache {e.endpoint} on {e.node}: {e.present} of {e.tensors} tensors "
+                        f"were there, {e.filled} filled ({e.bytes / 2**20:.0f} MiB in "
+                        f"{e.seconds:.1f} s); {e.cache_bytes / 2**20:.0f} MiB in the cache"
+                        f"{pruned} ({e.message})")
             case ev.ServerReady():
                 return f"server {e.endpoint} on {e.node}: ready after {e.elapsed_s:.2f} s"
             case ev.ServerStarting() if e.transport == "ssh":

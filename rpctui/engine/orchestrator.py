@@ -463,6 +463,9 @@ class Orchestrator:
             await self.start_sampling()
         await self.start_servers()
         self.servers_started = True
+        from rpctui.engine.cachefill import fill_caches
+
+        await fill_caches(self)
 
     async def restart_servers(self, settings: dict[str, Any]) -> None:
         """Stop every rpc-server and start them again with these settings (a sweep step's)."""
@@ -511,6 +514,9 @@ class Orchestrator:
                     await self.restart_servers(setup.servers)
                 rc = await self.run_job(step, n, setup)
                 await self.settle()
+                from rpctui.engine.cachefill import prune_caches
+
+                await prune_caches(self)
                 if rc != 0 and n == 0 and len(steps) > 1:
                     # The local baseline: a model too big for the main node alone is why one
                     # uses RPC. The steps with servers still run, without ratios.

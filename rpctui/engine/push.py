@@ -51,7 +51,8 @@ class Copy:
 
 
 def targets(profile: Profile) -> list[tuple[Node, list[tuple[Path, str]]]]:
-    """Which node gets which files: (node, [(source here, path there)])."""
+    """Which node gets which files: (node, [(source here, path there)]): the main node, and
+    nodes whose servers fill their tensor cache from a local copy (cache_fill)."""
     job = profile.job
     if not job.model_source:
         return []
@@ -65,11 +66,11 @@ def targets(profile: Profile) -> list[tuple[Node, list[tuple[Path, str]]]]:
         if not src.is_file():
             raise UserError(f"model source {src} does not exist on this machine",
                             "fix job.model_source in the profile", ExitCode.USAGE)
-    main = profile.main_node
     pairs = list(zip(sources, dests, strict=True))
-    if main.is_local and all(src.resolve() == Path(d).resolve() for src, d in pairs):
-        return []
-    return [(main, pairs)]
+    here = all(src.resolve() == Path(d).resolve() for src, d in pairs)
+    return [(node, pairs) for node in profile.nodes
+            if (node.main or any(s.cache_fill for s in node.servers))
+            and not (node.is_local and here)]
 
 
 def local_sha256(path: Path) -> str:

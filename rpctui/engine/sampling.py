@@ -71,6 +71,10 @@ def sample_event(node: str, t: float, data: dict[str, Any]) -> ev.NodeSample:
     )
 
 
+#: marks of fresh_reading(), far above the token profiler's (which count from 1)
+FRESH_MARKS = 1 << 40
+
+
 class Sampler:
     """One node's sampler process and the task that reads it."""
 
@@ -91,6 +95,8 @@ class Sampler:
         self.oom_reply: asyncio.Future[dict[str, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
         self.errors = ""
+        self._fresh: dict[int, asyncio.Future[None]] = {}
+        self._next_fresh = FRESH_MARKS
 
     async def start(self) -> None:
         source = sampler_source(self.interval_s, self.sysfs, self.threads)
@@ -117,6 +123,21 @@ class Sampler:
         """A reading at once; ``mark`` > 0 comes back in its NodeSample.marks."""
         if self.spawned:
             await self.spawned.write(f"now {mark}\n".encode() if mark else b"now\n")
+
+    async def fresh_reading(self, timeout_s: float = 2.0) -> None:
+        """A reading at once, returning once its NodeSample has been emitted (or after
+        timeout_s): what came before it is counted before whatever starts next."""
+        if not self.spawned:
+            return
+        mark = self._next_fresh
+        self._next_fresh += 1
+        self._fresh[mark] = asyncio.get_running_loop().create_future()
+        await self.sample_now(mark)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(self._fresh[mark], timeout_s)
+        finally:
+            self._fresh.pop(mark, None)
 
     async def kernel_oom(self, pids: list[int]) -> dict[str, Any]:
         """Ask the node's kernel log whether the OOM killer took one of these PIDs."""
@@ -149,6 +170,10 @@ class Sampler:
                         self.oom_reply.set_result(data["oom"])
                 else:
                     self.emit(sample_event(self.node, self.now(), data))
+                    for mark in data.get("marks") or ():
+                        waiting = self._fresh.get(mark)
+                        if waiting is not None and not waiting.done():
+                            waiting.set_result(None)
 
     async def stop(self) -> None:
         """Close its stdin (it exits on EOF) and wait for the reader."""

@@ -74,6 +74,7 @@ class ServerWatch:
         self.orch = orch
         self.counts = counts
         self.tail: deque[str] = deque(maxlen=20)
+        self.cache_dir: str | None = None  #: its tensor cache, as its banner names it
         self.exited = asyncio.Event()
         self.rc: int | None = None
         self._task: asyncio.Task[None] | None = None
@@ -111,6 +112,7 @@ class ServerWatch:
         protocol = logs.banner_protocol(line)
         cache = logs.banner_cache(line)
         if cache:
+            self.cache_dir = cache
             sampler = self.orch.samplers.get(self.node)
             pgid = self.spawned.pgid
             if sampler and pgid:

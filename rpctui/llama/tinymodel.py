@@ -69,6 +69,9 @@ BUILTIN: dict[str, TinySpec] = {
     "tiny-mla": TinySpec(layers=6, ff=512, kv_heads=1, experts=4, arch="deepseek2"),
     "tiny-split": TinySpec(split_tensors=30),  # three shards
     "tiny-swa": TinySpec(arch="gemma3", sliding_window=64, tied_embeddings=True),
+    # every weight matrix above llama.cpp's 10 MiB tensor-cache threshold (830 MB): what an
+    # rpc-server's cache (-c) holds, for the cache-fill tests and benchmarks
+    "wide": TinySpec(layers=2, embd=3072, ff=8192, heads=24, kv_heads=24),
 }
 
 

@@ -23,6 +23,7 @@ class Tensor:
     offset: int = 0  #: where its data starts in its shard's data section
     shard: int = 0
     ttype: int = 0  #: its ggml type (GGMLQuantizationType)
+    data_start: int = 0  #: where its shard's data section starts: the data is at data_start + offset
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
                                      f"which ggml does not have") from None
             end = max(end, header.data_start + offset + nbytes)
             tensors.append(Tensor(name, nbytes, int(m.group(1)) if m else None, tuple(dims),
-                                  offset, i, ttype))
+                                  offset, i, ttype, header.data_start))
         size = (sizes or {}).get(shard) if opener else shard.stat().st_size
         if size is not None and size < end:
             raise ModelFileError(f"{shard} is cut short: its tensors end at byte {end}, the "

@@ -57,6 +57,8 @@ class Placement:
     #: estimated compute buffers (see rpctui.plan.compute); "CPU" is the main node's
     compute: dict[str, int] = field(default_factory=dict)
     pipeline: bool = False  #: mainline's pipeline parallelism (larger compute buffers)
+    #: the tensors each buffer receives (what a client sends a server, for its cache)
+    tensors: dict[str, list[Tensor]] = field(default_factory=dict)
 
     def mib(self, kind: str = "model") -> dict[str, float]:
         return {k: v / MIB for k, v in getattr(self, kind).items()}
@@ -166,6 +168,7 @@ def fill(model: ModelInfo, layer_device: dict[int, str],
     def add(where: str, t: Tensor) -> None:
         key = "CPU_Mapped" if where == "CPU" else where
         out.model[key] = out.model.get(key, 0) + alloc_bytes(t, (backends or {}).get(key, "cpu"))
+        out.tensors.setdefault(key, []).append(t)
         if key == "CPU_Mapped":
             first, last = mapped.get(t.shard, (t.offset, t.offset + t.n_bytes))
             mapped[t.shard] = (min(first, t.offset), max(last, t.offset + t.n_bytes))

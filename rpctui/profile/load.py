@@ -321,6 +321,11 @@ def _resolve_transport(profile: Profile, problems: list[Problem]) -> Profile:
                     problems.append(Problem(("nodes", i, "servers", j, "bind"), (
                         f"with transport \"ssh\" a server binds 127.0.0.1 on its node (the SSH "
                         f"forward reaches it there); remove bind = {server.bind!r}")))
+        for j, server in enumerate(node.servers):
+            if server.cache_fill and not server.cache:
+                problems.append(Problem(("nodes", i, "servers", j, "cache_fill"), (
+                    "cache_fill fills the server's tensor cache, which it keeps only with "
+                    "cache = true: set cache = true")))
         nodes.append(dataclasses.replace(node, transport=transport, tunnel=tunnel))
     return dataclasses.replace(profile, nodes=nodes)
 

@@ -75,6 +75,12 @@ class Server:
                                  factory=list)
     threads: int | None = setting(None, "CPU threads (-t)", check=_positive)
     cache: bool = setting(False, "keep received tensors in the local file cache (-c)")
+    cache_fill: bool = setting(False, "with cache: fill the cache before the job from a copy of "
+                               "the model on this node (job.model's path there; `rpctui models "
+                               "push` puts it), so the first load sends hashes, not weights")
+    cache_limit_gib: float | None = setting(None, "with cache: keep the cache directory under "
+                                            "this size (the oldest files go first)",
+                                            check=_positive)
     memory_mib: int | None = setting(None, "memory budget in MiB: passed as -m where the build has "
                                      "it (it only steers the default split)", check=_positive)
     address_space_limit_mib: int | None = setting(

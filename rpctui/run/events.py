@@ -641,3 +641,20 @@ class ModelPush(Event):
     rate_bytes_per_s: float = 0.0
     how: str = ""  #: "tcp" (a direct stream), "sftp" (over the SSH connection) or "copy"
     message: str = ""
+
+
+@dataclass(frozen=True)
+class CacheFilled(Event):
+    """A server's tensor cache filled from a copy of the model on its node (cache_fill), and
+    kept within its limit (cache_limit_gib)."""
+
+    node: str = ""
+    endpoint: str = ""
+    tensors: int = 0  #: the tensors the client will send it that the cache can hold
+    present: int = 0  #: of those, already in its cache
+    filled: int = 0  #: written now
+    bytes: int = 0  #: written now
+    seconds: float = 0.0
+    cache_bytes: int = 0  #: the cache folder's size after
+    pruned_bytes: int = 0  #: removed to keep it within its limit
+    message: str = ""

@@ -1,0 +1,152 @@
+"""Warm tensor caches: fill each `cache_fill` server's cache from the model copy on its node.
+
+An rpc-server started with -c keeps every weight tensor above llama.cpp's 10 MiB threshold a
+client sends it in a file named by the data's FNV-1a hash; a later client sends the hash and
+the weights stay where they are. The first load still sends everything over the network.
+Here, before the job, the cache-fill agent (hosts/agents/cachefill.py) on the server's node
+sends the server, over that node's loopback, exactly the tensors the planner says the client
+will send it, from the node's own copy of the model: the server writes the files itself, so
+their names and contents are its own. The first load then finds them (see docs/PERFORMANCE.md
+for what it saves). Servers with cache_limit_gib are pruned to it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rpctui.errors import ExitCode, UserError
+from rpctui.hosts.base import LineSplitter, agent_argv, agent_source
+from rpctui.llama import argv as largv
+from rpctui.plan.gguf import shards
+from rpctui.profile.schema import Node, Server, endpoint
+from rpctui.run import events as ev
+
+if TYPE_CHECKING:
+    from rpctui.engine.sampling import Sampler
+    from rpctui.engine.servers import ServerWatch
+    from rpctui.hosts.base import Host
+    from rpctui.llama.caps import Capabilities
+    from rpctui.plan.plan import Plan
+    from rpctui.profile.schema import Profile
+
+
+class Engine(Protocol):
+    """What the fill uses of the engine that runs it (the Orchestrator is one)."""
+
+    @property
+    def profile(self) -> Profile: ...
+    @property
+    def hosts(self) -> Mapping[str, Host]: ...
+    @property
+    def caps(self) -> Mapping[str, Capabilities]: ...
+    @property
+    def watches(self) -> Mapping[str, ServerWatch]: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def samplers(self) -> Mapping[str, Sampler]: ...
+
+    def emit(self, event: ev.Event) -> None: ...
+    async def make_plan(self, experts_on: list[str] | None = None) -> Plan: ...
+
+_AGENT = Path(__file__).resolve().parent.parent / "hosts" / "agents" / "cachefill.py"
+#: llama.cpp sends a tensor's hash first only above this size (HASH_THRESHOLD, every flavour)
+HASH_THRESHOLD = 10 * 1024 * 1024
+BANNER_WAIT_S = 5.0
+
+
+async def fill_caches(orch: Engine) -> None:
+    """Fill (and prune) every server that asks for it, nodes in parallel."""
+    wanted = [(n, s) for n, s in orch.profile.servers()
+              if s.cache and (s.cache_fill or s.cache_limit_gib)]
+    if not wanted:
+        return
+    plan = await orch.make_plan() if any(s.cache_fill for _, s in wanted) else None
+    main = orch.caps[orch.profile.main_node.label]
+    jobs = []
+    for node, server in wanted:
+        tensors: list[list[Any]] = []
+        if plan is not None and server.cache_fill:
+            ep = endpoint(node, server)
+            names = [largv.rpc_buffer(main, ep, i) for i in range(max(1, len(server.devices)))]
+            files = [str(p) for p in shards(orch.model)]
+            tensors = [[t.name, files[t.shard], t.data_start + t.offset, t.n_bytes]
+                       for name in names for t in plan.placement.tensors.get(name, [])
+                       if t.n_bytes > HASH_THRESHOLD]
+        jobs.append(_fill(orch, node, server, tensors))
+    await asyncio.gather(*jobs)
+    # A reading now: the fill's bytes (the node's loopback, the server's port) stay out of
+    # the load that the job's first reading starts counting from.
+    await asyncio.gather(*(sampler.fresh_reading() for sampler in orch.samplers.values()))
+
+
+async def prune_caches(orch: Engine) -> None:
+    """After a job: the load cached what the fill left out; bring each limited cache back
+    within its cache_limit_gib."""
+    await asyncio.gather(*(_fill(orch, n, s, [], after_job=True) for n, s in orch.profile.servers()
+                           if s.cache and s.cache_limit_gib and endpoint(n, s) in orch.watches))
+
+
+async def _fill(orch: Engine, node: Node, server: Server, tensors: list[list[Any]],
+                after_job: bool = False) -> None:
+    ep = endpoint(node, server)
+    watch = orch.watches[ep]
+    for _ in range(int(BANNER_WAIT_S / 0.05)):
+        if watch.cache_dir:
+            break
+        await asyncio.sleep(0.05)
+    if not watch.cache_dir:
+        raise UserError(f"server {ep} on {node.label} did not say where its tensor cache is",
+                        "check that this build's rpc-server has -c (cache = true)",
+                        ExitCode.FAILED)
+    protocol = orch.caps[node.label].protocol or "0"
+    major = int(protocol.split(".")[0]) if protocol.split(".")[0].isdigit() else 0
+    if major not in (2, 3, 7):
+        raise UserError(f"server {ep} on {node.label} speaks RPC protocol {protocol}, which "
+                        "rpctui's cache fill does not know", "remove cache_fill for it, or use "
+                        "a flavour rpctui builds (mainline, b6110, ik)", ExitCode.USAGE)
+    host = orch.hosts[node.label]
+    address = "127.0.0.1" if server.bind == "0.0.0.0" else server.bind
+    config = {"cache_dir": watch.cache_dir, "tensors": tensors, "host": address,
+              "port": server.port, "protocol": major,
+              "limit": int(server.cache_limit_gib * 2**30) if server.cache_limit_gib else None}
+    source = agent_source(_AGENT, config)
+    spawned = await host.spawn(agent_argv(node.python, source, "rpctui-cachefill"),
+                               launched=False)
+    await spawned.write(source)
+    split = LineSplitter()
+    result: dict[str, Any] = {}
+    errors = ""
+    async for stream, text in spawned.chunks():
+        if stream != "stdout":
+            errors += text
+            continue
+        for line in split.feed(text):
+            with contextlib.suppress(ValueError):
+                data = json.loads(line)
+                if isinstance(data, dict) and ("filled" in data or "error" in data):
+                    result = data
+    await spawned.wait()
+    if "error" in result or not result:
+        why = result.get("error") or (errors.strip().splitlines() or ["no answer"])[-1]
+        raise UserError(f"filling the tensor cache of {ep} on {node.label} failed: {why}",
+                        f"check that job.model ({orch.model}) is on {node.label} (rpctui models "
+                        "push puts it there) and that the cache folder has room", ExitCode.FAILED)
+    unnamed = result.get("unnamed") or []
+    note = (f"; {len(unnamed)} tensors were sent but no cache file appeared for them"
+            if unnamed else "")
+    if result.get("over_limit"):
+        note += (f"; {result['over_limit']} tensors left out to stay within "
+                 f"cache_limit_gib = {server.cache_limit_gib:g} (the load sends them)")
+    orch.emit(ev.CacheFilled(node=node.label, endpoint=ep, tensors=len(tensors),
+                             present=int(result["present"]), filled=int(result["filled"]),
+                             bytes=int(result["bytes"]), seconds=float(result["seconds"]),
+                             cache_bytes=int(result["cache_bytes"]),
+                             pruned_bytes=int(result.get("pruned_bytes") or 0),
+                             message=("after the job: " if after_job else "")
+                             + f"cache {watch.cache_dir}{note}"))
