@@ -4,6 +4,7 @@ is too small, and pushed by a run that asks for it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -222,3 +223,77 @@ def test_the_cache_is_kept_within_its_limit(clean_rig: Rig, bins, tmp_path: Path
     size = sum(p.stat().st_size for p in old.iterdir() if p.name != "rpctui-fill.json")
     assert size <= limit * 2**30, size
     assert f"cache {clean_rig.nodes[1].address}:50052 on n2:" in run.stderr
+
+
+# -- llama.cpp on every node ----------------------------------------------------------------
+
+
+def build_profile(rig: Rig, path: Path, model: str, builds: dict[int, str],
+                  python: str = "/usr/bin/python3") -> Path:
+    """One server per node; node i either builds (build = mainline, its own build_dir) or
+    uses the binaries in ``builds[i]`` (a bin_dir)."""
+    parts = ['name = "provision"', ""]
+    for i, node in enumerate(rig.nodes[:3]):
+        text = node_toml(rig, node, name=f"n{i + 1}", main=i == 0, bin_dir="BIN",
+                         servers=[{"port": 50052, "threads": 1}])
+        where = builds.get(i)
+        if where is None or where.startswith("build:"):
+            text = text.replace('bin_dir = "BIN"', f'build = "mainline"\nbuild_dir = '
+                                f'"{path.parent / "nodes" / f"n{i + 1}"}"')
+        else:
+            text = text.replace('bin_dir = "BIN"', f'bin_dir = "{where}"')
+        # The nodes compile with this machine's ccache: objects its own builds made are hits.
+        ccache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccache"
+        text = text.replace('python = "/usr/bin/python3"', f'python = "{python}"\n'
+                            f'env = {{ CCACHE_DIR = "{ccache}" }}')
+        parts.append(text)
+    parts.append(f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [32]\n'
+                 "gen_tokens = [8]\nrepetitions = 1\n")
+    path.write_text("\n".join(parts))
+    return path
+
+
+def test_build_puts_one_llama_cpp_on_every_node(clean_rig: Rig, bins, model,
+                                                tmp_path: Path) -> None:
+    """n3 runs seed-era b6110 from its own bin_dir: check refuses the mix. With build =
+    "mainline" on every node (each its own build_dir, none built yet), `rpctui build`
+    builds on n1 and copies to n2 and n3 (one class: same machine); check then passes, and
+    running build again changes nothing."""
+    mixed = build_profile(clean_rig, tmp_path / "mixed.toml", model, {0: bins["mainline"],
+                                                                        1: bins["mainline"],
+                                                                        2: bins["b6110"]})
+    refused = rpctui(tmp_path, "check", str(mixed))
+    assert refused.returncode == 3 and "n3" in refused.stderr, refused.stderr
+    same = build_profile(clean_rig, tmp_path / "same.toml", model, {})
+    built = rpctui(tmp_path, "build", str(same), timeout=1800)
+    assert built.returncode == 0, built.stderr[-3000:]
+    err = built.stderr
+    assert "build n1: mainline built in" in err and "build n1: building mainline for cpu: step" in err
+    assert "build n2: mainline copied from n1" in err and "build n3: mainline copied from n1" in err
+    assert "build 11312 (0c1e570) for cpu" in err
+    for i in (1, 2, 3):
+        record = json.loads((tmp_path / "nodes" / f"n{i}" / "mainline" / "BUILD.json").read_text())
+        assert record["number"] == 11312 and record["backend"] == "cpu"
+    checked = rpctui(tmp_path, "check", str(same))
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert checked.stderr.count("mainline build 0c1e570 (11312)") == 3
+    again = rpctui(tmp_path, "build", str(same))
+    assert again.returncode == 0 and again.stderr.count("mainline up to date") == 3, again.stderr
+
+
+def test_build_names_the_packages_a_node_lacks(clean_rig: Rig, model, tmp_path: Path) -> None:
+    """A node whose PATH has no cmake, ninja, make or compiler: the build fails naming them and
+    the Debian packages that bring them; nothing is built or sent."""
+    python = tmp_path / "bare-python"
+    python.write_text("#!/bin/sh\nPATH=/nonexistent exec /usr/bin/python3 \"$@\"\n")
+    python.chmod(0o755)
+    profile = build_profile(clean_rig, tmp_path / "p.toml", model, {}, python=str(python))
+    result = rpctui(tmp_path, "build", str(profile))
+    assert result.returncode == 1, result.stderr
+    assert "node n1 cannot build llama.cpp for cpu: it has no cmake, ninja, c++" in result.stderr
+    release = dict(line.split("=", 1) for line in
+                   Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    name = release.get("PRETTY_NAME", "").strip('"')
+    assert f"fix: install them ({name}): sudo apt-get install cmake ninja-build g++" \
+        in result.stderr, result.stderr
+    assert not (tmp_path / "nodes" / "n1" / "sdist").exists()

@@ -64,6 +64,16 @@ class Printer:
                 return f"service {e.state}: {e.message}"
             case ev.ModelPush():
                 return _push_line(e)
+            case ev.BuildProgress() if e.total:
+                return f"build {e.node}: {e.message}: step {e.step}/{e.total}"
+            case ev.BuildProgress():
+                return f"build {e.node}: {e.message}"
+            case ev.NodeBuilt():
+                rec = dict(e.record)
+                took = f" in {e.seconds:.0f} s" if e.seconds else ""
+                return (f"build {e.node}: {e.flavour} {e.how}{took}: build {rec.get('number')} "
+                        f"({rec.get('commit')}) for {e.backend}, {rec.get('compiler')}, "
+                        f"{rec.get('arch')} {rec.get('libc')}; in {e.message}")
             case ev.CacheFilled() if e.message.startswith("after the job"):
                 return (f"cache {e.endpoint} on {e.node}: {e.cache_bytes / 2**20:.0f} MiB after "
                         f"the job" + (f", {e.pruned_bytes / 2**20:.0f} MiB pruned to its limit"
@@ -282,6 +292,13 @@ def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
                 pass
         stop_metrics()
     return code
+
+
+def build_headless(profile: Profile, stderr: TextIO = sys.stderr) -> ExitCode:
+    """``rpctui build PROFILE``: llama.cpp on every node that says build = FLAVOUR."""
+    session = Session(profile, "build", stderr, record=False)
+    orch = Orchestrator(profile, session.emit)
+    return _finished(session, orch.build_nodes, stderr)
 
 
 def push_headless(profile: Profile, verify: bool = False,

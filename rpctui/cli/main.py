@@ -49,9 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--flavour", default=None, help="llama.cpp flavour to build and use")
     demo.add_argument("--format", choices=("md", "json", "csv"), default="md")
 
-    build = sub.add_parser("build", help="build llama.cpp (RPC on) into rpctui's cache")
+    build = sub.add_parser("build", help="build llama.cpp (RPC on) into rpctui's cache, or "
+                           "with a PROFILE on each of its nodes that says build = FLAVOUR")
     build.add_argument("flavours", nargs="*", default=["mainline"],
-                       help="mainline, b6110, ik, or all")
+                       help="mainline, b6110, ik, or all; or one profile (.toml)")
 
     plan = sub.add_parser("plan", help="predict where every layer lands and whether it fits")
     plan.add_argument("profile")
@@ -210,6 +211,10 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
             print(f"{path}: ok")
         return ExitCode.OK
     if args.command == "build":
+        if len(args.flavours) == 1 and args.flavours[0].endswith(".toml"):
+            from rpctui.cli.headless import build_headless
+
+            return build_headless(load_profile(args.flavours[0]))
         return _build(args.flavours)
     if args.command == "compare":
         from rpctui.history import db

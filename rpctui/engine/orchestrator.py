@@ -187,6 +187,30 @@ class Orchestrator:
                 raise UserError(f"the model could not be pushed to {node.label}",
                                 "see the push's lines above for why", ExitCode.FAILED)
 
+    async def build_nodes(self, jobs: int | None = None) -> ExitCode:
+        """`rpctui build PROFILE`: the profile's llama.cpp built (or copied) on its nodes."""
+        from rpctui.engine.provision import Builder
+
+        try:
+            nodes = [n for n in self.profile.nodes if n.build]
+            hosts = await asyncio.gather(*(self._connect(n) for n in nodes),
+                                         return_exceptions=True)
+            failed = False
+            for node, host in zip(nodes, hosts, strict=True):
+                if isinstance(host, UserError):
+                    self.emit(ev.NodeFailed(node=node.label, message=host.message, fix=host.fix))
+                    failed = True
+                elif isinstance(host, BaseException):
+                    raise host
+                else:
+                    self.hosts[node.label] = host
+            if failed:
+                return ExitCode.PREFLIGHT
+            ok = await Builder(self.profile, self.hosts, self.emit, jobs).run()
+            return ExitCode.OK if ok else ExitCode.FAILED
+        finally:
+            await asyncio.shield(self.teardown())
+
     async def push_models(self, verify: bool = False) -> ExitCode:
         """`rpctui models push`: connect to the nodes that need the model and push it."""
         from rpctui.engine.push import targets

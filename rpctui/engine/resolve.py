@@ -15,6 +15,10 @@ async def resolve_bin_dirs(node: Node, progress: Callable[[str, float | None], N
     """The directories to search for binaries on a node; builds rpctui's own when asked."""
     if node.bin_dir:
         return [node.bin_dir]
+    if node.build and not node.is_local:
+        from rpctui.engine.provision import node_bin_dir
+
+        return [node_bin_dir(node)]  # what `rpctui build PROFILE` installed there
     if node.build:
         from rpctui.llama.build import ensure_build
 

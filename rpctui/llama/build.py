@@ -100,8 +100,9 @@ BASE_CMAKE = (
     "-DLLAMA_USE_PREBUILT_UI=OFF",
 )
 
-#: The file ik-llama-cpp-python's sdist leaves out; it only writes build-info.cpp.
-_IK_BUILD_INFO = """\
+#: The file ik-llama-cpp-python's sdist leaves out; it only writes build-info.cpp (written
+#: here for local builds, by the build agent on nodes).
+BUILD_INFO_TEMPLATE = """\
 set(BUILD_NUMBER {number})
 set(BUILD_COMMIT "{commit}")
 set(BUILD_COMPILER "${{CMAKE_C_COMPILER_ID}} ${{CMAKE_C_COMPILER_VERSION}}")
@@ -267,7 +268,7 @@ def _unpacked_source(flavour: Flavour, report: Progress) -> Path:
     gen = tree / "common" / "cmake" / "build-info-gen-cpp.cmake"
     if (tree / "common" / "build-info.cpp.in").is_file() and not gen.is_file():
         gen.parent.mkdir(parents=True, exist_ok=True)
-        gen.write_text(_IK_BUILD_INFO.format(
+        gen.write_text(BUILD_INFO_TEMPLATE.format(
             number=flavour.build_number, commit=flavour.build_commit,
             target=f"{os.uname().machine}-linux-gnu", common=tree / "common",
         ))

@@ -164,10 +164,6 @@ def _cross_checks(profile: Profile) -> list[Problem]:
                                     f"node name {node.label!r} is used twice; give each node "
                                     f"a distinct name"))
         names.setdefault(node.label, i)
-        if node.build and not node.is_local:
-            problems.append(Problem(("nodes", i, "build"),
-                                    "build works on host = \"local\" only; set bin_dir for a remote "
-                                    "node"))
         if node.build and node.bin_dir:
             problems.append(Problem(("nodes", i, "build"), "set build or bin_dir, not both"))
         for j, server in enumerate(node.servers):

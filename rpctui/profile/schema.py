@@ -52,6 +52,10 @@ def _transport(v: str) -> str | None:
     return None if v in TRANSPORTS else f"must be one of: {', '.join(TRANSPORTS)}"
 
 
+def _backend(v: str) -> str | None:
+    return None if v in ("cpu", "cuda", "vulkan", "rocm") else "must be cpu, cuda, vulkan or rocm"
+
+
 def _job_kind(v: str) -> str | None:
     return None if v in JOB_KINDS else f"must be one of: {', '.join(JOB_KINDS)}"
 
@@ -110,7 +114,13 @@ class Node:
     bin_dir: str | None = setting(None, "directory holding the llama.cpp binaries "
                                   "(default: PATH on the node)")
     build: str | None = setting(None, "use rpctui's own llama.cpp build of this flavour "
-                                "(mainline, b6110, ik); local nodes only")
+                                "(mainline, b6110, ik): built here for this machine, and for "
+                                "other nodes by `rpctui build PROFILE` into build_dir there")
+    build_dir: str | None = setting(None, "where `rpctui build PROFILE` builds and installs "
+                                    "llama.cpp on this node (default ~/.cache/rpctui/llama)")
+    backend: str | None = setting(None, "what `rpctui build PROFILE` builds for on this node: "
+                                  "cpu, cuda, vulkan or rocm (default: its servers' devices, "
+                                  "else its drivers)", check=_backend)
     python: str = setting("python3", "Python on the node, for probes and the sampler")
     connect_timeout_s: float = setting(10.0, "seconds to wait for the SSH connection",
                                        check=_positive)

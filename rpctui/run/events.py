@@ -658,3 +658,28 @@ class CacheFilled(Event):
     cache_bytes: int = 0  #: the cache folder's size after
     pruned_bytes: int = 0  #: removed to keep it within its limit
     message: str = ""
+
+
+@dataclass(frozen=True)
+class BuildProgress(Event):
+    """`rpctui build PROFILE`: a step of one node's build."""
+
+    node: str = ""
+    step: int = 0
+    total: int = 0  #: 0 while not known
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class NodeBuilt(Event):
+    """`rpctui build PROFILE`: a node has its build (built there, copied, or there already)."""
+
+    node: str = ""
+    flavour: str = ""
+    key: str = ""
+    how: str = ""  #: "built", "copied from NODE" or "up to date"
+    backend: str = ""
+    #: what the build records (commit, number, backend, compiler, arch, libc, version)
+    record: tuple[tuple[str, str], ...] = ()
+    seconds: float = 0.0
+    message: str = ""  #: where it is

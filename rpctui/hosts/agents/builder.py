@@ -1,0 +1,188 @@
+# rpctui build agent: sent to a node over SSH, run by its python3 (standard library only).
+# Builds llama.cpp on the node from the pinned sdist rpctui sent there, by CONFIG["role"]:
+#   inspect: print one JSON object: the machine (architecture, C library, distribution), the
+#            build tools it has (cmake, ninja, make, a C++ compiler, ccache, and glslc / the
+#            Vulkan headers, nvcc, hipcc for GPU backends), its GPU driver, the free disk under
+#            CONFIG["build_dir"], and which of CONFIG["keys"] are installed there already.
+#   build:   unpack CONFIG["sdist"] (once), configure with CONFIG["cmake"], build the targets
+#            with ninja (or make), printing {"step": [k, n]} as it goes, then install the
+#            binaries into BUILD_DIR/KEY/bin with BUILD.json and point BUILD_DIR/FLAVOUR at it.
+#            An interrupted build resumes: the source and the build tree stay under BUILD_DIR.
+#            CONFIG["env"] (the node's env in the profile) joins the build's environment.
+#            Ends with {"done": {...}} or {"error": ..., "log": [last lines]}.
+# CONFIG is prepended by the sender.
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+cfg = CONFIG  # noqa: F821 - the sender puts CONFIG before this source
+BUILD_DIR = os.path.expanduser(cfg["build_dir"])
+
+
+def say(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def os_release():
+    out = {}
+    try:
+        with open("/etc/os-release") as fh:
+            for line in fh:
+                k, _, v = line.strip().partition("=")
+                out[k] = v.strip('"')
+    except OSError:
+        pass
+    return out
+
+
+def version_of(argv):
+    try:
+        text = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (text.strip().splitlines() or [""])[0]
+
+
+def inspect():
+    rel = os_release()
+    tools = {name: shutil.which(name) for name in
+             ("cmake", "ninja", "make", "c++", "g++", "clang++", "cc", "ccache", "glslc",
+              "nvcc", "hipcc", "nvidia-smi", "tar")}
+    if not tools["nvcc"] and os.path.isfile("/usr/local/cuda/bin/nvcc"):
+        tools["nvcc"] = "/usr/local/cuda/bin/nvcc"
+    driver = ""
+    if tools["nvidia-smi"]:
+        driver = version_of(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    installed = {}
+    for key in cfg.get("keys", []):
+        try:
+            with open(os.path.join(BUILD_DIR, key, "BUILD.json")) as fh:
+                installed[key] = json.load(fh)
+        except (OSError, ValueError):
+            pass
+    folder = BUILD_DIR
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder) or "/"
+    st = os.statvfs(folder)
+    compiler = tools["c++"] or tools["g++"] or tools["clang++"]
+    say({"arch": platform.machine(), "libc": "-".join(platform.libc_ver()),
+         "os": rel.get("ID", ""), "os_like": rel.get("ID_LIKE", ""),
+         "os_name": rel.get("PRETTY_NAME", ""), "tools": tools,
+         "compiler": version_of([compiler, "--version"]) if compiler else "",
+         "vulkan_headers": os.path.isfile("/usr/include/vulkan/vulkan.h"),
+         "rocm": os.path.isdir("/opt/rocm"), "driver": driver,
+         "free": st.f_bavail * st.f_frsize, "build_dir": BUILD_DIR, "installed": installed})
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read().splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def build():
+    key, flavour = cfg["key"], cfg["flavour"]
+    src_root = os.path.join(BUILD_DIR, "src", cfg["stem"])
+    tree = os.path.join(src_root, cfg["vendor"])
+    if not os.path.isfile(os.path.join(src_root, ".unpacked")):
+        say({"status": "unpacking the sources"})
+        shutil.rmtree(src_root, ignore_errors=True)
+        os.makedirs(os.path.dirname(src_root), exist_ok=True)
+        with tarfile.open(os.path.expanduser(cfg["sdist"])) as tar:
+            try:
+                tar.extractall(os.path.dirname(src_root), filter="data")
+            except TypeError:  # Python before 3.12 and without the backported filter
+                tar.extractall(os.path.dirname(src_root))
+        if cfg.get("build_info"):
+            common = os.path.join(tree, "common")
+            gen = os.path.join(common, "cmake", "build-info-gen-cpp.cmake")
+            if os.path.isfile(os.path.join(common, "build-info.cpp.in")) and not os.path.isfile(gen):
+                os.makedirs(os.path.dirname(gen), exist_ok=True)
+                with open(gen, "w") as fh:
+                    fh.write(cfg["build_info"].replace("@COMMON@", common)
+                             .replace("@TARGET@", f"{platform.machine()}-linux-gnu"))
+        with open(os.path.join(src_root, ".unpacked"), "w") as fh:
+            fh.write("ok\n")
+    build_tree = os.path.join(BUILD_DIR, "build", key)
+    logs = os.path.join(BUILD_DIR, "build")
+    os.makedirs(logs, exist_ok=True)
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    env = dict(os.environ, CCACHE_BASEDIR=BUILD_DIR, **cfg.get("env", {}))
+    cmake = ["cmake", "-S", tree, "-B", build_tree, *generator, *cfg["cmake"]]
+    if shutil.which("ccache"):
+        cmake += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
+    say({"status": "configuring"})
+    log = os.path.join(logs, key + ".configure.log")
+    with open(log, "w") as fh:
+        rc = subprocess.run(cmake, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+    if rc != 0:
+        say({"error": f"cmake failed (exit {rc})", "log": tail(log), "log_path": log})
+        return
+    jobs = str(cfg.get("jobs") or os.cpu_count() or 2)
+    argv = ["cmake", "--build", build_tree, "-j", jobs, "--target", *cfg["targets"]]
+    log = os.path.join(logs, key + ".build.log")
+    step = re.compile(r"^\[\s*(\d+)/(\d+)\]|^\[\s*(\d+)%\]")
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env)
+        for line in proc.stdout:
+            fh.write(line)
+            m = step.match(line)
+            if m and m.group(1):
+                say({"step": [int(m.group(1)), int(m.group(2))]})
+            elif m:
+                say({"step": [int(m.group(3)), 100]})
+        rc = proc.wait()
+    if rc != 0:
+        say({"error": f"the build failed (exit {rc})", "log": tail(log), "log_path": log})
+        return
+    out = os.path.join(BUILD_DIR, key)
+    tmp = out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "bin"))
+    for target in cfg["targets"]:
+        shutil.copy2(os.path.join(build_tree, "bin", target), os.path.join(tmp, "bin", target))
+        subprocess.run(["strip", os.path.join(tmp, "bin", target)], check=False)
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    record = {"flavour": flavour, "version": cfg["version"], "key": key,
+              "commit": cfg["commit"], "number": cfg["number"], "backend": cfg["backend"],
+              "compiler": version_of([compiler, "--version"]) if compiler else "",
+              "arch": platform.machine(), "libc": "-".join(platform.libc_ver()),
+              "cmake": cfg["cmake"], "targets": cfg["targets"]}
+    with open(os.path.join(tmp, "BUILD.json"), "w") as fh:
+        json.dump(record, fh, indent=1)
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(tmp, out)
+    link(flavour, key)
+    say({"done": record})
+
+
+def link(flavour, key):
+    """BUILD_DIR/FLAVOUR -> KEY: what a profile's `build = FLAVOUR` runs on this node."""
+    path = os.path.join(BUILD_DIR, flavour)
+    tmp = path + ".link"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(key, tmp)
+    os.replace(tmp, path)
+
+
+role = cfg["role"]
+if role == "inspect":
+    inspect()
+elif role == "link":
+    if os.path.isfile(os.path.join(BUILD_DIR, cfg["key"], "BUILD.json")):
+        link(cfg["flavour"], cfg["key"])
+        say({"done": True})
+    else:
+        say({"error": f"{BUILD_DIR}/{cfg['key']} holds no finished build"})
+else:
+    build()
