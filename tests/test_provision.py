@@ -229,11 +229,11 @@ def test_the_cache_is_kept_within_its_limit(clean_rig: Rig, bins, tmp_path: Path
 
 
 def build_profile(rig: Rig, path: Path, model: str, builds: dict[int, str],
-                  python: str = "/usr/bin/python3") -> Path:
+                  python: str = "/usr/bin/python3", count: int = 3) -> Path:
     """One server per node; node i either builds (build = mainline, its own build_dir) or
     uses the binaries in ``builds[i]`` (a bin_dir)."""
     parts = ['name = "provision"', ""]
-    for i, node in enumerate(rig.nodes[:3]):
+    for i, node in enumerate(rig.nodes[:count]):
         text = node_toml(rig, node, name=f"n{i + 1}", main=i == 0, bin_dir="BIN",
                          servers=[{"port": 50052, "threads": 1}])
         where = builds.get(i)

@@ -22,7 +22,10 @@ def test_live_status_in_a_terminal(clean_rig: Rig, bins, model, tmp_path: Path) 
     profile = rig_profile(clean_rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
                           servers=2, job=job, extra="sample_interval_s = 0.25")
     sock = str(tmp_path / "tmux.sock")
-    command = f"{sys.executable} -m rpctui.cli run {profile} > {tmp_path / 'out.md'}; sleep 60"
+    # The exit code on the screen says the run has ended (its stdout written): only then is
+    # tmux ended (ending it earlier ends rpctui with SIGHUP before it writes its report).
+    command = (f"{sys.executable} -m rpctui.cli run {profile} > {tmp_path / 'out.md'}; "
+               "echo rpctui-exit=$?; sleep 60")
     subprocess.run(["tmux", "-S", sock, "-f", "/dev/null", "new-session", "-d", "-s", "t",
                     "-x", "150", "-y", "45", "-c", str(ROOT), "-e", "TERM=xterm-256color",
                     "-e", f"XDG_DATA_HOME={tmp_path / 'data'}", command], check=True)
@@ -34,7 +37,7 @@ def test_live_status_in_a_terminal(clean_rig: Rig, bins, model, tmp_path: Path) 
     try:
         live = final = ""
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not final:
+        while time.monotonic() < deadline and "rpctui-exit=" not in final:
             text = screen()
             if "RAM [" in text and "rx " in text and not live:
                 live = text
@@ -49,6 +52,7 @@ def test_live_status_in_a_terminal(clean_rig: Rig, bins, model, tmp_path: Path) 
     assert "memory distribution" in final and "load time per server" in final
     # The status block is cleared at the end: no status lines left on the final screen.
     assert not [line for line in final.splitlines() if line.startswith("n1 ") and "RAM [" in line]
+    assert "rpctui-exit=0" in final, final
     assert "tg128" in (tmp_path / "out.md").read_text()
 
 
