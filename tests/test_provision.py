@@ -297,3 +297,48 @@ def test_build_names_the_packages_a_node_lacks(clean_rig: Rig, model, tmp_path: 
     assert f"fix: install them ({name}): sudo apt-get install cmake ninja-build g++" \
         in result.stderr, result.stderr
     assert not (tmp_path / "nodes" / "n1" / "sdist").exists()
+
+
+# -- doctor ---------------------------------------------------------------------------------
+
+
+def test_doctor_finds_what_check_cannot_and_fixes_it(clean_rig: Rig, bins, model,
+                                                     tmp_path: Path) -> None:
+    """n2 and n3 build mainline into empty build_dirs and the main node lacks the model copy:
+    doctor names both (with the fix), and that n3's port is closed to the main node by a
+    route missing between them (reachable from this machine, which is what check sees); --fix
+    builds and pushes, and once the route is back doctor says all is well."""
+    dest = tmp_path / "n1" / "tiny.gguf"
+    profile = build_profile(clean_rig, tmp_path / "p.toml", model,
+                            {0: bins["mainline"]})  # n1 uses the local build; n2, n3 build
+    text = profile.read_text().replace(f'model = "{model}"',
+                                       f'model = "{dest}"\nmodel_source = "{model}"')
+    profile.write_text(text)
+    n1, n3 = clean_rig.nodes[0], clean_rig.nodes[2]
+    # Between n1 and n3 only: n1 has no route to n3 (this machine still reaches both).
+    block = ["ip", "route", "add", "prohibit", f"{n3.address}/32"]
+    subprocess.run(n1.exec_argv(block), check=True)
+    try:
+        first = rpctui(tmp_path, "doctor", str(profile))
+        fixed = rpctui(tmp_path, "doctor", str(profile), "--fix", timeout=1800)
+    finally:
+        subprocess.run(n1.exec_argv(["ip", "route", "del", "prohibit", f"{n3.address}/32"]),
+                       check=True)
+    assert first.returncode == 3, first.stderr
+    err = first.stderr
+    assert "no rpc-server or ggml-rpc-server in its mainline build on node n2\n  fix: rpctui " \
+           "build PROFILE builds mainline there" in err, err
+    assert "FAIL build      n2       mainline for cpu is not built there (the tools are)" in err
+    assert "FAIL model copy n1       lacks the model" in err
+    assert "fix: rpctui models push PROFILE (or doctor --fix)" in err
+    assert f"FAIL reach      n3       {n3.address}:" in err and "not reachable from the main " \
+           "node n1" in err, err
+    assert f"ok   reach      n2       {clean_rig.nodes[1].address}:" in err
+    assert "ok   clock      n1" in err
+    assert fixed.returncode == 3, fixed.stderr[-3000:]
+    assert "ok   build      n2" in fixed.stderr and "ok   build      n3" in fixed.stderr
+    assert "ok   model copy n1       has the model (verified)" in fixed.stderr
+    assert "FAIL reach      n3" in fixed.stderr
+    after = rpctui(tmp_path, "doctor", str(profile))
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert "doctor: all well" in after.stderr

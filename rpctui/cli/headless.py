@@ -68,6 +68,10 @@ class Printer:
                 return f"build {e.node}: {e.message}: step {e.step}/{e.total}"
             case ev.BuildProgress():
                 return f"build {e.node}: {e.message}"
+            case ev.Finding():
+                mark = "ok  " if e.ok else "FAIL"
+                return (f"{mark} {e.check:10s} {e.node:8s} {e.message}"
+                        + (f"\n  fix: {e.fix}" if e.fix and not e.ok else ""))
             case ev.NodeBuilt():
                 rec = dict(e.record)
                 took = f" in {e.seconds:.0f} s" if e.seconds else ""
@@ -291,6 +295,19 @@ def run_headless(profile: Profile, fmt: str = "md", out_file: str | None = None,
             except KeyboardInterrupt:
                 pass
         stop_metrics()
+    return code
+
+
+def doctor_headless(profile: Profile, fix: bool = False,
+                    stderr: TextIO = sys.stderr) -> ExitCode:
+    """``rpctui doctor``: the preflight and the doctor's own checks, each with its fix."""
+    from rpctui.engine.doctor import doctor
+
+    session = Session(profile, "doctor", stderr, record=False)
+    orch = Orchestrator(profile, session.emit, build_progress=session.build_progress)
+    code = _finished(session, lambda: doctor(orch, fix), stderr)
+    print("doctor: " + ("all well" if code == ExitCode.OK else "see the findings above"),
+          file=stderr)
     return code
 
 

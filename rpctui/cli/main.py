@@ -1,5 +1,5 @@
-"""Command line: rpctui [PROFILE] | run | serve | models push | check | links | tune | demo | build | plan |
-explain | replay | validate | history | compare | report.
+"""Command line: rpctui [PROFILE] | run | serve | models push | doctor | check | links | tune |
+demo | build | plan | explain | replay | validate | history | compare | report.
 
 Every error a user can cause ends in one message and a non-zero exit code
 (see :class:`rpctui.errors.ExitCode`); a traceback only with --debug.
@@ -109,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", choices=("md", "html"), default="md")
     rep.add_argument("--out", metavar="FILE", help="write to FILE (Markdown: the charts as SVG "
                      "files beside it)")
+
+    doctor = sub.add_parser("doctor", help="check, plus: builds or the tools for them, disk "
+                            "for model copies, each server's port as the main node sees it, "
+                            "clocks; each finding with its fix")
+    doctor.add_argument("profile")
+    doctor.add_argument("--fix", action="store_true",
+                        help="run rpctui build and rpctui models push where they apply first")
 
     models = sub.add_parser("models", help="models push PROFILE: copy job.model_source to the "
                             "nodes that need it (resumable, verified by sha256, skipped where "
@@ -232,6 +239,10 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
         from rpctui.cli.history import report_command
 
         return report_command(args.runs, args.format, args.out)
+    if args.command == "doctor":
+        from rpctui.cli.headless import doctor_headless
+
+        return doctor_headless(load_profile(args.profile), fix=args.fix)
     if args.command == "models":
         from rpctui.cli.headless import push_headless
 
@@ -326,8 +337,8 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
     return ExitCode.OK
 
 
-COMMANDS = ("run", "serve", "models", "check", "links", "tune", "demo", "build", "plan", "explain", "replay",
-            "app", "validate", "history", "compare", "report")
+COMMANDS = ("run", "serve", "models", "doctor", "check", "links", "tune", "demo", "build", "plan",
+            "explain", "replay", "app", "validate", "history", "compare", "report")
 
 
 def main(argv: list[str] | None = None) -> int:

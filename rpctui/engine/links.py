@@ -26,7 +26,7 @@ def server_nodes(profile: Profile) -> list[Node]:
     return [n for n in profile.nodes if n.servers]
 
 
-async def _listen(host: Host, node: Node, limit_s: float) -> tuple[Spawned, int, str]:
+async def listen_agent(host: Host, node: Node, limit_s: float) -> tuple[Spawned, int, str]:
     """Start the serving agent on the node; (its process, the port it listens on, a note)."""
     server = node.servers[0]
     source = agent_source(_AGENT, {"role": "serve", "bind": server.bind, "port": server.port,
@@ -74,7 +74,7 @@ async def measure_link(profile: Profile, hosts: dict[str, Host], caps: dict[str,
         # The main node's own servers: RPC goes over loopback (or its own address).
         link = main_link
     try:
-        spawned, port, note = await _listen(hosts[node.label], node, seconds * 2 + 60)
+        spawned, port, note = await listen_agent(hosts[node.label], node, seconds * 2 + 60)
     except OSError as exc:
         return plinks.measured(node.label, main.label, f"{target}:{server.port}", {}, seconds,
                                link, main_link, note=str(exc))

@@ -136,7 +136,7 @@ class Orchestrator:
 
     # -- connect and probe ----------------------------------------------------------------------
 
-    async def _connect(self, node: Node) -> Host:
+    async def connect_node(self, node: Node) -> Host:
         self.emit(ev.NodeConnecting(node=node.label, host=node.host))
         start = time.monotonic()
         if node.is_local:
@@ -168,7 +168,7 @@ class Orchestrator:
         bin_dirs = await resolve_bin_dirs(node, self.build_progress)
         host = self.hosts.get(node.label)  # connected before, its probe failed: probe again
         if host is None:
-            host = await self._connect(node)
+            host = await self.connect_node(node)
             self.hosts[node.label] = host
             if not node.is_local:
                 self.background.start(self._watch_connection(node, host),
@@ -193,7 +193,7 @@ class Orchestrator:
 
         try:
             nodes = [n for n in self.profile.nodes if n.build]
-            hosts = await asyncio.gather(*(self._connect(n) for n in nodes),
+            hosts = await asyncio.gather(*(self.connect_node(n) for n in nodes),
                                          return_exceptions=True)
             failed = False
             for node, host in zip(nodes, hosts, strict=True):
@@ -222,7 +222,7 @@ class Orchestrator:
                                     "the main node is this machine and reads it in place"))
                 return ExitCode.OK
             for node, _ in plan:
-                self.hosts[node.label] = await self._connect(node)
+                self.hosts[node.label] = await self.connect_node(node)
             await asyncio.gather(*(self._push_to(node, verify) for node, _ in plan))
             return ExitCode.OK
         finally:
@@ -663,7 +663,7 @@ class Orchestrator:
             pgids = [s.pgid for s in items if s.pgid]
             if name in self.lost and pgids:
                 try:  # the old connection is dead: a new one, if the node answers now
-                    host = await asyncio.wait_for(self._connect(self.nodes[name]),
+                    host = await asyncio.wait_for(self.connect_node(self.nodes[name]),
                                                   RECONNECT_TIMEOUT_S)
                     dead, self.hosts[name] = self.hosts[name], host
                     with contextlib.suppress(Exception):

@@ -49,10 +49,13 @@ def check_builds(profile: Profile, caps: dict[str, Capabilities]) -> list[ev.Pre
 def check_node(profile: Profile, c: Capabilities) -> list[ev.PreflightIssue]:
     node = next(n for n in profile.nodes if n.label == c.node)
     issues: list[ev.PreflightIssue] = []
-    where = f"in {node.bin_dir}" if node.bin_dir else "on PATH"
+    built = node.build and not node.is_local
+    where = (f"in {node.bin_dir}" if node.bin_dir else f"in its {node.build} build" if built
+             else "on PATH")
     if node.servers and c.server is None:
         issues.append(_issue(node.label, "binary", f"no rpc-server or ggml-rpc-server {where} "
                              f"on node {node.label}",
+                             f"rpctui build PROFILE builds {node.build} there" if built else
                              "set bin_dir for this node to a llama.cpp build with GGML_RPC=ON"))
     port_info = {(p["bind"], p["port"]): p for p in c.raw.get("ports", [])}
     names = {d.name for d in c.devices}

@@ -162,7 +162,7 @@ class Builder:
             raise UserError(f"{self.profile.path}: no node says build = FLAVOUR",
                             'set build = "mainline" (or b6110, ik) on the nodes rpctui should '
                             "build llama.cpp for", ExitCode.USAGE)
-        infos = await asyncio.gather(*(self._inspect(n) for n in nodes))
+        infos = await asyncio.gather(*(self.inspect(n) for n in nodes))
         plans: dict[tuple[str, ...], list[tuple[Node, str, dict[str, Any]]]] = {}
         ok = True
         for node, info in zip(nodes, infos, strict=True):
@@ -188,7 +188,7 @@ class Builder:
         results = await asyncio.gather(*(self._class(members) for members in plans.values()))
         return ok and all(results)
 
-    async def _inspect(self, node: Node) -> dict[str, Any]:
+    async def inspect(self, node: Node) -> dict[str, Any]:
         flavour = FLAVOURS[str(node.build)]
         keys = [build_key(flavour, flags) for flags in BACKEND_CMAKE.values()]
         return (await self._agent(node, {"role": "inspect", "keys": keys}))[-1]

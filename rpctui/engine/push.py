@@ -120,7 +120,8 @@ async def _lines(spawned: Spawned, each: Callable[[dict[str, Any]], None]) -> st
     return errors
 
 
-async def _stat(host: Host, node: Node, paths: list[str], verify: bool) -> list[dict[str, Any]]:
+async def stat_copies(host: Host, node: Node, paths: list[str],
+                      verify: bool) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     spawned = await _agent(host, node, {"role": "stat", "paths": paths, "hash": verify})
     errors = await _lines(spawned, found.append)
@@ -155,7 +156,7 @@ class Pusher:
                                    total_bytes=src.stat().st_size))
         copies = [Copy(node, src, dest, src.stat().st_size,
                        await asyncio.to_thread(local_sha256, src)) for src, dest in pairs]
-        there = await _stat(host, node, [c.path for c in copies], self.verify)
+        there = await stat_copies(host, node, [c.path for c in copies], self.verify)
         needed = 0
         todo = []
         for copy, st in zip(copies, there, strict=True):

@@ -683,3 +683,15 @@ class NodeBuilt(Event):
     record: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0
     message: str = ""  #: where it is
+
+
+@dataclass(frozen=True)
+class Finding(Event):
+    """`rpctui doctor`: one check on one node, passed or not, and the fix."""
+
+    check: str = ""  #: build, model copy, reach, clock
+    node: str = ""
+    ok: bool = True
+    message: str = ""
+    fix: str = ""
+    fixable: bool = False  #: doctor --fix does it
