@@ -9,6 +9,7 @@
 #            binaries into BUILD_DIR/KEY/bin with BUILD.json and point BUILD_DIR/FLAVOUR at it.
 #            An interrupted build resumes: the source and the build tree stay under BUILD_DIR.
 #            CONFIG["env"] (the node's env in the profile) joins the build's environment.
+#            The build ends when this agent's stdin closes (rpctui ended or lost the node).
 #            Ends with {"done": {...}} or {"error": ..., "log": [last lines]}.
 # CONFIG is prepended by the sender.
 import json
@@ -80,6 +81,25 @@ def inspect():
          "free": st.f_bavail * st.f_frsize, "build_dir": BUILD_DIR, "installed": installed})
 
 
+def watch_stdin(proc):
+    """rpctui gone (its connection closed, so our stdin): end the build and its compilers."""
+    import signal
+    import threading
+
+    def wait():
+        try:
+            sys.stdin.buffer.read()
+        except OSError:
+            pass
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
 def tail(path, n=15):
     try:
         with open(path, errors="replace") as fh:
@@ -132,7 +152,8 @@ def build():
     step = re.compile(r"^\[\s*(\d+)/(\d+)\]|^\[\s*(\d+)%\]")
     with open(log, "w") as fh:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env)
+                                text=True, env=env, start_new_session=True)
+        watch_stdin(proc)
         for line in proc.stdout:
             fh.write(line)
             m = step.match(line)
