@@ -13,14 +13,12 @@ for what it saves). Servers with cache_limit_gib are pruned to it first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.hosts.base import LineSplitter, agent_argv, agent_source
+from rpctui.hosts.base import agent_argv, agent_source, json_lines
 from rpctui.llama import argv as largv
 from rpctui.plan.gguf import shards
 from rpctui.profile.schema import Node, Server, endpoint
@@ -119,19 +117,13 @@ async def _fill(orch: Engine, node: Node, server: Server, tensors: list[list[Any
     spawned = await host.spawn(agent_argv(node.python, source, "rpctui-cachefill"),
                                launched=False)
     await spawned.write(source)
-    split = LineSplitter()
     result: dict[str, Any] = {}
-    errors = ""
-    async for stream, text in spawned.chunks():
-        if stream != "stdout":
-            errors += text
-            continue
-        for line in split.feed(text):
-            with contextlib.suppress(ValueError):
-                data = json.loads(line)
-                if isinstance(data, dict) and ("filled" in data or "error" in data):
-                    result = data
-    await spawned.wait()
+
+    def keep(data: dict[str, Any]) -> None:
+        if "filled" in data or "error" in data:
+            result.update(data)
+
+    errors = await json_lines(spawned, keep)
     if "error" in result or not result:
         why = result.get("error") or (errors.strip().splitlines() or ["no answer"])[-1]
         raise UserError(f"filling the tensor cache of {ep} on {node.label} failed: {why}",

@@ -16,15 +16,13 @@ node's binaries report.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.hosts.base import Host, LineSplitter, Spawned, agent_argv, agent_source
+from rpctui.hosts.base import Host, Spawned, agent_argv, agent_source, json_lines
 from rpctui.llama.build import (
     BASE_CMAKE,
     BUILD_INFO_TEMPLATE,
@@ -137,19 +135,14 @@ class Builder:
         spawned: Spawned = await self.hosts[node.label].spawn(
             agent_argv(node.python, source, "rpctui-build"), launched=False)
         await spawned.write(source)
-        split, out, errors = LineSplitter(), [], ""
-        async for stream, text in spawned.chunks():
-            if stream != "stdout":
-                errors += text
-                continue
-            for line in split.feed(text):
-                with contextlib.suppress(ValueError):
-                    data = json.loads(line)
-                    if isinstance(data, dict):
-                        out.append(data)
-                        if each:
-                            each(data)
-        await spawned.wait()
+        out: list[dict[str, Any]] = []
+
+        def keep(data: dict[str, Any]) -> None:
+            out.append(data)
+            if each:
+                each(data)
+
+        errors = await json_lines(spawned, keep)
         if not out:
             raise UserError(f"node {node.label}: the build agent did not answer: "
                             f"{(errors.strip().splitlines() or ['no output'])[-1]}",

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rpctui.errors import ExitCode, UserError
-from rpctui.hosts.base import Host, LineSplitter, Spawned, agent_argv, agent_source
+from rpctui.hosts.base import Host, Spawned, agent_argv, agent_source, json_lines
 from rpctui.paths import cache_dir
 from rpctui.plan.gguf import shards
 from rpctui.profile.schema import Node, Profile
@@ -103,28 +103,11 @@ async def _agent(host: Host, node: Node, config: dict[str, Any]) -> Spawned:
     return spawned
 
 
-async def _lines(spawned: Spawned, each: Callable[[dict[str, Any]], None]) -> str:
-    """Feed each JSON line the agent prints to ``each``; its stderr, for errors."""
-    split = LineSplitter()
-    errors = ""
-    async for stream, text in spawned.chunks():
-        if stream != "stdout":
-            errors += text
-            continue
-        for line in split.feed(text):
-            with contextlib.suppress(ValueError):
-                data = json.loads(line)
-                if isinstance(data, dict):
-                    each(data)
-    await spawned.wait()
-    return errors
-
-
 async def stat_copies(host: Host, node: Node, paths: list[str],
                       verify: bool) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     spawned = await _agent(host, node, {"role": "stat", "paths": paths, "hash": verify})
-    errors = await _lines(spawned, found.append)
+    errors = await json_lines(spawned, found.append)
     if len(found) != len(paths):
         raise UserError(f"node {node.label}: could not look at {paths[0]}: "
                         f"{(errors.strip().splitlines() or ['no answer'])[-1]}",
@@ -222,7 +205,7 @@ class Pusher:
                                  lambda d: progress(d, how))
             spawned = await _agent(host, node, {"role": "finish", "path": copy.path,
                                                 "sha256": copy.sha256})
-            errors = await _lines(spawned, result.update)
+            errors = await json_lines(spawned, result.update)
             if not result:
                 result = {"ok": False, "error": errors.strip()[-300:] or "no answer"}
         took = time.monotonic() - start
@@ -258,7 +241,7 @@ class Pusher:
             elif "ok" in data:
                 result.update(data)
 
-        reading = asyncio.ensure_future(_lines(spawned, line))
+        reading = asyncio.ensure_future(json_lines(spawned, line))
         try:
             waiting: set[asyncio.Future[Any]] = {listening, reading}
             await asyncio.wait(waiting, timeout=LISTEN_TIMEOUT_S,

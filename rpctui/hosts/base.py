@@ -277,6 +277,26 @@ class Forward(Protocol):
     def close(self) -> None: ...
 
 
+async def json_lines(spawned: Spawned, each: Callable[[dict[str, object]], None]) -> str:
+    """Feed each JSON object an agent prints on stdout to ``each`` until it exits; its
+    stderr, for errors."""
+    split = LineSplitter()
+    errors = ""
+    async for stream, text in spawned.chunks():
+        if stream != "stdout":
+            errors += text
+            continue
+        for line in split.feed(text):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                each(data)
+    await spawned.wait()
+    return errors
+
+
 class LineSplitter:
     """Chunks in, complete lines out; a partial line waits for the rest."""
 
