@@ -253,6 +253,9 @@ def build_profile(rig: Rig, path: Path, model: str, builds: dict[int, str],
     return path
 
 
+# From empty caches (fresh-setup) the node's build is a whole mainline compile, with no ccache
+# hits: about 15 minutes on two cores, past the suite's 300 s default.
+@pytest.mark.timeout(1800)
 def test_build_puts_one_llama_cpp_on_every_node(clean_rig: Rig, bins, model,
                                                 tmp_path: Path) -> None:
     """n3 runs seed-era b6110 from its own bin_dir: check refuses the mix. With build =
@@ -302,6 +305,7 @@ def test_build_names_the_packages_a_node_lacks(clean_rig: Rig, model, tmp_path: 
 # -- doctor ---------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(1800)  # --fix builds on nodes: see the build test above
 def test_doctor_finds_what_check_cannot_and_fixes_it(clean_rig: Rig, bins, model,
                                                      tmp_path: Path) -> None:
     """n2 and n3 build mainline into empty build_dirs and the main node lacks the model copy:
