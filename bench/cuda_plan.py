@@ -1,12 +1,14 @@
-"""The planner against real CUDA loads (run on the `device` machine by bench/device_plan.sh).
+"""The planner against real GPU loads (run on the `device` machine by bench/device_plan.sh
+for CUDA, bench/device_vulkan.sh for Vulkan).
 
-Two `ggml-rpc-server -d CUDA0` on one H100 plus the client's own CUDA0 (which comes after
-the RPC devices): default split, explicit splits with and without the local GPU, tied
-embeddings, a mixture of experts, and -ot onto a server. For each, `rpctui plan --json`
-then `rpctui run`; prints every device's planned and allocated model, KV and compute MiB
-and writes them to $OUT/cuda_plan.json.
+Two `ggml-rpc-server -d CUDA0` (or Vulkan0, RPCTUI_DEVICE) on one GPU plus the client's own
+device (which comes after the RPC devices): default split, explicit splits with and without
+the local GPU, tied embeddings, a mixture of experts, -ot onto a server, and (Vulkan) a
+sliding-window model and mmap off. For each, `rpctui plan --json` then `rpctui run`; prints
+every device's planned and allocated model, KV and compute MiB and writes them to
+$OUT/cuda_plan.json (vulkan_plan.json).
 
-    RPCTUI_BIN_DIR=/tmp/build/bin python3 bench/cuda_plan.py
+    RPCTUI_BIN_DIR=/tmp/build/bin [RPCTUI_DEVICE=Vulkan0] python3 bench/cuda_plan.py
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 from rpctui.llama.tinymodel import ensure_model  # noqa: E402 - after the sys.path line above
 
+DEVICE = os.environ.get("RPCTUI_DEVICE", "CUDA0")
+
 #: (model, tensor split, -ot rule onto the second server, prompt tokens, flash attention)
-CONFIGS = (
+CONFIGS: tuple[tuple, ...] = (
     ("tiny", None, None, 512, None),
     ("small", [1, 2, 1], None, 512, None),
     ("small", [2, 1, 1], r"blk\.[0-2]\.ffn_.*", 512, None),
@@ -35,13 +39,16 @@ CONFIGS = (
     ("tiny-q8", [1, 1, 0], r"blk\.[0-2]\.ffn_.*", 256, False),
     ("tiny", [1, 1, 1], None, 256, False),
 )
+if DEVICE.startswith("Vulkan"):  # what the seeds' Vulkan clusters run: windows, mmap off
+    CONFIGS += (("tiny-swa", None, None, 512, None), ("tiny-gpt-oss", [1, 1, 1], None, 512, None),
+                ("small", None, None, 512, True, "mmap = false\n"))
 
 
 def profile(bin_dir: str, model: str, split: list[float] | None, ot: str | None,
-            prompt: int, fa: bool | None) -> str:
-    servers = "".join(f'[[nodes.servers]]\nport = {p}\ndevices = ["CUDA0"]\n\n'
+            prompt: int, fa: bool | None, settings: str = "") -> str:
+    servers = "".join(f'[[nodes.servers]]\nport = {p}\ndevices = ["{DEVICE}"]\n\n'
                       for p in (50052, 50053))
-    extra = f"tensor_split = {split}\n" if split else ""
+    extra = settings + (f"tensor_split = {split}\n" if split else "")
     if fa is not None:
         extra += f"flash_attn = {str(fa).lower()}\n"
     if ot:
@@ -57,9 +64,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rpctui-cuda-plan-"))
     env = {**os.environ, "XDG_DATA_HOME": str(work / "data")}
     results = []
-    for i, (name, split, ot, prompt, fa) in enumerate(CONFIGS):
+    for i, (name, split, ot, prompt, fa, *settings) in enumerate(CONFIGS):
         path = work / f"{i}.toml"
-        path.write_text(profile(bin_dir, str(ensure_model(name)), split, ot, prompt, fa))
+        path.write_text(profile(bin_dir, str(ensure_model(name)), split, ot, prompt, fa,
+                                *settings))
         cli = [sys.executable, "-m", "rpctui.cli"]
         plan = subprocess.run([*cli, "plan", str(path), "--json"], cwd=ROOT, env=env,
                               capture_output=True, text=True)
@@ -67,6 +75,9 @@ def main() -> None:
                              capture_output=True, text=True)
         runs = sorted((work / "data" / "rpctui" / "runs").glob("*.jsonl"),
                       key=lambda p: p.stat().st_mtime)
+        if i == 0 and "OUT" in os.environ:  # one whole recording, for a fixture
+            (Path(os.environ["OUT"]) / f"{DEVICE.lower()}-run.jsonl").write_bytes(
+                runs[-1].read_bytes())
         events = [json.loads(line) for line in runs[-1].read_text().splitlines()]
         keep = [e for e in events if e["type"] in ("BufferAllocated", "BufferPlanned",
                                                     "PlanChecked", "NodeProbed")]
@@ -74,7 +85,7 @@ def main() -> None:
                         "profile": path.read_text(), "plan_rc": plan.returncode,
                         "plan": json.loads(plan.stdout) if plan.returncode == 0 else plan.stderr,
                         "run_rc": run.returncode, "run_stderr": run.stderr[-3000:],
-                        "events": keep})
+                        "settings": settings, "events": keep})
         print(f"== {name} split {split} ot {ot} p{prompt}: plan rc {plan.returncode}, "
               f"run rc {run.returncode}")
         for e in keep:
@@ -84,7 +95,8 @@ def main() -> None:
                 for row in e["compute"]:
                     print("   compute", row)
     out = Path(os.environ.get("OUT", work))
-    (out / "cuda_plan.json").write_text(json.dumps(results, indent=1) + "\n")
+    name = f"{DEVICE.rstrip('0123456789').lower()}_plan.json"
+    (out / name).write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

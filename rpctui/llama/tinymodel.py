@@ -42,8 +42,9 @@ class TinySpec:
     #: split into shards of at most this many tensors (as convert_hf_to_gguf.py
     #: --split-max-tensors writes them, through the same gguf writer)
     split_tensors: int = 0
-    #: "gemma3" with a sliding window: llama.cpp keeps two KV caches (five layers in six use
-    #: the window), so each device that holds layers prints two KV buffers
+    #: "gemma3" (five layers in six use the window), "gemma2" and "gpt-oss" (every other one)
+    #: with a sliding window: llama.cpp keeps two KV caches, so each device that holds layers
+    #: prints two KV buffers
     sliding_window: int = 0
     seed: int = 42
 
@@ -69,6 +70,9 @@ BUILTIN: dict[str, TinySpec] = {
     "tiny-mla": TinySpec(layers=6, ff=512, kv_heads=1, experts=4, arch="deepseek2"),
     "tiny-split": TinySpec(split_tensors=30),  # three shards
     "tiny-swa": TinySpec(arch="gemma3", sliding_window=64, tied_embeddings=True),
+    "tiny-gemma2": TinySpec(arch="gemma2", sliding_window=64, tied_embeddings=True),
+    # gpt-oss: window layers interleaved with full ones, attention sinks, biased experts
+    "tiny-gpt-oss": TinySpec(arch="gpt-oss", ff=512, experts=4, sliding_window=64),
     # every weight matrix above llama.cpp's 10 MiB tensor-cache threshold (830 MB): what an
     # rpc-server's cache (-c) holds, for the cache-fill tests and benchmarks
     "wide": TinySpec(layers=2, embd=3072, ff=8192, heads=24, kv_heads=24),
@@ -141,6 +145,8 @@ def write_model(spec: TinySpec, path: Path) -> Path:
         writer.add_expert_shared_count(1)
         writer.add_expert_weights_scale(1.0)
         writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SOFTMAX)
+    if spec.arch == "gpt-oss":
+        writer.add_expert_feed_forward_length(spec.ff)
     if spec.experts:
         writer.add_expert_count(spec.experts)
         writer.add_expert_used_count(spec.experts_used)
@@ -188,12 +194,25 @@ def write_model(spec: TinySpec, path: Path) -> Path:
         writer.add_tensor(f"blk.{i}.attn_k.weight", weight(kv, spec.embd))
         writer.add_tensor(f"blk.{i}.attn_v.weight", weight(kv, spec.embd))
         writer.add_tensor(f"blk.{i}.attn_output.weight", weight(spec.embd, spec.embd))
-        writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm(spec.embd))
+        if spec.arch != "gpt-oss":
+            writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm(spec.embd))
         if spec.arch == "gemma3":  # src/models/gemma3.cpp
             writer.add_tensor(f"blk.{i}.attn_q_norm.weight", norm(head_dim))
             writer.add_tensor(f"blk.{i}.attn_k_norm.weight", norm(head_dim))
+        if spec.arch in ("gemma2", "gemma3"):
             writer.add_tensor(f"blk.{i}.post_attention_norm.weight", norm(spec.embd))
             writer.add_tensor(f"blk.{i}.post_ffw_norm.weight", norm(spec.embd))
+        if spec.arch == "gpt-oss":  # src/models/openai-moe.cpp (b6110: biases required)
+            writer.add_tensor(f"blk.{i}.post_attention_norm.weight", norm(spec.embd))
+            writer.add_tensor(f"blk.{i}.attn_sinks.weight", norm(spec.heads))
+            for name, n in (("attn_q", spec.embd), ("attn_k", kv), ("attn_v", kv),
+                            ("attn_output", spec.embd)):
+                writer.add_tensor(f"blk.{i}.{name}.bias", np.zeros(n, dtype=np.float32))
+            e = spec.experts
+            writer.add_tensor(f"blk.{i}.ffn_gate_inp.bias", np.zeros(e, dtype=np.float32))
+            for name, n in (("gate", spec.ff), ("up", spec.ff), ("down", spec.embd)):
+                writer.add_tensor(f"blk.{i}.ffn_{name}_exps.bias",
+                                  np.zeros((e, n), dtype=np.float32))
         if spec.experts:
             e = spec.experts
             writer.add_tensor(f"blk.{i}.ffn_gate_inp.weight",

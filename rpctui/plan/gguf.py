@@ -45,6 +45,10 @@ class ModelInfo:
     n_head: int = 0  #: query heads
     #: whether the build keeps a V cache (current mainline keeps none for MLA models)
     v_cache: bool = True
+    #: <arch>.attention.sliding_window (None: the file names none)
+    n_swa: int | None = None
+    #: <arch>.attention.sliding_window_pattern: one flag per layer, or every n-th layer full
+    swa_pattern: tuple[bool, ...] | int | None = None
 
     @property
     def tied(self) -> bool:
@@ -82,7 +86,8 @@ MAX_DIMS = 4  #: GGML_MAX_DIMS
 _PLAUSIBLE = {"block_count": 1 << 16, "embedding_length": 1 << 20,
               "attention.head_count": 1 << 16, "attention.head_count_kv": 1 << 16,
               "attention.key_length": 1 << 16, "attention.value_length": 1 << 16,
-              "context_length": 1 << 31, "vocab_size": 1 << 24, "expert_used_count": 1 << 12}
+              "context_length": 1 << 31, "vocab_size": 1 << 24, "expert_used_count": 1 << 12,
+              "attention.sliding_window": 1 << 31}
 
 
 class _Header:
@@ -250,4 +255,11 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
                      n_expert_used=first(f"{arch}.expert_used_count") or 0,
                      mla=bool(first(f"{arch}.attention.key_length_mla")
                               and first(f"{arch}.attention.value_length_mla")),
-                     n_head=n_head)
+                     n_head=n_head, n_swa=first(f"{arch}.attention.sliding_window"),
+                     swa_pattern=_pattern(f.get(f"{arch}.attention.sliding_window_pattern")))
+
+
+def _pattern(value: object) -> tuple[bool, ...] | int | None:
+    if isinstance(value, list):
+        return tuple(bool(v) for v in value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

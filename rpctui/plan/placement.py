@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rpctui.plan.gguf import ModelInfo, Tensor, type_block, type_bytes
+from rpctui.plan.kv import KvLayout, layer_cells
 
 MIB = 1024 * 1024
 ALIGN = 32  #: tensor alignment in CPU buffers (and RPC buffers of CPU servers)
@@ -153,12 +154,14 @@ def place(model: ModelInfo, devices: list[Device], ngl: int | None = None,
 def fill(model: ModelInfo, layer_device: dict[int, str],
          overrides: list[tuple[str, str]] | None, n_ctx: int | None,
          cache_types: tuple[str, str] = ("f16", "f16"), mmap: bool = True,
-         backends: dict[str, str] | None = None) -> Placement:
+         backends: dict[str, str] | None = None, kv: KvLayout | None = None) -> Placement:
     """Every tensor's bytes on its buffer, given the device of each layer (n_layer is the
     output layer; "CPU" for the host): the input layer stays on the CPU, a model without
     output.weight loads token_embd again with the output layer, -ot rules win. With mmap,
     the host's buffer is the file range from its first tensor to the end of its last, per
-    shard (llama_model_loader::get_mapping_range), other devices' tensors in between too."""
+    shard (llama_model_loader::get_mapping_range), other devices' tensors in between too.
+    ``kv``: the cells of each layer's cache (rpctui.plan.kv: sliding windows, parallel
+    sequences); without it, n_ctx each."""
     n = model.n_layer
     out = Placement(layer_device=dict(layer_device))
     output_dev = layer_device[n]
@@ -188,15 +191,15 @@ def fill(model: ModelInfo, layer_device: dict[int, str],
     if mmap and mapped:
         out.model["CPU_Mapped"] = sum(last - first for first, last in mapped.values())
     if n_ctx:
-        per_layer = kv_layer_bytes(model, n_ctx, *cache_types)
-        for il in range(n):
+        for il, cells in enumerate(layer_cells(model, n_ctx, kv)):
             where = layer_device[il]
-            out.kv[where] = out.kv.get(where, 0) + per_layer
+            out.kv[where] = out.kv.get(where, 0) + kv_layer_bytes(model, cells, *cache_types)
     return out
 
 
 def layer_bytes(model: ModelInfo, n_ctx: int | None = None,
-                cache_types: tuple[str, str] = ("f16", "f16")) -> list[int]:
+                cache_types: tuple[str, str] = ("f16", "f16"),
+                kv: KvLayout | None = None) -> list[int]:
     """Bytes each of the n_layer + 1 offloadable layers brings to its device: weights (and KV),
     the last entry being the output layer (with token_embd again when embeddings are tied)."""
     sizes = [0] * (model.n_layer + 1)
@@ -206,22 +209,22 @@ def layer_bytes(model: ModelInfo, n_ctx: int | None = None,
         elif not t.name.startswith("token_embd") or model.tied:
             sizes[model.n_layer] += _padded(t.n_bytes)
     if n_ctx:
-        per_layer = kv_layer_bytes(model, n_ctx, *cache_types)
-        for il in range(model.n_layer):
-            sizes[il] += per_layer
+        for il, cells in enumerate(layer_cells(model, n_ctx, kv)):
+            sizes[il] += kv_layer_bytes(model, cells, *cache_types)
     return sizes
 
 
 def suggest_split(model: ModelInfo, capacities_mib: list[float], n_ctx: int | None = None,
                   cache_types: tuple[str, str] = ("f16", "f16"),
                   fixed_mib: list[float] | None = None,
-                  layers: range | None = None) -> tuple[list[float], float]:
+                  layers: range | None = None,
+                  kv: KvLayout | None = None) -> tuple[list[float], float]:
     """A tensor split that fits: (layer counts per device as split weights, the fullest
     device's share of its capacity). Layers go to devices in order in contiguous runs (that
     is all a split can express), so the best split is the one whose fullest device is least
     full: found by bisecting on that fill with a greedy fill of each device. Split weights
     equal to layer counts give each device exactly its count under llama.cpp's rule."""
-    sizes = layer_bytes(model, n_ctx, cache_types)
+    sizes = layer_bytes(model, n_ctx, cache_types, kv)
     if layers is not None:  # partial offload: only these layers are split
         sizes = [sizes[il] for il in layers]
     caps = [max(c - (fixed_mib[i] if fixed_mib else 0.0), 0.0) * MIB

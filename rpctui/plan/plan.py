@@ -29,6 +29,7 @@ from rpctui.plan.compute import (
 )
 from rpctui.plan.gguf import ModelInfo
 from rpctui.plan.ik import IkRule
+from rpctui.plan.kv import PATTERNS, KvLayout, layout
 from rpctui.plan.placement import (
     _EXPERT,
     MIB,
@@ -78,14 +79,18 @@ class Plan:
                                                self.suggested_overrides or []]}
 
 
-def graph_shape(profile: Profile, flavour: str = "mainline") -> tuple[int, int, bool]:
+def graph_shape(profile: Profile, flavour: str = "mainline", n_ctx_train: int = 0
+                ) -> tuple[int, int, bool]:
     """(n_ctx, T, flash attention) of the job's largest context: the KV cells each device
-    holds and the micro-batch of the worst-case graph its compute buffers are sized for."""
+    holds (padded as the build pads them) and the micro-batch of the worst-case graph its
+    compute buffers are sized for. Without -c, mainline and ik_llama.cpp take the model's
+    trained context, seed-era builds 4096."""
     job = profile.job
     fa = job.flash_attn if job.flash_attn is not None else default_flash_attn(flavour)
     if job.kind != "bench" or job.ctx_size:
-        n_ctx = job.ctx_size or 4096
-        return n_ctx, reserve_tokens(flavour, n_ctx, n_ctx, job.ubatch_size, job.batch_size), fa
+        asked = job.ctx_size or (n_ctx_train if flavour != "seed-era" and n_ctx_train else 4096)
+        n_ctx = padded_ctx(flavour, asked, fa)
+        return n_ctx, reserve_tokens(flavour, asked, n_ctx, job.ubatch_size, job.batch_size), fa
     # llama-bench runs prompt and generation as separate tests, each with its own context:
     # the largest is what a device must hold (ik_llama.cpp's has no depth).
     prompt, gen, depth = max(job.prompt_tokens or [512]), max(job.gen_tokens or [128]), max(
@@ -120,6 +125,23 @@ def devices_for(profile: Profile, caps: dict[str, Capabilities]) -> list[Device]
     return out
 
 
+def kv_layout(profile: Profile, flavour: str, model: ModelInfo, n_ctx: int, tokens: int,
+              fa: bool) -> KvLayout:
+    """Each layer's KV cells for this job: micro-batches of ``tokens`` (the graph's T is
+    n_ubatch), the job's parallel sequences (-np, -kvu): current mainline's llama-server runs
+    4 sequences in one unified cache unless told otherwise."""
+    extra = profile.job.extra_args
+    seqs, unified = 1, "-kvu" in extra or "--kv-unified" in extra
+    for flag in ("-np", "--parallel"):
+        if flag in extra[:-1] and extra[extra.index(flag) + 1].isdigit():
+            seqs = max(1, int(extra[extra.index(flag) + 1]))
+    if (profile.job.kind == "server" and flavour == "mainline"
+            and not {"-np", "--parallel"} & set(extra)):
+        seqs, unified = 4, True
+    return layout(model, flavour, n_ctx, tokens, seqs, unified, fa,
+                  "-swa-full" in extra or "--swa-full" in extra)
+
+
 def expert_layers_of(name: str) -> bool:
     return _EXPERT.match(name) is not None
 
@@ -140,7 +162,7 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
     types = (job.cache_type_k or "f16", job.cache_type_v or "f16")
     ik = IkRule(profile, main, model, devices) if main.flavour == "ik" else None
 
-    n_ctx, tokens, fa = graph_shape(profile, main.flavour)
+    n_ctx, tokens, fa = graph_shape(profile, main.flavour, model.n_ctx_train)
     all_offloaded = job.ngl is None or job.ngl < 0 or job.ngl > model.n_layer
 
     def placed(ts: list[float] | None, rules: list[tuple[str, str]] | None,
@@ -150,7 +172,8 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
         pp = pipeline_parallel(main.flavour, len(devices), all_offloaded, bool(rules),
                                not {"-nkvo", "--no-kv-offload"} & set(job.extra_args))
         placed = fill(of, where, rules, n_ctx, types, mmap=job.mmap is not False,
-                      backends={d.name: d.backend for d in devices})
+                      backends={d.name: d.backend for d in devices},
+                      kv=kv_layout(profile, main.flavour, model, n_ctx, tokens, fa))
         return with_compute(placed, model, main.flavour, tokens, n_ctx, fa, pp)
 
     placement = placed(split, overrides)
@@ -167,6 +190,14 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
     if ik:
         plan.notes += ik.notes(placement)
     plan.notes.append(_compute_note(main.flavour, fa, tokens, placement.pipeline))
+    kv = kv_layout(profile, main.flavour, model, n_ctx, tokens, fa)
+    if kv.swa_layers:
+        plan.notes.append(f"sliding window: {len(kv.swa_layers)} of {model.n_layer} layers "
+                          f"keep a KV cache of {kv.swa} cells, the others {kv.full}")
+    elif model.n_swa and model.arch not in PATTERNS:
+        plan.notes.append(f"{model.arch} has a sliding window, which the planner does not "
+                          f"model for it: its KV is planned as if every layer kept the whole "
+                          f"context (more than the build allocates)")
     if model.mla:
         plan.notes.append("latent attention (MLA) is outside the compute rule's data: on a "
                           "small generated DeepSeek-style model its estimates were 3 to 22 % "
@@ -187,7 +218,8 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
             model, main.flavour, tokens, n_ctx, fa, "output" if i == len(order) - 1
             else "layers", placement.pipeline) or 0.0 for i, d in enumerate(order)]
         counts, plan.suggested_fill = suggest_split(
-            model, room, n_ctx, types, fixed, offloaded(model.n_layer, job.ngl, main.flavour))
+            model, room, n_ctx, types, fixed, offloaded(model.n_layer, job.ngl, main.flavour),
+            kv_layout(profile, main.flavour, model, n_ctx, tokens, fa))
         plan.suggested_split = ik.split_for(counts) if ik else counts
         again = placed(plan.suggested_split, overrides)
         plan.suggested_fits = _rows(devices, again, profile.headroom_mib)[1]

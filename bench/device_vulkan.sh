@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Vulkan under rpctui on the `device` machine (issue 15; docs/PERFORMANCE.md, "Vulkan"):
+#  1. rpctui's own mainline build (rpctui.llama.build, the same flags as every build) with
+#     -DGGML_VULKAN=ON, against Debian 12's Vulkan loader, headers, glslc and SPIR-V headers
+#     (carried as .debs in .dev/deb, unpacked under /tmp/vk: nothing is installed),
+#  2. what the build sees: its devices (Vulkan0 and its free memory), GGML_VK_VISIBLE_DEVICES,
+#  3. bench/cuda_plan.py with RPCTUI_DEVICE=Vulkan0: two Vulkan rpc-servers and the client's
+#     own Vulkan0, planned against allocated buffers, mmap on and off, flash attention.
+# Carry .dev (deb/, whl/, cache/, llama-src.tgz: the vendored llama.cpp of the mainline sdist,
+# without models/ docs/ tests/). `build` stops after step 2 (the build stays for a next call).
+set -uo pipefail
+t0=$(date +%s)
+out="${OUT:-/tmp/out}"; mkdir -p "$out"
+for f in .dev/deb/*.deb; do dpkg -x "$f" /tmp/vk; done
+# the NVIDIA driver's Vulkan ICD (libGLX_nvidia) needs glvnd: the device README's way
+for f in .dev/gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+lib=/tmp/vk/usr/lib/x86_64-linux-gnu
+export LD_LIBRARY_PATH=$lib PATH=/tmp/vk/usr/bin:$PATH CMAKE_PREFIX_PATH=/tmp/vk/usr
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .dev/whl/*.whl
+export PYTHONPATH="/tmp/site:$PWD" XDG_CACHE_HOME=/tmp/xdg XDG_DATA_HOME=/tmp/data PYTHONUNBUFFERED=1
+src=/tmp/xdg/rpctui/src/llama_cpp_python-0.3.36
+if [ ! -f "$src/.unpacked" ]; then
+  mkdir -p "$src/vendor" /tmp/xdg/rpctui/src/x && tar xzf .dev/llama-src.tgz -C "$src/vendor"
+  cp -r .dev/cache/src/x/* /tmp/xdg/rpctui/src/x/ && touch "$src/.unpacked"
+fi
+nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+python3 - <<'EOF' 2>&1 | tee "$out/build.txt"
+import time
+from rpctui.llama.build import ensure_build
+t = time.time()
+b = ensure_build("mainline", ("-DGGML_VULKAN=ON",
+                              "-DVulkan_INCLUDE_DIR=/tmp/vk/usr/include",
+                              "-DVulkan_LIBRARY=/tmp/vk/usr/lib/x86_64-linux-gnu/libvulkan.so",
+                              "-DVulkan_GLSLC_EXECUTABLE=/tmp/vk/usr/bin/glslc"),
+                 progress=lambda m, f: print(m, flush=True) if f in (None, 1.0) else None)
+print(f"Vulkan build: {time.time() - t:.0f} s in {b.bin_dir}")
+open("/tmp/bin_dir", "w").write(str(b.bin_dir))
+EOF
+bin=$(cat /tmp/bin_dir 2>/dev/null) || {
+  grep -n -B3 -A12 "error\|FAILED" /tmp/xdg/rpctui/build/*.build.log | head -150 > "$out/errors.txt"
+  grep -i "vulkan\|glslc\|spirv\|support" /tmp/xdg/rpctui/build/*.configure.log >> "$out/errors.txt"
+  exit 1; }
+{ echo "== ggml-rpc-server --help (devices)"
+  timeout 20 "$bin/ggml-rpc-server" --help 2>&1 | grep -i -A1 device | head
+  echo "== llama-bench --list-devices"; timeout 20 "$bin/llama-bench" --list-devices 2>&1
+  echo "== GGML_VK_VISIBLE_DEVICES=0"; GGML_VK_VISIBLE_DEVICES=0 timeout 20 "$bin/llama-bench" --list-devices 2>&1
+  echo "== GGML_VK_VISIBLE_DEVICES=''"; GGML_VK_VISIBLE_DEVICES= timeout 20 "$bin/llama-bench" --list-devices 2>&1
+} | tee "$out/devices.txt"
+echo "setup and build: $(( $(date +%s) - t0 )) s" | tee -a "$out/summary.txt"
+[ "${1:-}" = build ] && exit 0
+RPCTUI_BIN_DIR=$bin RPCTUI_DEVICE=Vulkan0 timeout 420 python3 bench/cuda_plan.py 2>&1 | tee "$out/vulkan_plan.txt"
+echo "total $(( $(date +%s) - t0 )) s" | tee -a "$out/summary.txt"
