@@ -276,10 +276,17 @@ def _unpacked_source(flavour: Flavour, report: Progress) -> Path:
     return tree
 
 
+#: ccache hashes the locale (LANG, LC_ALL, LC_CTYPE, LC_MESSAGES): a build here under LANG=C.UTF-8
+#: and one on a node started by sshd (no LANG) would never share an object. Builds run in the C
+#: locale, here and on the nodes (hosts/agents/builder.py does the same).
+BUILD_LOCALE = {"LANG": "C", "LC_ALL": "C"}
+
+
 def _build_env() -> dict[str, str]:
     """ccache keyed on paths relative to rpctui's cache: a build under another cache root (a
-    fresh XDG_CACHE_HOME, say) finds the same compiled objects."""
-    return {**os.environ, "CCACHE_BASEDIR": str(cache_dir())}
+    fresh XDG_CACHE_HOME, say) or a node's build_dir finds the same compiled objects."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LC_CTYPE", "LC_MESSAGES")}
+    return {**env, **BUILD_LOCALE, "CCACHE_BASEDIR": str(cache_dir())}
 
 
 def _run_logged(argv: list[str], log: Path) -> None:

@@ -135,7 +135,10 @@ def build():
     logs = os.path.join(BUILD_DIR, "build")
     os.makedirs(logs, exist_ok=True)
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    env = dict(os.environ, CCACHE_BASEDIR=BUILD_DIR, **cfg.get("env", {}))
+    # The C locale, as rpctui's own builds use: ccache hashes LANG and LC_*, so objects compiled
+    # on the main machine (or by an earlier build here) are hits only under the same locale.
+    env = {k: v for k, v in os.environ.items() if k not in ("LC_CTYPE", "LC_MESSAGES")}
+    env.update(LANG="C", LC_ALL="C", CCACHE_BASEDIR=BUILD_DIR, **cfg.get("env", {}))
     cmake = ["cmake", "-S", tree, "-B", build_tree, *generator, *cfg["cmake"]]
     if shutil.which("ccache"):
         cmake += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
@@ -207,3 +210,7 @@ elif role == "link":
         say({"error": f"{BUILD_DIR}/{cfg['key']} holds no finished build"})
 else:
     build()
+    # The stdin watcher thread is blocked in a read: a normal interpreter exit aborts on its
+    # buffer lock ("Fatal Python error: _enter_buffered_busy"); leave without that.
+    sys.stdout.flush()
+    os._exit(0)
