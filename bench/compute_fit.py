@@ -2,10 +2,11 @@
 
 llama.cpp sizes its compute buffers by reserving the worst-case graph, which the GGUF file
 alone does not describe, so rpctui estimates them with a rule fitted on recorded runs
-(rpctui/llama/compute.py). This script makes those runs and refits the rule:
+(rpctui/plan/compute.py). This script makes those runs and refits the rule:
 
     .venv/bin/python bench/compute_fit.py collect [OUT.json]   # real loads, recorded
-    .venv/bin/python bench/compute_fit.py fit [OUT.json]       # coefficients + errors
+    .venv/bin/python bench/compute_fit.py fit [OUT.json] [--write]  # the rules (--write:
+                                                       # into rpctui/plan/compute_rules.py)
     .venv/bin/python bench/compute_fit.py check                # shapes the fit never saw
 
 `collect` runs `rpctui run` on two loopback rpc-servers for each flavour (current mainline,
@@ -14,13 +15,15 @@ RPCTUI_MODELS chooses others, such as tiny-mla, which the rule is not fitted on)
 prompts of 32/128/512 tokens, a smaller -ub with the largest prompt, and flash attention
 on and off; the split puts layers on both servers and the output layer on the second. Each
 run is recorded as usual (JSONL); the compute buffer lines it parsed become the data.
-`fit` prints the fitted coefficients in the form compute.py keeps them and the worst
-relative error per flavour, role and flash-attention setting.
+`fit` fits the rules from above (no recorded buffer above its estimate; the GPU loads kept
+as test fixtures join the CPU runs) and prints them with each one's worst over-estimate;
+`--write` writes them into rpctui/plan/compute_rules.py.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -86,9 +89,11 @@ HELD_OUT = (
 
 def check() -> float:
     """Plan and run each held-out shape; print every compute buffer next to its estimate
-    (as the run's PlanChecked event keeps them) and return the worst relative error."""
+    (as the run's PlanChecked event keeps them) and return the worst relative error; say
+    how many estimates fell below their buffer (the planner must never)."""
     work = Path(tempfile.mkdtemp(prefix="rpctui-compute-check-"))
     worst = 0.0
+    short = 0
     flavours = os.environ.get("RPCTUI_FLAVOURS", ",".join(FLAVOURS)).split(",")
     for i, (flavour, name, prompt, ubatch, fa, servers, pipeline) in enumerate(HELD_OUT):
         if flavour not in flavours:
@@ -102,13 +107,15 @@ def check() -> float:
         for device, est, got in checked[0]["compute"] if checked else []:
             err = abs(est - got) / got if got else 0.0
             worst = max(worst, err)
+            short += est < got
             print(f"  {flavour:8s} {name:9s} p{prompt:<5d} ub{ubatch or '-':<4} fa {int(fa)} "
                   f"pp {int(pipeline)} "
                   f"{device:24s} estimated {est:7.2f} allocated {got:7.2f} MiB "
-                  f"({100 * err:.1f} %)")
+                  f"({'+' if est >= got else '-'}{100 * err:.1f} %)")
         if rc != 0 or not checked:
             print(f"  {flavour} {name} p{prompt}: run failed (rc {rc})")
-    print(f"{len(HELD_OUT)} held-out loads; worst compute-buffer error {100 * worst:.1f} %")
+    print(f"{len(HELD_OUT)} held-out loads; worst compute-buffer error {100 * worst:.1f} %; "
+          f"{short} estimates below their buffer")
     return worst
 
 
@@ -161,11 +168,17 @@ def collect(out: Path) -> None:
     print(f"{len(rows)} runs -> {out}")
 
 
-def fit(data: Path) -> None:
-    from rpctui.plan.compute import ROLES, features, fit_rule, padded_ctx, reserve_tokens
+#: real GPU loads kept as test fixtures (bench/device_plan.sh, bench/device_vulkan.sh): they
+#: join the CPU runs in the fit, each device in its role
+FIXTURES = (("cuda-plan-h100.json", "cuda"), ("vulkan-plan-h200.json", "vulkan"))
+RULES_PY = ROOT / "rpctui" / "plan" / "compute_rules.py"
+
+
+def cpu_samples(data: Path) -> list[tuple[str, str, bool, bool, list[float], float]]:
+    from rpctui.plan.compute import ROLES, features, padded_ctx, reserve_tokens
 
     rows = json.loads(data.read_text())
-    models = {name: read_model(ensure_model(name)) for name in MODELS}
+    models = {name: read_model(ensure_model(name)) for name in {r["model"] for r in rows}}
     samples = []
     for r in rows:
         flavour = "seed-era" if r["flavour"] == "b6110" else r["flavour"]
@@ -174,25 +187,82 @@ def fit(data: Path) -> None:
         for role in ROLES:
             if role in r["compute_mib"]:
                 x = features(models[r["model"]], tokens, n_ctx, r["flash_attn"], role)
-                samples.append((flavour, role, r["flash_attn"], r["pipeline"], x,
+                samples.append((flavour, role, r["flash_attn"], r.get("pipeline", True), x,
                                 r["compute_mib"][role]))
-    rules, errors = fit_rule(samples)
-    print("RULES = {")
+    return samples
+
+
+def fixture_samples(name: str, backend: str
+                    ) -> list[tuple[str, str, bool, bool, list[float], float]]:
+    """Each compute buffer of the recorded GPU loads, with the features and role the planner
+    gives its device (the placement rebuilt as the plan made it)."""
+    from rpctui.plan.compute import features, padded_ctx, pipeline_parallel, reserve_tokens
+    from rpctui.plan.kv import layout
+    from rpctui.plan.placement import Device, fill, layer_devices
+    from rpctui.plan.plan import _flash_attention
+
+    samples = []
+    for r in json.loads((ROOT / "tests" / "fixtures" / name).read_text()):
+        planned = next(e for e in r["events"] if e["type"] == "BufferPlanned")
+        devices = [Device(row[0], row[1], row[4], backend=backend) for row in planned["rows"]]
+        model = read_model(ensure_model(r["model"]))
+        rules = [(r["ot"], "RPC0[127.0.0.1:50053]")] if r["ot"] else None
+        fa = True if r["fa"] is None else r["fa"]
+        where = layer_devices(model.n_layer, devices, 99, r["split"])
+        placement = fill(model, where, rules, padded_ctx("mainline", r["prompt"], fa))
+        resolved = _flash_attention(r["fa"], "mainline", model, devices, placement)
+        fa = resolved[0] if resolved else fa
+        n_ctx = padded_ctx("mainline", r["prompt"], fa)
+        tokens = reserve_tokens("mainline", r["prompt"], n_ctx, None, None)
+        kv = layout(model, "mainline", n_ctx, tokens, 1, False, fa)
+        pp = pipeline_parallel("mainline", len(devices), True, bool(rules))
+        output = placement.layer_device.get(model.n_layer, "CPU")
+        got: dict[str, float] = {}
+        for e in r["events"]:
+            if e["type"] == "BufferAllocated" and e["kind"] == "compute":
+                got[e["device"]] = max(got.get(e["device"], 0.0), e["mib"])
+        for device, mib in got.items():
+            role = "output" if device == output else "host" if device == "CPU" else "layers"
+            x = features(model, tokens, n_ctx, fa, role, kv.swa if kv.swa_layers else 0)
+            samples.append(("mainline", role, fa, pp, x, mib))
+    return samples
+
+
+def fit(data: Path, write: bool) -> None:
+    from rpctui.plan.compute import fit_rule
+
+    samples = cpu_samples(data) + cpu_samples(ROOT / "bench" / "compute_runs_cuda.json")
+    for name, backend in FIXTURES:
+        samples += fixture_samples(name, backend)
+    rules, over, domain = fit_rule(samples)
+    text = ['"""Compute-buffer rules, fitted from above on recorded loads: written by',
+            "`bench/compute_fit.py fit --write` (bench/compute_runs.json and the GPU fixtures);",
+            'do not edit by hand. The features are rpctui.plan.compute.FEATURES."""', "",
+            "#: flavour[+pp]/role/fa -> one coefficient vector per phase of the layer graph",
+            "#: (attention, then feed-forward); the estimate is the larger of the two",
+            "RULES: dict[str, tuple[tuple[float, ...], ...]] = {"]
     for key, planes in sorted(rules.items()):
-        print(f"    {key!r}: (")
-        for p in planes:
-            print(f"        {tuple(round(c, 4) for c in p)},")
-        print("    ),")
-    print("}\nERRORS = {")
-    for key, (err, _n) in sorted(errors.items()):
-        print(f"    {key!r}: {round(err, 4)},")
-    print("}")
+        text.append(f"    {key!r}: (")
+        # rounded up: with features of 0 or more, the written rule stays above the data
+        text += [f"        {tuple(math.ceil(c * 1e4) / 1e4 for c in p)}," for p in planes]
+        text.append("    ),")
+    text += ["}", "#: the worst over-estimate of each rule on its data (relative; none is under)",
+             "OVER: dict[str, float] = {"]
+    text += [f"    {key!r}: {round(err, 4)}," for key, (err, _n) in sorted(over.items())]
+    text += ["}", "#: the largest value of each feature in each rule's data (MiB of f32)",
+             "DOMAIN: dict[str, tuple[float, ...]] = {"]
+    text += [f"    {key!r}: {tuple(round(v, 4) for v in d)}," for key, d in sorted(domain.items())]
+    text.append("}")
+    if write:
+        RULES_PY.write_text("\n".join(text) + "\n")
+        print(f"wrote {RULES_PY.relative_to(ROOT)}")
+    else:
+        print("\n".join(text))
     worst = 0.0
-    for key, (err, n) in sorted(errors.items()):
-        print(f"  {key}: {n} loads, worst error {100 * err:.1f} %")
+    for key, (err, n) in sorted(over.items()):
+        print(f"  {key}: {n} buffers, worst over-estimate {100 * err:.1f} %, none under")
         worst = max(worst, err)
-    print(f"{len(samples)} buffers from {len(rows)} recorded runs; worst relative error "
-          f"{100 * worst:.1f} %")
+    print(f"{len(samples)} buffers; worst over-estimate {100 * worst:.1f} %")
 
 
 if __name__ == "__main__":
@@ -203,4 +273,5 @@ if __name__ == "__main__":
     elif cmd == "check":
         check()
     else:
-        fit(path)
+        fit(DATA if len(sys.argv) < 3 or sys.argv[2] == "--write" else path,
+            "--write" in sys.argv)

@@ -108,6 +108,8 @@ def predicted_and_actual(rig: Rig, bins, tmp_path: Path, servers: int, model_nam
     for device, row in rows.items():
         for kind in ("model", "kv"):
             out.append((kind, device, row[f"{kind}_mib"], actual.get((kind, device), 0.0)))
+    # compute: the estimate the run planned at launch next to what each device allocated
+    out += [("compute", device, est, got) for device, est, got in checked[0]["compute"]]
     return out
 
 
@@ -123,6 +125,11 @@ def test_prediction_matches_llama_cpp(clean_rig: Rig, bins, tmp_path: Path,
         # llama.cpp prints MiB with two decimals: allow that rounding plus the stated bound
         # (a sliding-window model's device prints two KV buffers, each rounded: 0.125 MiB
         # of one and 0.25 of the other read 0.12 + 0.25).
+        if kind == "compute":
+            # never below; at most 10 % (or 1 MiB) above, a quarter more outside the rule's data
+            print(f"COMPUTE {_config_id(config)} {device} est {predicted:.2f} got {actual:.2f}")
+            assert predicted >= actual - 0.005, (kind, device, predicted, actual)
+            continue
         rounding = 0.01 if kind == "kv" and config[1] in WINDOWED else 0.005
         bound = max(0.01 * actual, 1.0 if kind == "model" else 0.0) + rounding
         assert abs(predicted - actual) <= bound, (kind, device, predicted, actual)
@@ -321,23 +328,63 @@ def test_cuda_loads_match_the_plan() -> None:
             if resolved and not fa:
                 # "auto" turned off by the local CUDA0 (32-wide heads): each buffer is about
                 # 2 MiB under the off rule's (T x n_ctx in f32), an estimate on the safe side
-                assert 0 <= mib - got <= 0.01 * got + 2.05, (r["model"], device, mib, got)
+                assert 0 <= mib - got <= 0.01 * got + 2.3, (r["model"], device, mib, got)
             else:
-                assert abs(mib - got) <= max(0.1 * got, 0.05), (r["model"], device, mib, got)
+                # never below; at most 10 % or 1 MiB over
+                assert 0 <= mib - got <= max(0.1 * got, 1.0), (r["model"], device, mib, got)
             compared += 1
     assert compared >= 56
+
+
+def _compute_fit():
+    """bench/compute_fit.py, which reads the recorded loads the rule is fitted on."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "bench" / "compute_fit.py"
+    spec = importlib.util.spec_from_file_location("compute_fit", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compute_rule_is_never_below_a_recorded_load() -> None:
+    """Every compute buffer of the recorded loads (bench/compute_runs.json: 128 CPU runs of
+    three builds; compute_runs_cuda.json: 20 on an H100; the CUDA and Vulkan loads kept as
+    fixtures, sliding-window models among them), as the planner estimates it for that device
+    now: never below what llama.cpp allocated. Over it by at most 10 % or 1 MiB, but for the
+    few the rule's features cannot tell apart from larger ones (each under 2.05 MiB over):
+    mainline's "auto" flash attention turned off by a local CUDA0, a Vulkan server holding no
+    window layer of a sliding-window model, one CPU shape without flash attention."""
+    from rpctui.plan.compute import rule_mib
+
+    fit = _compute_fit()
+    samples = fit.cpu_samples(fit.DATA) + fit.cpu_samples(fit.ROOT / "bench" /
+                                                          "compute_runs_cuda.json")
+    for name, backend in fit.FIXTURES:
+        samples += fit.fixture_samples(name, backend)
+    assert len(samples) >= 500
+    beyond = []
+    for flavour, role, fa, pp, x, got in samples:
+        est = rule_mib(flavour, role, fa, pp, x)
+        assert est >= got, (flavour, role, fa, pp, got, est)
+        if est - got > max(0.1 * got, 1.0):
+            beyond.append((flavour, role, fa, pp, round(est - got, 2)))
+    assert len(beyond) <= 6 and all(over <= 2.05 for *_, over in beyond), beyond
 
 
 def test_vulkan_loads_match_the_plan() -> None:
     """Nine real loads on an H200 through Vulkan (bench/device_vulkan.sh: rpctui's mainline
     build with GGML_VULKAN, two `-d Vulkan0` rpc-servers and the client's own Vulkan0):
     the tiny, small, Q8_0, sliding-window and gpt-oss models, splits, -ot, mmap off. Every
-    model and KV buffer the planner computes now equals what llama.cpp allocated, and the
+    model and KV buffer the planner computes now equals what llama.cpp allocated, no compute
+    estimate is below its buffer, and the
     recording of the first load replays with Vulkan0 probed with its free memory."""
-    from rpctui.plan.compute import padded_ctx, reserve_tokens
+    from rpctui.plan.compute import padded_ctx, pipeline_parallel, reserve_tokens
     from rpctui.plan.kv import layout
     from rpctui.plan.placement import Device, layer_devices
     from rpctui.plan.placement import fill as place_all
+    from rpctui.plan.plan import with_compute
 
     fixtures = Path(__file__).parent / "fixtures"
     runs = json.loads((fixtures / "vulkan-plan-h200.json").read_text())
@@ -370,7 +417,18 @@ def test_vulkan_loads_match_the_plan() -> None:
             assert abs(placement.mib("kv").get(d.name, 0.0) - actual.get(("kv", d.name), 0.0)
                        ) <= 0.01, (r["model"], d.name)
             compared += 2
-    assert compared >= 54
+        # compute: never below; at most 10 % or 1 MiB over, but for a window model's server
+        # that holds no window layer (its estimate counts the window mask: 2 MiB over)
+        tokens = reserve_tokens("mainline", r["prompt"], n_ctx, None, None)
+        pp = pipeline_parallel("mainline", len(devices), True, bool(rules))
+        est = with_compute(placement, model, "mainline", tokens, n_ctx, fa, pp,
+                           kv.swa if kv.swa_layers else 0)
+        for device, mib in est.mib("compute").items():
+            got = largest[("compute", device, "")]
+            bound = 2.3 if kv.swa_layers else max(0.1 * got, 1.0)
+            assert 0 <= mib - got <= bound, (r["model"], device, mib, got)
+            compared += 1
+    assert compared >= 84
     state = fold_all(read_run(fixtures / "run-h200-two-vulkan-servers.jsonl"))
     probed = next(iter(state.nodes.values())).devices
     assert probed[0][0] == "Vulkan0" and probed[0][3] > 100_000  # MiB free of the H200
@@ -418,7 +476,8 @@ def test_compute_estimates_hold_on_unseen_shapes(bins, tmp_path: Path, build: st
                                                  ubatch: int | None, fa: bool, servers: int,
                                                  ot: bool) -> None:
     """A real load on loopback servers: the run keeps each compute buffer next to the plan's
-    estimate (PlanChecked); every one is within 7 % or 0.05 MiB."""
+    estimate (PlanChecked); none is below what llama.cpp allocated, none more than 10 % or
+    1 MiB above it."""
     split = [0] + [1] * servers if build == "ik" else [1] * servers
     blocks = "".join(f"[[nodes.servers]]\nport = {52300 + i}\nthreads = 1\n\n"
                      for i in range(servers))
@@ -439,8 +498,8 @@ def test_compute_estimates_hold_on_unseen_shapes(bins, tmp_path: Path, build: st
     assert len(check["compute"]) == servers + 1  # every server and the main node's CPU
     for device, estimated, allocated in check["compute"]:
         assert allocated > 0
-        assert abs(estimated - allocated) <= max(0.07 * allocated, 0.05), (device, estimated,
-                                                                           allocated)
+        assert 0 <= estimated - allocated + 0.005 <= max(0.1 * allocated, 1.0), (
+            device, estimated, allocated)
 
 
 def test_ik_split_gives_each_slot_its_layers() -> None:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rpctui.plan.compute_rules import DOMAIN, OVER, RULES
+
 if TYPE_CHECKING:
     from rpctui.plan.gguf import ModelInfo
 
@@ -27,135 +29,16 @@ ROLES = ("layers", "output", "host")
 FEATURES = ("T*n_embd", "T*n_ff", "T*n_ff_exp*n_used", "T*n_ctx", "T*n_ctx*n_head", "T*n_vocab",
             "MiB")
 
-#: flavour/role/fa -> one coefficient vector per phase of the layer graph (attention, then
-#: feed-forward), over FEATURES in f32 elements (MiB for the constant); the estimate is the
-#: larger of the two, as the allocator's peak is whichever phase holds more at once. The
-#: output of `bench/compute_fit.py fit` on bench/compute_runs.json.
-RULES: dict[str, tuple[tuple[float, ...], ...]] = {
-    'ik/host/fa': (
-        (1.0159, 0.0, 0.0, 0.4987, 0.0, 0.0, 0.0),
-        (0.0606, 0.0, 0.2424, 0.4899, 0.0, 0.0, 0.0),
-    ),
-    'ik/host/nofa': (
-        (0.985, 0.0, 0.0, 0.0157, 0.1255, 0.0, 0.0),
-        (0.1425, 0.2736, 0.2053, 1.0186, 0.0, 0.0, 0.0059),
-    ),
-    'ik/layers/fa': (
-        (8.0, 0.0, 0.0, 0.4933, 0.0, 0.0, 0.0067),
-        (1.126, 3.378, 0.0, 0.2256, 0.0, 0.0, 0.1287),
-    ),
-    'ik/layers/nofa': (
-        (3.6845, 0.0, 0.0, 0.1239, 0.9915, 0.0, 0.1023),
-        (1.0923, 3.2769, 0.0, 1.2663, 0.0, 0.0, 0.0329),
-    ),
-    'ik/output/fa': (
-        (2.0, 0.0, 0.0, 0.0133, 0.0, 0.9997, 0.0067),
-        (0.2959, 0.568, 0.426, 0.0133, 0.0, 0.9997, 0.0067),
-    ),
-    'ik/output/nofa': (
-        (1.98, 0.0, 0.0, 0.0, 0.0, 1.0004, 0.0001),
-        (0.2929, 0.5624, 0.4218, 0.0, 0.0, 1.0004, 0.0001),
-    ),
-    'mainline+pp/host/fa': (
-        (5.0379, 0.0, 0.0, 2.0352, 0.0, 0.0, 0.0),
-        (0.7456, 1.4307, 1.0746, 2.0341, 0.0, 0.0, 0.0),
-    ),
-    'mainline+pp/host/nofa': (
-        (9.0068, 0.0, 0.0, 0.0619, 0.4949, 0.0, 0.0026),
-        (1.3323, 2.5581, 1.9185, 4.0208, 0.0, 0.0, 0.0026),
-    ),
-    'mainline+pp/layers/fa': (
-        (15.9607, 0.0, 0.0, 2.0579, 0.0, 0.0, 0.0),
-        (1.1177, 0.0, 4.4708, 2.0225, 0.0, 0.0, 0.0028),
-    ),
-    'mainline+pp/layers/nofa': (
-        (14.629, 0.0, 0.0, 0.1605, 1.2839, 0.0, 0.0),
-        (2.2237, 4.1403, 3.3745, 10.2225, 0.0, 0.0, 0.0),
-    ),
-    'mainline+pp/output/fa': (
-        (4.9692, 0.0, 0.0, 2.0058, 0.0, 1.0009, 0.0008),
-        (0.7351, 1.4114, 1.0585, 2.0058, 0.0, 1.0009, 0.0008),
-    ),
-    'mainline+pp/output/nofa': (
-        (9.0519, 0.0, 0.0, 0.0621, 0.497, 0.9994, 0.0),
-        (1.339, 2.571, 1.9282, 4.0383, 0.0, 0.9994, 0.0),
-    ),
-    'mainline/host/fa': (
-        (2.0083, 0.0, 0.0, 0.5116, 0.0, 0.0, 0.0011),
-        (0.1227, 0.0, 0.4906, 0.4721, 0.0, 0.0, 0.0001),
-    ),
-    'mainline/host/nofa': (
-        (2.8904, 0.0, 0.0, 0.0162, 0.1293, 0.0, 0.0068),
-        (0.3005, 0.9014, 0.0, 1.0043, 0.0, 0.0, 0.0),
-    ),
-    'mainline/layers/fa': (
-        (11.9926, 0.0, 0.0, 0.5145, 0.0, 0.0, 0.0),
-        (0.8746, 0.0, 3.4984, 0.5708, 0.0, 0.0, 0.0),
-    ),
-    'mainline/layers/nofa': (
-        (7.6629, 0.0, 0.0, 0.1132, 0.9053, 0.0, 0.0),
-        (1.2022, 2.1667, 1.9199, 7.1167, 0.0, 0.0, 0.0),
-    ),
-    'mainline/output/fa': (
-        (1.01, 0.0, 0.0, 0.0018, 0.0, 0.9998, 0.0025),
-        (0.1494, 0.2869, 0.2151, 0.0018, 0.0, 0.9998, 0.0025),
-    ),
-    'mainline/output/nofa': (
-        (1.01, 0.0, 0.0, 0.0, 0.0002, 0.9998, 0.0025),
-        (0.1494, 0.2869, 0.2151, 0.0018, 0.0, 0.9998, 0.0025),
-    ),
-    'seed-era/host/fa': (
-        (0.8983, 0.0, 0.0, 1.0402, 0.0, 0.0, 0.0087),
-        (0.1015, 0.3046, 0.0, 0.9957, 0.0, 0.0, 0.0),
-    ),
-    'seed-era/host/nofa': (
-        (1.9784, 0.0, 0.0, 0.0156, 0.1251, 0.0, 0.0),
-        (0.284, 0.5453, 0.409, 0.0, 0.0, 0.0, 0.01),
-    ),
-    'seed-era/layers/fa': (
-        (12.295, 0.0, 0.0, 0.3309, 0.0, 0.0, 0.0),
-        (0.8841, 0.0, 3.5365, 0.49, 0.0, 0.0, 0.0),
-    ),
-    'seed-era/layers/nofa': (
-        (5.3408, 0.0, 0.0, 0.1276, 1.0206, 0.0, 0.2085),
-        (2.0358, 3.509, 3.4645, 0.0, 0.0, 0.0, 0.0003),
-    ),
-    'seed-era/output/fa': (
-        (1.01, 0.0, 0.0, 0.0028, 0.0, 0.9997, 0.0054),
-        (0.1494, 0.2869, 0.2151, 0.0028, 0.0, 0.9997, 0.0054),
-    ),
-    'seed-era/output/nofa': (
-        (0.0076, 0.0, 0.0, 0.0009, 0.0076, 0.9465, 0.2423),
-        (0.2177, 0.4205, 0.3104, 0.0, 0.0, 0.9963, 0.0),
-    ),
-}
-#: the worst relative error of each rule on the runs it was fitted on
-ERRORS: dict[str, float] = {
-    'ik/host/fa': 0.0066,
-    'ik/host/nofa': 0.0027,
-    'ik/layers/fa': 0.0417,
-    'ik/layers/nofa': 0.0529,
-    'ik/output/fa': 0.0,
-    'ik/output/nofa': 0.0004,
-    'mainline+pp/host/fa': 0.0066,
-    'mainline+pp/host/nofa': 0.0017,
-    'mainline+pp/layers/fa': 0.0055,
-    'mainline+pp/layers/nofa': 0.0568,
-    'mainline+pp/output/fa': 0.0009,
-    'mainline+pp/output/nofa': 0.0009,
-    'mainline/host/fa': 0.0184,
-    'mainline/host/nofa': 0.0038,
-    'mainline/layers/fa': 0.0057,
-    'mainline/layers/nofa': 0.0942,
-    'mainline/output/fa': 0.0003,
-    'mainline/output/nofa': 0.0003,
-    'seed-era/host/fa': 0.0079,
-    'seed-era/host/nofa': 0.005,
-    'seed-era/layers/fa': 0.0235,
-    'seed-era/layers/nofa': 0.051,
-    'seed-era/output/fa': 0.0002,
-    'seed-era/output/nofa': 0.0113,
-}
+#: the rules themselves (coefficients, their error, the data's extent): compute_rules.py,
+#: written by `bench/compute_fit.py fit --write`
+#: what an estimate outside the fitted data gets on top (a shape the rule cannot vouch for)
+MARGIN = 0.25
+#: added to every estimate: graph details the features do not see (held-out loads on the rig
+#: came out up to 0.1 MiB above the fitted rule: an output device with fewer layers, a
+#: window model's host)
+PAD_MIB = 0.25
+#: how far past the largest fitted value of a feature an estimate may go before it is outside
+REACH = 2.0
 #: which features each phase may use: attention has no feed-forward width, feed-forward
 #: no attention scores
 PHASES = ((1, 0, 0, 1, 1, 1, 1), (1, 1, 1, 1, 0, 1, 1))
@@ -210,13 +93,15 @@ def ffn_widths(model: ModelInfo) -> tuple[int, int]:
             if experts else 0)
 
 
-def features(model: ModelInfo, tokens: int, n_ctx: int, flash_attn: bool, role: str
-             ) -> list[float]:
-    """The rule's inputs for one device, in f32 elements (MiB for the constant)."""
+def features(model: ModelInfo, tokens: int, n_ctx: int, flash_attn: bool, role: str,
+             swa_cells: int = 0) -> list[float]:
+    """The rule's inputs for one device, in f32 elements (MiB for the constant). A model with
+    sliding-window layers has a second mask, over its window cache's ``swa_cells``: it joins
+    the mask term."""
     n_head = model.n_head or model.n_embd // max(model.head_dim_k, 1)
     dense, experts = ffn_widths(model)
     t = float(tokens)
-    return [t * model.n_embd, t * dense, t * experts, t * n_ctx,
+    return [t * model.n_embd, t * dense, t * experts, t * (n_ctx + swa_cells),
             0.0 if flash_attn else t * n_ctx * n_head,
             t * model.n_vocab if role == "output" else 0.0, 1.0]
 
@@ -236,17 +121,54 @@ def pipeline_parallel(flavour: str, n_devices: int, all_offloaded: bool, overrid
 
 
 def estimate_mib(model: ModelInfo, flavour: str, tokens: int, n_ctx: int, flash_attn: bool,
-                 role: str, pipeline: bool = False) -> float | None:
-    """Estimated compute buffer in MiB, or None when no rule was fitted for this case."""
+                 role: str, pipeline: bool = False, swa_cells: int = 0) -> float | None:
+    """Estimated compute buffer in MiB, or None when no rule was fitted for this case. The
+    rule is fitted from above (never below a recorded allocation); outside its data it adds
+    MARGIN (``doubt`` says why)."""
+    x = features(model, tokens, n_ctx, flash_attn, role, swa_cells)
+    mib = rule_mib(flavour, role, flash_attn, pipeline, x)
+    if mib is None:
+        return None
+    key = _key(flavour, role, flash_attn, pipeline)
+    return PAD_MIB + (mib * (1 + MARGIN) if _outside(key, _scaled(x), model) else mib)
+
+
+def rule_mib(flavour: str, role: str, flash_attn: bool, pipeline: bool, x: list[float]
+             ) -> float | None:
+    """The fitted rule at the features ``x`` (no margin), or None without a rule."""
     rule = RULES.get(_key(flavour, role, flash_attn, pipeline))
     if rule is None:
         return None
-    x = _scaled(features(model, tokens, n_ctx, flash_attn, role))
-    return float(max(np.dot(coef, x) for coef in rule))
+    return float(max(np.dot(coef, _scaled(x)) for coef in rule))
+
+
+def doubt(model: ModelInfo, flavour: str, tokens: int, n_ctx: int, flash_attn: bool,
+          role: str, pipeline: bool = False, swa_cells: int = 0) -> str | None:
+    """Why an estimate is outside the rule's data (and got MARGIN), or None."""
+    key = _key(flavour, role, flash_attn, pipeline)
+    if key not in RULES:
+        return None
+    return _outside(key, _scaled(features(model, tokens, n_ctx, flash_attn, role, swa_cells)),
+                    model)
+
+
+def _outside(key: str, x: np.ndarray, model: ModelInfo) -> str | None:
+    if model.mla:
+        # on the generated DeepSeek-style model the fitted rule was 3 to 22 % off
+        return "latent attention (MLA) is not in the fitted data"
+    top = DOMAIN.get(key)
+    if top is None:
+        return None
+    for name, value, most in zip(FEATURES, x, top, strict=True):
+        if value > REACH * most + 1e-9:
+            return (f"{name} is {value / most:.0f}x the largest fitted" if most else
+                    f"{name} was never in the fitted data")
+    return None
 
 
 def error_of(flavour: str, role: str, flash_attn: bool, pipeline: bool = False) -> float | None:
-    return ERRORS.get(_key(flavour, role, flash_attn, pipeline))
+    """The rule's worst over-estimate on its data (relative); it is never under."""
+    return OVER.get(_key(flavour, role, flash_attn, pipeline))
 
 
 def _scaled(x: list[float]) -> np.ndarray:
@@ -267,9 +189,12 @@ def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _fit_max(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+def _fit_max(a: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+             ) -> tuple[np.ndarray, ...]:
     """A max of one plane per phase (max-affine regression by alternating assignment),
-    minimising relative error; each phase sees only its features."""
+    minimising relative error (each sample weighted by ``w``); each phase sees only its
+    features."""
+    w = np.ones(len(y)) if w is None else w
     masks = [np.array(m, dtype=bool) for m in PHASES]
     # start: a sample belongs to the phase whose own feature (scores / ffn width) is larger
     side = (a[:, 4] <= a[:, 1] + a[:, 2]).astype(int)
@@ -279,10 +204,10 @@ def _fit_max(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
         for k, mask in enumerate(masks):
             rows = side == k if (side == k).any() else np.ones(len(y), dtype=bool)
             coef = np.zeros(a.shape[1])
-            coef[mask] = _nnls(a[rows][:, mask] / y[rows, None], np.ones(int(rows.sum())))
+            coef[mask] = _nnls(a[rows][:, mask] * (w[rows] / y[rows])[:, None], w[rows])
             planes.append(coef)
         pred = np.max([a @ c for c in planes], axis=0)
-        err = float(np.max(np.abs(pred - y) / y))
+        err = float(np.max(w * np.abs(pred - y) / y))
         if best is None or err < best[0]:
             best = (err, tuple(planes))
         new = np.argmax([a @ c for c in planes], axis=0)
@@ -293,20 +218,41 @@ def _fit_max(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
     return best[1]
 
 
+def _fit_above(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The max-affine fit pushed up onto the data: samples it falls short of weigh more on
+    each pass (an asymmetric least squares), then every plane is raised by the last shortfall,
+    so no sample is above the rule."""
+    w = np.ones(len(y))
+    planes = _fit_max(a, y)
+    for _ in range(12):
+        pred = np.max([a @ c for c in planes], axis=0)
+        short = pred < y
+        if not short.any():
+            break
+        w = np.where(short, w * 3.0, w)
+        planes = _fit_max(a, y, w)
+    pred = np.max([a @ c for c in planes], axis=0)
+    lift = max(1.0, float(np.max(y / pred)))
+    return tuple(p * lift for p in planes)
+
+
 def fit_rule(samples: list[tuple[str, str, bool, bool, list[float], float]]
-             ) -> tuple[dict[str, tuple[tuple[float, ...], ...]], dict[str, tuple[float, int]]]:
+             ) -> tuple[dict[str, tuple[tuple[float, ...], ...]], dict[str, tuple[float, int]],
+                        dict[str, tuple[float, ...]]]:
     """Rules per flavour/role/fa/pipeline from (flavour, role, fa, pipeline, features, actual
-    MiB); and each rule's worst relative error with its sample count."""
+    MiB); each rule's worst over-estimate with its sample count; each feature's largest
+    value in the rule's data."""
     groups: dict[str, list[tuple[list[float], float]]] = {}
     for flavour, role, fa, pp, x, y in samples:
         if y > 0:
             groups.setdefault(_key(flavour, role, fa, pp), []).append((x, y))
-    rules, errors = {}, {}
+    rules, over, domain = {}, {}, {}
     for key, rows in groups.items():
         a = np.array([_scaled(x) for x, _ in rows])
         ys = np.array([y for _, y in rows])
-        planes = _fit_max(a, ys)
+        planes = _fit_above(a, ys)
         rules[key] = tuple(tuple(float(c) for c in p) for p in planes)
         pred = np.max([a @ c for c in planes], axis=0)
-        errors[key] = (float(np.max(np.abs(pred - ys) / ys)), len(rows))
-    return rules, errors
+        over[key] = (float(np.max((pred - ys) / ys)), len(rows))
+        domain[key] = tuple(float(v) for v in a.max(axis=0))
+    return rules, over, domain

@@ -58,6 +58,8 @@ class Placement:
     #: estimated compute buffers (see rpctui.plan.compute); "CPU" is the main node's
     compute: dict[str, int] = field(default_factory=dict)
     pipeline: bool = False  #: mainline's pipeline parallelism (larger compute buffers)
+    #: devices whose compute estimate is outside the rule's data (and has a margin): why
+    compute_doubts: dict[str, str] = field(default_factory=dict)
     #: the tensors each buffer receives (what a client sends a server, for its cache)
     tensors: dict[str, list[Tensor]] = field(default_factory=dict)
 

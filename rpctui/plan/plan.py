@@ -18,8 +18,10 @@ from rpctui.errors import UserError
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
 from rpctui.plan.compute import (
+    MARGIN,
     backend_of,
     default_flash_attn,
+    doubt,
     error_of,
     estimate_mib,
     fa_supported,
@@ -171,10 +173,11 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
                  layer_devices(model.n_layer, devices, job.ngl, ts, main.flavour))
         pp = pipeline_parallel(main.flavour, len(devices), all_offloaded, bool(rules),
                                not {"-nkvo", "--no-kv-offload"} & set(job.extra_args))
+        kv = kv_layout(profile, main.flavour, model, n_ctx, tokens, fa)
         placed = fill(of, where, rules, n_ctx, types, mmap=job.mmap is not False,
-                      backends={d.name: d.backend for d in devices},
-                      kv=kv_layout(profile, main.flavour, model, n_ctx, tokens, fa))
-        return with_compute(placed, model, main.flavour, tokens, n_ctx, fa, pp)
+                      backends={d.name: d.backend for d in devices}, kv=kv)
+        return with_compute(placed, model, main.flavour, tokens, n_ctx, fa, pp,
+                            kv.swa if kv.swa_layers else 0)
 
     placement = placed(split, overrides)
     fa_note = _flash_attention(job.flash_attn, main.flavour, model, devices, placement)
@@ -190,6 +193,11 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
     if ik:
         plan.notes += ik.notes(placement)
     plan.notes.append(_compute_note(main.flavour, fa, tokens, placement.pipeline))
+    if placement.compute_doubts:
+        device, why = next(iter(placement.compute_doubts.items()))
+        plan.notes.append(f"compute buffers of {', '.join(placement.compute_doubts)} are "
+                          f"outside the rule's data ({device}: {why}): each estimate has "
+                          f"{100 * MARGIN:.0f} % added; keep headroom")
     kv = kv_layout(profile, main.flavour, model, n_ctx, tokens, fa)
     if kv.swa_layers:
         plan.notes.append(f"sliding window: {len(kv.swa_layers)} of {model.n_layer} layers "
@@ -198,10 +206,6 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
         plan.notes.append(f"{model.arch} has a sliding window, which the planner does not "
                           f"model for it: its KV is planned as if every layer kept the whole "
                           f"context (more than the build allocates)")
-    if model.mla:
-        plan.notes.append("latent attention (MLA) is outside the compute rule's data: on a "
-                          "small generated DeepSeek-style model its estimates were 3 to 22 % "
-                          "off; keep headroom")
     if not ik and not (split and any(split)) and split_margin(
             model.n_layer, [d.split_weight for d in devices], job.ngl) < EDGE:
         plan.notes.append("the default split (by free memory) has a layer boundary on a knife "
@@ -216,7 +220,8 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
         # each device reserves a compute buffer; the last one also the output's
         fixed = [0.0 if d.name == "CPU" else estimate_mib(
             model, main.flavour, tokens, n_ctx, fa, "output" if i == len(order) - 1
-            else "layers", placement.pipeline) or 0.0 for i, d in enumerate(order)]
+            else "layers", placement.pipeline, kv.swa if kv.swa_layers else 0) or 0.0
+            for i, d in enumerate(order)]
         counts, plan.suggested_fill = suggest_split(
             model, room, n_ctx, types, fixed, offloaded(model.n_layer, job.ngl, main.flavour),
             kv_layout(profile, main.flavour, model, n_ctx, tokens, fa))
@@ -253,18 +258,27 @@ def _flash_attention(asked: bool | None, flavour: str, model: ModelInfo,
 
 
 def with_compute(p: Placement, model: ModelInfo, flavour: str, tokens: int, n_ctx: int,
-                 fa: bool, pipeline: bool = False) -> Placement:
+                 fa: bool, pipeline: bool = False, swa_cells: int = 0) -> Placement:
     """The placement with each device's estimated compute buffer: the device of the output
     layer sized as the output's, others holding layers or tensors as a layer's, and the
     main node's CPU as the host's (or the output's, when the output stays there)."""
     output = p.layer_device.get(model.n_layer, "CPU")
     holders = set(p.layer_device.values()) | {k for k, v in p.model.items() if v}
     holders = {"CPU" if h == "CPU_Mapped" else h for h in holders} | {"CPU"}
+    # a main node that computes repeating layers itself (partial offload, ik's split) holds a
+    # layer device's buffer besides its host one
+    cpu_layers = any(d == "CPU" for il, d in p.layer_device.items() if il < model.n_layer)
     for device in holders:
         role = "output" if device == output else "host" if device == "CPU" else "layers"
-        mib = estimate_mib(model, flavour, tokens, n_ctx, fa, role, pipeline)
-        if mib:
-            p.compute[device] = int(mib * MIB)
+        roles = [role, "layers"] if device == "CPU" and cpu_layers and role == "host" else [role]
+        total = 0.0
+        for r in roles:
+            total += estimate_mib(model, flavour, tokens, n_ctx, fa, r, pipeline, swa_cells) or 0.0
+            why = doubt(model, flavour, tokens, n_ctx, fa, r, pipeline, swa_cells)
+            if why:
+                p.compute_doubts[device] = why
+        if total:
+            p.compute[device] = int(total * MIB)
     p.pipeline = pipeline
     return p
 
@@ -276,8 +290,8 @@ def _compute_note(flavour: str, fa: bool, tokens: int, pipeline: bool) -> str:
         return f"compute buffers: no estimate for {flavour} builds; keep headroom for them"
     return (f"compute buffers are estimates for a {tokens}-token micro-batch (flash attention "
             f"{'on' if fa else 'off'}{', pipeline parallelism' if pipeline else ''}): a rule "
-            f"fitted on recorded runs, within {100 * max(errs):.0f} % on those "
-            f"(bench/compute_fit.py)")
+            f"fitted from above on recorded runs, never below them and at most "
+            f"{100 * max(errs):.0f} % over (bench/compute_fit.py)")
 
 
 def _suggest_experts(plan: Plan, profile: Profile, main: Capabilities, model: ModelInfo,
