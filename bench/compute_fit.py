@@ -11,7 +11,8 @@ alone does not describe, so rpctui estimates them with a rule fitted on recorded
 
 `collect` runs `rpctui run` on two loopback rpc-servers for each flavour (current mainline,
 seed-era b6110, ik_llama.cpp), each generated model (dense, tied embeddings, larger, MoE;
-RPCTUI_MODELS chooses others, such as tiny-mla, which the rule is not fitted on),
+RPCTUI_MODELS chooses others: tiny-mla, which the rule is not fitted on, or tiny-mamba2 and
+tiny-granite-hybrid, recorded in compute_runs_recurrent.json),
 prompts of 32/128/512 tokens, a smaller -ub with the largest prompt, and flash attention
 on and off; the split puts layers on both servers and the output layer on the second. Each
 run is recorded as usual (JSONL); the compute buffer lines it parsed become the data.
@@ -39,6 +40,10 @@ from rpctui.plan.compute import backend_of  # noqa: E402 - after the sys.path li
 from rpctui.plan.gguf import read_model  # noqa: E402 - after the sys.path line above
 
 DATA = ROOT / "bench" / "compute_runs.json"
+#: every recorded set the rule is fitted on: the CPU runs of the three builds, 20 on an H100,
+#: and the recurrent models (Mamba-2, a Mamba-2/attention hybrid) on mainline and b6110
+RECORDED = (DATA, ROOT / "bench" / "compute_runs_cuda.json",
+            ROOT / "bench" / "compute_runs_recurrent.json")
 FLAVOURS = ("mainline", "b6110", "ik")
 MODELS = ("tiny", "tiny-tied", "small", "tiny-moe")
 SHAPES = ((32, None), (128, None), (512, None), (512, 128))  # (prompt tokens, ubatch)
@@ -182,7 +187,9 @@ def cpu_samples(data: Path) -> list[tuple[str, str, bool, bool, list[float], flo
     samples = []
     for r in rows:
         flavour = "seed-era" if r["flavour"] == "b6110" else r["flavour"]
-        n_ctx = padded_ctx(flavour, r["prompt"], r["flash_attn"])
+        model = models[r["model"]]
+        n_ctx = padded_ctx(flavour, r["prompt"], r["flash_attn"],
+                           len(model.recurrent_layers) == model.n_layer)
         tokens = reserve_tokens(flavour, r["prompt"], n_ctx, r["ubatch"], None)
         for role in ROLES:
             if role in r["compute_mib"]:
@@ -231,7 +238,7 @@ def fixture_samples(name: str, backend: str
 def fit(data: Path, write: bool) -> None:
     from rpctui.plan.compute import fit_rule
 
-    samples = cpu_samples(data) + cpu_samples(ROOT / "bench" / "compute_runs_cuda.json")
+    samples = [s for path in (data, *RECORDED[1:]) for s in cpu_samples(path)]
     for name, backend in FIXTURES:
         samples += fixture_samples(name, backend)
     rules, over, domain = fit_rule(samples)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from rpctui.llama.explain import Explanation, explain_text, render
 from tests.conftest import rpctui
 
@@ -107,6 +109,21 @@ def test_sliding_window_kv_buffers_add_up_per_device() -> None:
                                                     .read_text().splitlines()) if b and b.kind == "kv"]
     assert kv[:3] == [("RPC0[127.0.0.1:50153]", "non-SWA", 0.12),
                       ("RPC0[127.0.0.1:50152]", "SWA", 0.62), ("RPC0[127.0.0.1:50153]", "SWA", 0.25)]
+
+
+def test_recurrent_state_counts_with_the_kv() -> None:
+    """A Mamba-2/attention hybrid and a Mamba-2 model (issue 15): each server's RS buffer (the
+    recurrent layers' state) is counted in its KV, beside the attention layers' KV cache."""
+    x = explain("mainline-bench-granite-hybrid-2srv-v.log")
+    assert x.buffers["RPC0[127.0.0.1:50152]"]["kv"] == pytest.approx(0.12 + 1.04)
+    assert x.buffers["RPC0[127.0.0.1:50153]"]["kv"] == pytest.approx(0.12 + 0.52)
+    from rpctui.llama.logs import BufferLines
+
+    reader = BufferLines()
+    lines = (FIX / "b6110-bench-mamba2-2srv-v.log").read_text().splitlines()
+    kv = [(b.device, b.cache, b.mib) for b in map(reader.feed, lines) if b and b.kind == "kv"]
+    assert kv[:2] == [("RPC[127.0.0.1:50152]", "RS", 0.66), ("RPC[127.0.0.1:50153]", "RS", 0.40)]
+    assert explain("b6110-bench-mamba2-2srv-v.log").buffers["RPC[127.0.0.1:50153]"]["kv"] == 0.40
 
 
 def test_cuda_out_of_memory_names_device_and_size() -> None:

@@ -66,6 +66,13 @@ CONFIGS = [
     (2, "tiny-gemma2", [1, 2], "mainline", None, 99, SWA_JOB),
     (3, "tiny-gpt-oss", None, "mainline", None, 99, SWA_JOB),
     (2, "tiny-gpt-oss", None, "b6110", None, 99, SWA_JOB),
+    # recurrent (issue 15): Mamba-2 layers keep a state per sequence, printed as an RS buffer,
+    # in place of a KV cache; a hybrid has both, its attention layers' KV and the rest's state
+    # (with routed and shared experts); ik_llama.cpp has neither architecture
+    (2, "tiny-mamba2", None, "mainline", None),
+    (3, "tiny-mamba2", [1, 2, 1], "b6110", None),
+    (2, "tiny-granite-hybrid", None, "mainline", None, 99, SWA_JOB),
+    (3, "tiny-granite-hybrid", [1, 1, 2], "b6110", None),
 ]
 
 
@@ -350,17 +357,19 @@ def _compute_fit():
 
 def test_compute_rule_is_never_below_a_recorded_load() -> None:
     """Every compute buffer of the recorded loads (bench/compute_runs.json: 128 CPU runs of
-    three builds; compute_runs_cuda.json: 20 on an H100; the CUDA and Vulkan loads kept as
+    three builds; compute_runs_cuda.json: 20 on an H100; compute_runs_recurrent.json: 48 of
+    Mamba-2 and a hybrid on mainline and b6110; the CUDA and Vulkan loads kept as
     fixtures, sliding-window models among them), as the planner estimates it for that device
     now: never below what llama.cpp allocated. Over it by at most 10 % or 1 MiB, but for the
     few the rule's features cannot tell apart from larger ones (each under 2.05 MiB over):
     mainline's "auto" flash attention turned off by a local CUDA0, a Vulkan server holding no
-    window layer of a sliding-window model, one CPU shape without flash attention."""
+    window layer of a sliding-window model, one CPU shape without flash attention, and two
+    512-token buffers of Mamba-2 under pipeline parallelism (the hybrid's, larger, have
+    nearly the same features)."""
     from rpctui.plan.compute import rule_mib
 
     fit = _compute_fit()
-    samples = fit.cpu_samples(fit.DATA) + fit.cpu_samples(fit.ROOT / "bench" /
-                                                          "compute_runs_cuda.json")
+    samples = [s for path in fit.RECORDED for s in fit.cpu_samples(path)]
     for name, backend in fit.FIXTURES:
         samples += fit.fixture_samples(name, backend)
     assert len(samples) >= 500
@@ -622,3 +631,31 @@ def test_window_layers_follow_each_flavour(tmp_path: Path) -> None:
     assert (one.full, one.swa) == (4096, 1792)  # 3 x 512 + 64, padded to 256
     assert layout(gemma3, "mainline", 4096, 64, swa_full=True).swa == 4096
     assert layout(gemma3, "ik", 4096, 64, seqs=3).full == 4096
+
+
+@pytest.mark.parametrize("log,name,flavour", [
+    ("mainline-bench-granite-hybrid-2srv-v.log", "tiny-granite-hybrid", "mainline"),
+    ("b6110-bench-mamba2-2srv-v.log", "tiny-mamba2", "seed-era")])
+def test_recurrent_state_is_planned_as_llama_cpp_allocates_it(log: str, name: str,
+                                                              flavour: str) -> None:
+    """The recorded loads of a Mamba-2/attention hybrid (mainline) and a Mamba-2 model
+    (b6110) on two servers (issue 15): per server, the plan's KV (the attention layers' cache
+    plus the recurrent layers' state) and weights equal the logged buffers; the recurrent
+    layers hold no KV cache, and the file's per-layer head counts say which they are."""
+    from rpctui.llama.explain import explain_text
+    from rpctui.plan.placement import Device, fill, layer_devices
+
+    model = read_model(ensure_model(name))
+    assert len(model.recurrent_layers) == (6 if name == "tiny-granite-hybrid" else 8)
+    assert model.ssm is not None and model.ssm.r_floats == 3 * (512 + 2 * model.ssm.d_state)
+    text = (Path(__file__).parent / "fixtures" / log).read_text()
+    logged = explain_text(text).buffers
+    names = [d for d in logged if d.startswith("RPC")]
+    devices = [Device(d, d, 1000.0) for d in names]
+    n_ctx = 256 if flavour == "mainline" else 40  # -p 32 -n 8 (b6110 keeps a recurrent n_ctx)
+    placed = fill(model, layer_devices(model.n_layer, devices, 99, None, flavour), None, n_ctx)
+    for device in names:
+        assert round(placed.kv[device] / 2**20, 2) == pytest.approx(logged[device]["kv"],
+                                                                     abs=0.011), device
+        assert round(placed.model[device] / 2**20, 2) == logged[device]["model"], device
+    assert (placed.kv.get("CPU", 0), logged.get("CPU", {}).get("kv", 0.0)) == (0, 0.0)

@@ -17,6 +17,8 @@ _BUFFER_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("model", re.compile(rf"(?:load_tensors|llm_load_tensors):\s+{_NAME} model buffer size\s*{_MIB}")),
     ("model", re.compile(rf"llm_load_tensors:\s+{_NAME} buffer size\s*{_MIB}")),
     ("kv", re.compile(rf"(?:llama_kv_cache\w*|llama_context):\s+{_NAME} KV buffer size\s*{_MIB}")),
+    # a recurrent (Mamba-style) model's state, in place of a KV cache: counted with the KV
+    ("rs", re.compile(rf"llama_memory_recurrent:\s+{_NAME} RS buffer size\s*{_MIB}")),
     ("compute", re.compile(rf"(?:sched_reserve|llama_context|llama_init_from_model|graph_reserve):\s+"
                            rf"{_NAME} compute buffer size\s*{_MIB}")),
 )
@@ -31,7 +33,9 @@ class Buffer:
     kind: str  #: model, kv or compute
     device: str  #: as llama.cpp prints it, e.g. RPC0[127.0.0.1:50052] or CUDA0
     mib: float
-    cache: str = ""  #: for KV: "non-SWA" or "SWA" with a sliding-window model, else ""
+    #: for KV: "non-SWA" or "SWA" with a sliding-window model, "RS" for a recurrent model's
+    #: state (llama.cpp's RS buffer, counted as KV), else ""
+    cache: str = ""
 
     @property
     def endpoint(self) -> str:
@@ -50,6 +54,8 @@ def parse_buffer(line: str) -> Buffer | None:
             mib = float(m.group(2))
             if mib == 0.0:
                 return None
+            if kind == "rs":
+                return Buffer("kv", m.group(1), mib, "RS")
             return Buffer(kind, m.group(1), mib)
     return None
 
@@ -74,7 +80,7 @@ class BufferLines:
             self._cache = m.group(1)
             return None
         buf = parse_buffer(line)
-        if buf is not None and buf.kind == "kv" and self._cache:
+        if buf is not None and buf.kind == "kv" and self._cache and not buf.cache:
             return Buffer(buf.kind, buf.device, buf.mib, self._cache)
         return buf
 

@@ -20,6 +20,7 @@ import numpy as np
 from rpctui.paths import cache_dir
 
 VOCAB_FILE = "ggml-vocab-llama-spm.gguf"
+RECURRENT_ARCHS = ("mamba2", "granitehybrid")  #: the generated shapes with Mamba-2 layers
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ class TinySpec:
     #: with a sliding window: llama.cpp keeps two KV caches, so each device that holds layers
     #: prints two KV buffers
     sliding_window: int = 0
+    #: "mamba2" (every layer a Mamba-2 mixer, no attention) and "granitehybrid" (Mamba-2
+    #: layers with attention at ``attention_layers``, as IBM's Granite 4.0-H): the recurrent
+    #: layers keep a state per sequence (llama.cpp's RS buffer) instead of a KV cache
+    attention_layers: tuple[int, ...] = ()
+    ssm_state: int = 64  #: d_state of the Mamba-2 layers (d_inner is 2 n_embd)
+    ssm_groups: int = 1
+    shared_ff: int = 0  #: a shared expert of this width beside the routed ones (granitehybrid)
     seed: int = 42
 
     @property
@@ -55,6 +63,10 @@ class TinySpec:
         quant = f"-{self.quant}" if self.quant else ""
         quant += f"-split{self.split_tensors}" if self.split_tensors else ""
         quant += f"-swa{self.sliding_window}" if self.sliding_window else ""
+        if self.arch in RECURRENT_ARCHS:
+            attn = "".join(f"a{i}" for i in self.attention_layers)
+            quant += f"-ssm{self.ssm_state}g{self.ssm_groups}{attn}"
+            quant += f"-sh{self.shared_ff}" if self.shared_ff else ""
         return (f"tiny-{self.arch}-{self.layers}L-{self.embd}e-{self.ff}f-{self.heads}h-"
                 f"{self.kv_heads}kv{tied}{moe}{quant}-s{self.seed}")
 
@@ -73,6 +85,11 @@ BUILTIN: dict[str, TinySpec] = {
     "tiny-gemma2": TinySpec(arch="gemma2", sliding_window=64, tied_embeddings=True),
     # gpt-oss: window layers interleaved with full ones, attention sinks, biased experts
     "tiny-gpt-oss": TinySpec(arch="gpt-oss", ff=512, experts=4, sliding_window=64),
+    # recurrent: Mamba-2 layers only; and a hybrid of Mamba-2 and attention layers with routed
+    # and shared experts (Granite 4.0-H's shape)
+    "tiny-mamba2": TinySpec(arch="mamba2", ff=0, heads=0, kv_heads=0, tied_embeddings=True),
+    "tiny-granite-hybrid": TinySpec(arch="granitehybrid", ff=256, experts=4, shared_ff=384,
+                                    attention_layers=(2, 6), ssm_state=128),
     # every weight matrix above llama.cpp's 10 MiB tensor-cache threshold (830 MB): what an
     # rpc-server's cache (-c) holds, for the cache-fill tests and benchmarks
     "wide": TinySpec(layers=2, embd=3072, ff=8192, heads=24, kv_heads=24),
@@ -128,8 +145,22 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     writer.add_block_count(spec.layers)
     writer.add_feed_forward_length(spec.ff)
     writer.add_head_count(spec.heads)
-    writer.add_head_count_kv(spec.kv_heads)
-    writer.add_rope_dimension_count(MLA_ROPE if spec.arch == "deepseek2" else spec.embd // spec.heads)
+    if spec.arch == "granitehybrid":  # 0 marks a recurrent layer
+        writer.add_head_count_kv([spec.kv_heads if i in spec.attention_layers else 0
+                                  for i in range(spec.layers)])
+    else:
+        writer.add_head_count_kv(spec.kv_heads)
+    if spec.heads:
+        writer.add_rope_dimension_count(MLA_ROPE if spec.arch == "deepseek2"
+                                        else spec.embd // spec.heads)
+    if spec.arch in RECURRENT_ARCHS:  # convert_hf_to_gguf.py's Mamba2Model keys
+        writer.add_ssm_conv_kernel(SSM_CONV)
+        writer.add_ssm_inner_size(2 * spec.embd)
+        writer.add_ssm_state_size(spec.ssm_state)
+        writer.add_ssm_time_step_rank(2 * spec.embd // SSM_HEAD)  # the SSM heads
+        writer.add_ssm_group_count(spec.ssm_groups)
+    if spec.shared_ff:
+        writer.add_expert_shared_feed_forward_length(spec.shared_ff)
     writer.add_layer_norm_rms_eps(1e-5)
     if spec.sliding_window:
         writer.add_sliding_window(spec.sliding_window)
@@ -173,7 +204,7 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     def norm(n: int) -> np.ndarray:
         return np.ones(n, dtype=np.float32)
 
-    head_dim = spec.embd // spec.heads
+    head_dim = spec.embd // max(spec.heads, 1)
     kv = spec.kv_heads * head_dim
     add = writer.add_tensor
 
@@ -188,7 +219,7 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     # every weight below goes through add_weight (quantized when asked), the helpers too
     writer.add_tensor = add_weight  # type: ignore[method-assign,assignment]  # narrower, same calls
     writer.add_tensor("token_embd.weight", weight(n_vocab, spec.embd))
-    for i in range(spec.layers if spec.arch != "deepseek2" else 0):
+    for i in range(spec.layers if spec.arch not in ("deepseek2", *RECURRENT_ARCHS) else 0):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", norm(spec.embd))
         writer.add_tensor(f"blk.{i}.attn_q.weight", weight(spec.embd, spec.embd))
         writer.add_tensor(f"blk.{i}.attn_k.weight", weight(kv, spec.embd))
@@ -226,6 +257,8 @@ def write_model(spec: TinySpec, path: Path) -> Path:
             writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(spec.embd, spec.ff))
     if spec.arch == "deepseek2":
         _deepseek2_layers(spec, writer, weight, norm, rng)
+    if spec.arch in RECURRENT_ARCHS:
+        _mamba2_layers(spec, writer, weight, norm, rng)
     writer.add_tensor("output_norm.weight", norm(spec.embd))
     if not spec.tied_embeddings:
         writer.add_tensor("output.weight", weight(n_vocab, spec.embd))
@@ -274,3 +307,55 @@ def _deepseek2_layers(spec: TinySpec, writer: Any, weight: Callable[..., np.ndar
         writer.add_tensor(p + "ffn_gate_shexp.weight", weight(ff_exp, e))
         writer.add_tensor(p + "ffn_down_shexp.weight", weight(e, ff_exp))
         writer.add_tensor(p + "ffn_up_shexp.weight", weight(ff_exp, e))
+
+
+SSM_CONV, SSM_HEAD = 4, 64  #: the conv kernel and the SSM heads' width (Mamba-2's defaults)
+
+
+def _mamba2_layers(spec: TinySpec, writer: Any, weight: Callable[..., np.ndarray],
+                   norm: Callable[[int], np.ndarray], rng: np.random.Generator) -> None:
+    """Mamba-2 mixers (src/models/mamba2.cpp, granite-hybrid.cpp): in_proj to z, x, B, C and
+    dt; a short causal convolution; the selective scan; a grouped RMS norm; out_proj. In a
+    granitehybrid model, the layers in ``attention_layers`` are attention instead, and every
+    layer has a feed-forward block (routed experts and a shared one, or dense)."""
+    e, inner, d_state, groups = spec.embd, 2 * spec.embd, spec.ssm_state, spec.ssm_groups
+    heads = inner // SSM_HEAD
+    conv = inner + 2 * groups * d_state
+    head_dim = spec.embd // max(spec.heads, 1)
+    for i in range(spec.layers):
+        p = f"blk.{i}."
+        writer.add_tensor(p + "attn_norm.weight", norm(e))
+        if i in spec.attention_layers:
+            writer.add_tensor(p + "attn_q.weight", weight(e, e))
+            writer.add_tensor(p + "attn_k.weight", weight(spec.kv_heads * head_dim, e))
+            writer.add_tensor(p + "attn_v.weight", weight(spec.kv_heads * head_dim, e))
+            writer.add_tensor(p + "attn_output.weight", weight(e, e))
+        else:
+            writer.add_tensor(p + "ssm_in.weight", weight(inner + conv + heads, e))
+            # f32, as convert_hf_to_gguf.py keeps it: ggml's ssm_conv takes no other type
+            writer.add_tensor(p + "ssm_conv1d.weight", weight(conv, SSM_CONV).astype(np.float32))
+            writer.add_tensor(p + "ssm_conv1d.bias", np.zeros(conv, dtype=np.float32))
+            writer.add_tensor(p + "ssm_dt.bias", np.zeros(heads, dtype=np.float32))
+            writer.add_tensor(p + "ssm_a", -np.ones((heads, 1), dtype=np.float32))
+            writer.add_tensor(p + "ssm_d", np.ones((heads, 1), dtype=np.float32))
+            writer.add_tensor(p + "ssm_norm.weight", np.ones((groups, inner // groups),
+                                                             dtype=np.float32))
+            writer.add_tensor(p + "ssm_out.weight", weight(e, inner))
+        if spec.arch != "granitehybrid":
+            continue
+        writer.add_tensor(p + "ffn_norm.weight", norm(e))
+        if spec.experts:
+            n = spec.experts
+            writer.add_tensor(p + "ffn_gate_inp.weight",
+                              rng.standard_normal((n, e), dtype=np.float32) * 0.02)
+            writer.add_tensor(p + "ffn_gate_exps.weight", weight(n, spec.ff, e))
+            writer.add_tensor(p + "ffn_up_exps.weight", weight(n, spec.ff, e))
+            writer.add_tensor(p + "ffn_down_exps.weight", weight(n, e, spec.ff))
+        else:
+            writer.add_tensor(p + "ffn_gate.weight", weight(spec.ff, e))
+            writer.add_tensor(p + "ffn_up.weight", weight(spec.ff, e))
+            writer.add_tensor(p + "ffn_down.weight", weight(e, spec.ff))
+        if spec.shared_ff:
+            writer.add_tensor(p + "ffn_gate_shexp.weight", weight(spec.shared_ff, e))
+            writer.add_tensor(p + "ffn_up_shexp.weight", weight(spec.shared_ff, e))
+            writer.add_tensor(p + "ffn_down_shexp.weight", weight(e, spec.shared_ff))

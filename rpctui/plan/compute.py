@@ -7,7 +7,8 @@ fitted per flavour, device role and flash-attention setting on real loads record
 ``bench/compute_fit.py`` (which prints the coefficients below and their error):
 
   T*n_embd, T*ffn (n_ff, or the used experts' width), T*n_ctx (the mask), T*n_ctx*n_head
-  (attention scores, without flash attention), T*n_vocab (logits, on the output device)
+  (attention scores, without flash attention), T*n_vocab (logits, on the output device),
+  and for Mamba-style layers T*(in_proj + conv width) and one sequence's state
 
 all in f32, plus a constant. Roles: ``layers`` (a device holding repeating layers),
 ``output`` (the device holding the output layer) and ``host`` (the main node's CPU).
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 MIB = 1024 * 1024
 ROLES = ("layers", "output", "host")
 FEATURES = ("T*n_embd", "T*n_ff", "T*n_ff_exp*n_used", "T*n_ctx", "T*n_ctx*n_head", "T*n_vocab",
-            "MiB")
+            "T*n_ssm", "n_state", "MiB")
 
 #: the rules themselves (coefficients, their error, the data's extent): compute_rules.py,
 #: written by `bench/compute_fit.py fit --write`
@@ -41,7 +42,8 @@ PAD_MIB = 0.25
 REACH = 2.0
 #: which features each phase may use: attention has no feed-forward width, feed-forward
 #: no attention scores
-PHASES = ((1, 0, 0, 1, 1, 1, 1), (1, 1, 1, 1, 0, 1, 1))
+#: (a recurrent layer's mixer may fall in either)
+PHASES = ((1, 0, 0, 1, 1, 1, 1, 1, 1), (1, 1, 1, 1, 0, 1, 1, 1, 1))
 
 
 def backend_of(device: str) -> str:
@@ -66,10 +68,14 @@ def default_flash_attn(flavour: str) -> bool:
     return flavour != "seed-era"
 
 
-def padded_ctx(flavour: str, n: int, flash_attn: bool) -> int:
-    """The context a build allocates for n tokens (its KV cache padding)."""
+def padded_ctx(flavour: str, n: int, flash_attn: bool, recurrent_only: bool = False) -> int:
+    """The context a build allocates for n tokens (its KV cache padding). b6110 pads it where
+    it makes a KV cache (llama-model.cpp create_memory): a model whose every layer is
+    recurrent keeps n."""
     if flavour == "mainline" or flavour not in ("seed-era", "ik"):
         return max(256, -(-n // 256) * 256)
+    if recurrent_only and flavour == "seed-era":
+        return n
     pad = 256 if flash_attn else 32
     return -(-n // pad) * pad
 
@@ -93,21 +99,41 @@ def ffn_widths(model: ModelInfo) -> tuple[int, int]:
             if experts else 0)
 
 
+def ssm_widths(model: ModelInfo) -> tuple[int, int]:
+    """A Mamba-style layer's activations per token (in_proj's output and the convolution's
+    input) and one sequence's state (floats); (0, 0) without recurrent layers."""
+    if model.ssm is None or not model.recurrent_layers:
+        return 0, 0
+    proj = max((t.dims[1] for t in model.tensors if ".ssm_in." in t.name and len(t.dims) > 1),
+               default=0)
+    conv = model.ssm.d_inner + 2 * model.ssm.n_group * model.ssm.d_state
+    return proj + conv, model.ssm.r_floats + model.ssm.s_floats
+
+
 def features(model: ModelInfo, tokens: int, n_ctx: int, flash_attn: bool, role: str,
              swa_cells: int = 0) -> list[float]:
     """The rule's inputs for one device, in f32 elements (MiB for the constant). A model with
     sliding-window layers has a second mask, over its window cache's ``swa_cells``: it joins
-    the mask term."""
+    the mask term. A recurrent model's layers add their activations and their state."""
     n_head = model.n_head or model.n_embd // max(model.head_dim_k, 1)
     dense, experts = ffn_widths(model)
+    ssm, state = ssm_widths(model)
     t = float(tokens)
     return [t * model.n_embd, t * dense, t * experts, t * (n_ctx + swa_cells),
             0.0 if flash_attn else t * n_ctx * n_head,
-            t * model.n_vocab if role == "output" else 0.0, 1.0]
+            t * model.n_vocab if role == "output" else 0.0, t * ssm, float(state), 1.0]
 
 
-def _key(flavour: str, role: str, flash_attn: bool, pipeline: bool = False) -> str:
-    return f"{flavour}{'+pp' if pipeline else ''}/{role}/{'fa' if flash_attn else 'nofa'}"
+def _key(flavour: str, role: str, flash_attn: bool, pipeline: bool = False,
+         recurrent: bool = False) -> str:
+    """A rule's name. Models with recurrent (Mamba-style) layers have rules of their own: fitted
+    together with the attention models', they pulled the attention rules far over."""
+    return (f"{flavour}{'+pp' if pipeline else ''}{'+ssm' if recurrent else ''}/{role}/"
+            f"{'fa' if flash_attn else 'nofa'}")
+
+
+def _key_of(flavour: str, role: str, flash_attn: bool, pipeline: bool, x: list[float]) -> str:
+    return _key(flavour, role, flash_attn, pipeline, x[FEATURES.index("T*n_ssm")] > 0)
 
 
 def pipeline_parallel(flavour: str, n_devices: int, all_offloaded: bool, overrides: bool,
@@ -129,14 +155,14 @@ def estimate_mib(model: ModelInfo, flavour: str, tokens: int, n_ctx: int, flash_
     mib = rule_mib(flavour, role, flash_attn, pipeline, x)
     if mib is None:
         return None
-    key = _key(flavour, role, flash_attn, pipeline)
+    key = _key_of(flavour, role, flash_attn, pipeline, x)
     return PAD_MIB + (mib * (1 + MARGIN) if _outside(key, _scaled(x), model) else mib)
 
 
 def rule_mib(flavour: str, role: str, flash_attn: bool, pipeline: bool, x: list[float]
              ) -> float | None:
     """The fitted rule at the features ``x`` (no margin), or None without a rule."""
-    rule = RULES.get(_key(flavour, role, flash_attn, pipeline))
+    rule = RULES.get(_key_of(flavour, role, flash_attn, pipeline, x))
     if rule is None:
         return None
     return float(max(np.dot(coef, _scaled(x)) for coef in rule))
@@ -145,11 +171,11 @@ def rule_mib(flavour: str, role: str, flash_attn: bool, pipeline: bool, x: list[
 def doubt(model: ModelInfo, flavour: str, tokens: int, n_ctx: int, flash_attn: bool,
           role: str, pipeline: bool = False, swa_cells: int = 0) -> str | None:
     """Why an estimate is outside the rule's data (and got MARGIN), or None."""
-    key = _key(flavour, role, flash_attn, pipeline)
+    x = features(model, tokens, n_ctx, flash_attn, role, swa_cells)
+    key = _key_of(flavour, role, flash_attn, pipeline, x)
     if key not in RULES:
         return None
-    return _outside(key, _scaled(features(model, tokens, n_ctx, flash_attn, role, swa_cells)),
-                    model)
+    return _outside(key, _scaled(x), model)
 
 
 def _outside(key: str, x: np.ndarray, model: ModelInfo) -> str | None:
@@ -166,9 +192,10 @@ def _outside(key: str, x: np.ndarray, model: ModelInfo) -> str | None:
     return None
 
 
-def error_of(flavour: str, role: str, flash_attn: bool, pipeline: bool = False) -> float | None:
+def error_of(flavour: str, role: str, flash_attn: bool, pipeline: bool = False,
+             recurrent: bool = False) -> float | None:
     """The rule's worst over-estimate on its data (relative); it is never under."""
-    return OVER.get(_key(flavour, role, flash_attn, pipeline))
+    return OVER.get(_key(flavour, role, flash_attn, pipeline, recurrent))
 
 
 def _scaled(x: list[float]) -> np.ndarray:
@@ -245,7 +272,7 @@ def fit_rule(samples: list[tuple[str, str, bool, bool, list[float], float]]
     groups: dict[str, list[tuple[list[float], float]]] = {}
     for flavour, role, fa, pp, x, y in samples:
         if y > 0:
-            groups.setdefault(_key(flavour, role, fa, pp), []).append((x, y))
+            groups.setdefault(_key_of(flavour, role, fa, pp, x), []).append((x, y))
     rules, over, domain = {}, {}, {}
     for key, rows in groups.items():
         a = np.array([_scaled(x) for x, _ in rows])

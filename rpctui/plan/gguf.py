@@ -27,6 +27,35 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class Ssm:
+    """A Mamba-style layer's state (src/llama-hparams.cpp n_embd_r, n_embd_s): the last
+    d_conv - 1 inputs of the convolution, and the scan's d_state x d_inner."""
+
+    d_conv: int
+    d_inner: int
+    d_state: int
+    n_group: int = 0  #: Mamba-2's groups of B and C (0 for Mamba-1)
+
+    @property
+    def r_floats(self) -> int:
+        return max(self.d_conv - 1, 0) * (self.d_inner + 2 * self.n_group * self.d_state)
+
+    @property
+    def s_floats(self) -> int:
+        return self.d_state * self.d_inner
+
+
+#: every layer recurrent (llm_arch_is_recurrent) with a Mamba-style state
+RECURRENT_ARCHS = frozenset({"mamba", "mamba2"})
+#: hybrids whose recurrent layers are those with head_count_kv 0 (granite-hybrid.cpp, jamba.cpp)
+HYBRID_ARCHS = frozenset({"granitehybrid", "jamba"})
+#: recurrent or hybrid architectures whose state the planner does not model (llama-arch.cpp)
+UNMODELLED_STATE = frozenset({"rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7", "lfm2", "lfm2moe",
+                              "falcon-h1", "nemotron_h", "nemotron_h_moe", "qwen3next",
+                              "qwen35", "qwen35moe", "plamo2", "kimi-linear", "minimax-01"})
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     path: str
     arch: str
@@ -49,6 +78,19 @@ class ModelInfo:
     n_swa: int | None = None
     #: <arch>.attention.sliding_window_pattern: one flag per layer, or every n-th layer full
     swa_pattern: tuple[bool, ...] | int | None = None
+    #: head_count_kv per layer, when the file gives an array (0 for a hybrid's recurrent layers)
+    n_head_kv_layers: tuple[int, ...] | None = None
+    #: layers that keep a recurrent state instead of a KV cache (Mamba-style), and its shape
+    recurrent_layers: frozenset[int] = frozenset()
+    ssm: Ssm | None = None
+
+    def head_kv(self, il: int) -> int:
+        """Layer il's KV heads (0: a recurrent layer, which has no KV cache)."""
+        if il in self.recurrent_layers:
+            return 0
+        if self.n_head_kv_layers is not None and il < len(self.n_head_kv_layers):
+            return self.n_head_kv_layers[il]
+        return self.n_head_kv
 
     @property
     def tied(self) -> bool:
@@ -87,7 +129,8 @@ _PLAUSIBLE = {"block_count": 1 << 16, "embedding_length": 1 << 20,
               "attention.head_count": 1 << 16, "attention.head_count_kv": 1 << 16,
               "attention.key_length": 1 << 16, "attention.value_length": 1 << 16,
               "context_length": 1 << 31, "vocab_size": 1 << 24, "expert_used_count": 1 << 12,
-              "attention.sliding_window": 1 << 31}
+              "attention.sliding_window": 1 << 31, "ssm.conv_kernel": 1 << 10,
+              "ssm.inner_size": 1 << 20, "ssm.state_size": 1 << 16, "ssm.group_count": 1 << 12}
 
 
 class _Header:
@@ -245,6 +288,18 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
     n_embd = first(f"{arch}.embedding_length") or 0
     n_head = first(f"{arch}.attention.head_count") or 1
     kv = first(f"{arch}.attention.head_count_kv") or n_head
+    kv_layers = _layer_ints(f.get(f"{arch}.attention.head_count_kv"), n_layer, path)
+    if kv_layers is not None:
+        kv = max(kv_layers) or n_head
+    recurrent: frozenset[int] = frozenset()
+    if arch in RECURRENT_ARCHS:
+        recurrent = frozenset(range(n_layer))
+    elif arch in HYBRID_ARCHS and kv_layers is not None:
+        recurrent = frozenset(il for il, h in enumerate(kv_layers) if h == 0)
+    ssm = None
+    if recurrent:
+        ssm = Ssm(first(f"{arch}.ssm.conv_kernel") or 0, first(f"{arch}.ssm.inner_size") or 0,
+                  first(f"{arch}.ssm.state_size") or 0, first(f"{arch}.ssm.group_count") or 0)
     key_len = first(f"{arch}.attention.key_length")
     val_len = first(f"{arch}.attention.value_length")
     head_dim = n_embd // n_head
@@ -256,7 +311,19 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
                      mla=bool(first(f"{arch}.attention.key_length_mla")
                               and first(f"{arch}.attention.value_length_mla")),
                      n_head=n_head, n_swa=first(f"{arch}.attention.sliding_window"),
-                     swa_pattern=_pattern(f.get(f"{arch}.attention.sliding_window_pattern")))
+                     swa_pattern=_pattern(f.get(f"{arch}.attention.sliding_window_pattern")),
+                     n_head_kv_layers=kv_layers, recurrent_layers=recurrent, ssm=ssm)
+
+
+def _layer_ints(value: object, n_layer: int, path: str | Path) -> tuple[int, ...] | None:
+    """A per-layer array of head counts (one per layer), or None."""
+    if not isinstance(value, list) or len(value) != n_layer:
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 16
+               for v in value):
+        raise ModelFileError(f"{path} is damaged: its per-layer head_count_kv holds values "
+                             f"other than whole numbers from 0 to 65536")
+    return tuple(value)
 
 
 def _pattern(value: object) -> tuple[bool, ...] | int | None:

@@ -38,6 +38,8 @@ class KvLayout:
     full: int  #: a full-attention layer's
     swa_layers: frozenset[int] = frozenset()
     swa: int = 0  #: a window layer's
+    #: parallel sequences (n_seq_max): a recurrent layer keeps one state for each
+    seqs: int = 1
 
     def cells(self, il: int) -> int:
         return self.swa if il in self.swa_layers else self.full
@@ -80,7 +82,7 @@ def layout(model: ModelInfo, flavour: str, n_ctx: int, n_ubatch: int, seqs: int 
     window layers' min(that, GGML_PAD(n_swa * (unified ? seqs : 1) + n_ubatch, n_pad)).
     ``swa_full`` (--swa-full) gives them a whole stream. ik_llama.cpp: one cache of n_ctx."""
     if flavour == "ik":
-        return KvLayout(n_ctx)
+        return KvLayout(n_ctx, seqs=seqs)
     streams = 1 if unified or seqs <= 1 else seqs
     if flavour == "mainline":
         pad = 256
@@ -90,7 +92,7 @@ def layout(model: ModelInfo, flavour: str, n_ctx: int, n_ubatch: int, seqs: int 
         stream = n_ctx if streams == 1 else _pad(-(-n_ctx // seqs), pad)
     layers, window = window_layers(model, flavour)
     if not layers:
-        return KvLayout(stream * streams)
+        return KvLayout(stream * streams, seqs=seqs)
     want = window * (seqs if unified else 1) + n_ubatch
     if swa_full:
         swa = stream
@@ -98,7 +100,7 @@ def layout(model: ModelInfo, flavour: str, n_ctx: int, n_ubatch: int, seqs: int 
         swa = _pad(min(stream, want), 256)
     else:
         swa = min(stream, _pad(want, pad))
-    return KvLayout(stream * streams, layers, swa * streams)
+    return KvLayout(stream * streams, layers, swa * streams, seqs)
 
 
 def layer_cells(model: ModelInfo, n_ctx: int, kv: KvLayout | None) -> list[int]:

@@ -6,7 +6,8 @@ devices in --rpc order then local GPUs; split points from -ts or the devices' fr
 normalised cumulative float32; layer il (and the output layer, index n_layer) goes to
 upper_bound(splits, (il - start) / act); the input layer (token_embd) always stays on the
 CPU; a model without output.weight loads token_embd again on the output layer's device;
--ot matches win over the layer rule. KV cache: per layer, on that layer's device.
+-ot matches win over the layer rule. KV cache: per layer, on that layer's device, and so is
+the state of a recurrent layer (Mamba-style), which takes the place of its KV cache.
 ik_llama.cpp's own rule is in rpctui.llama.ik_rule. Compute buffers cannot be derived from
 the file: rpctui.plan.compute estimates them. The file is read by rpctui.llama.gguf_header.
 """
@@ -91,11 +92,26 @@ def split_points(weights: list[float]) -> list[float]:
     return [float(np.float32(p / acc)) for p in points]
 
 
-def kv_layer_bytes(model: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
-    """One layer's K and V cache for n_ctx cells."""
-    gqa = model.n_head_kv
+def kv_layer_bytes(model: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: str = "f16",
+                   il: int | None = None) -> int:
+    """One layer's K and V cache for n_ctx cells (layer il's heads; none for a recurrent
+    layer). Without flash attention, b6110 and mainline give every layer's V the widest
+    layer's width; the hybrids here have one width for all their attention layers."""
+    gqa = model.n_head_kv if il is None else model.head_kv(il)
     v = type_bytes(type_v, model.head_dim_v * gqa) if model.v_cache else 0
     return (type_bytes(type_k, model.head_dim_k * gqa) + v) * n_ctx
+
+
+def state_bytes(model: ModelInfo, il: int, seqs: int = 1, backend: str = "cpu") -> int:
+    """Layer il's recurrent state, if it keeps one (llama_memory_recurrent): an r and an s
+    tensor of f32, a row per sequence (n_seq_max, at least 1), each padded to the buffer's
+    alignment. llama.cpp prints them as an RS buffer; the plan counts them with the KV."""
+    if model.ssm is None or il not in model.recurrent_layers:
+        return 0
+    align = ALIGNMENT.get(backend, ALIGN)
+    rows = max(1, seqs)
+    return (_padded(model.ssm.r_floats * 4 * rows, align)
+            + _padded(model.ssm.s_floats * 4 * rows, align))
 
 
 def offloaded(n_layer: int, ngl: int | None, flavour: str = "mainline") -> range:
@@ -193,9 +209,11 @@ def fill(model: ModelInfo, layer_device: dict[int, str],
     if mmap and mapped:
         out.model["CPU_Mapped"] = sum(last - first for first, last in mapped.values())
     if n_ctx:
+        seqs = kv.seqs if kv else 1
         for il, cells in enumerate(layer_cells(model, n_ctx, kv)):
             where = layer_device[il]
-            out.kv[where] = out.kv.get(where, 0) + kv_layer_bytes(model, cells, *cache_types)
+            out.kv[where] = (out.kv.get(where, 0) + kv_layer_bytes(model, cells, *cache_types, il)
+                             + state_bytes(model, il, seqs, (backends or {}).get(where, "cpu")))
     return out
 
 
@@ -212,7 +230,8 @@ def layer_bytes(model: ModelInfo, n_ctx: int | None = None,
             sizes[model.n_layer] += _padded(t.n_bytes)
     if n_ctx:
         for il, cells in enumerate(layer_cells(model, n_ctx, kv)):
-            sizes[il] += kv_layer_bytes(model, cells, *cache_types)
+            sizes[il] += (kv_layer_bytes(model, cells, *cache_types, il)
+                          + state_bytes(model, il, kv.seqs if kv else 1))
     return sizes
 
 

@@ -29,7 +29,7 @@ from rpctui.plan.compute import (
     pipeline_parallel,
     reserve_tokens,
 )
-from rpctui.plan.gguf import ModelInfo
+from rpctui.plan.gguf import UNMODELLED_STATE, ModelInfo
 from rpctui.plan.ik import IkRule
 from rpctui.plan.kv import PATTERNS, KvLayout, layout
 from rpctui.plan.placement import (
@@ -41,6 +41,7 @@ from rpctui.plan.placement import (
     layer_devices,
     offloaded,
     split_margin,
+    state_bytes,
     suggest_expert_overrides,
     suggest_split,
 )
@@ -81,8 +82,8 @@ class Plan:
                                                self.suggested_overrides or []]}
 
 
-def graph_shape(profile: Profile, flavour: str = "mainline", n_ctx_train: int = 0
-                ) -> tuple[int, int, bool]:
+def graph_shape(profile: Profile, flavour: str = "mainline", n_ctx_train: int = 0,
+                recurrent_only: bool = False) -> tuple[int, int, bool]:
     """(n_ctx, T, flash attention) of the job's largest context: the KV cells each device
     holds (padded as the build pads them) and the micro-batch of the worst-case graph its
     compute buffers are sized for. Without -c, mainline and ik_llama.cpp take the model's
@@ -91,14 +92,14 @@ def graph_shape(profile: Profile, flavour: str = "mainline", n_ctx_train: int = 
     fa = job.flash_attn if job.flash_attn is not None else default_flash_attn(flavour)
     if job.kind != "bench" or job.ctx_size:
         asked = job.ctx_size or (n_ctx_train if flavour != "seed-era" and n_ctx_train else 4096)
-        n_ctx = padded_ctx(flavour, asked, fa)
+        n_ctx = padded_ctx(flavour, asked, fa, recurrent_only)
         return n_ctx, reserve_tokens(flavour, asked, n_ctx, job.ubatch_size, job.batch_size), fa
     # llama-bench runs prompt and generation as separate tests, each with its own context:
     # the largest is what a device must hold (ik_llama.cpp's has no depth).
     prompt, gen, depth = max(job.prompt_tokens or [512]), max(job.gen_tokens or [128]), max(
         job.depth or [0])
     n = max(prompt, gen) + (0 if flavour == "ik" else depth)
-    n_ctx = padded_ctx(flavour, n, fa)
+    n_ctx = padded_ctx(flavour, n, fa, recurrent_only)
     return n_ctx, reserve_tokens(flavour, n, n_ctx, job.ubatch_size, job.batch_size), fa
 
 
@@ -164,7 +165,8 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
     types = (job.cache_type_k or "f16", job.cache_type_v or "f16")
     ik = IkRule(profile, main, model, devices) if main.flavour == "ik" else None
 
-    n_ctx, tokens, fa = graph_shape(profile, main.flavour, model.n_ctx_train)
+    n_ctx, tokens, fa = graph_shape(profile, main.flavour, model.n_ctx_train,
+                                    len(model.recurrent_layers) == model.n_layer > 0)
     all_offloaded = job.ngl is None or job.ngl < 0 or job.ngl > model.n_layer
 
     def placed(ts: list[float] | None, rules: list[tuple[str, str]] | None,
@@ -192,7 +194,8 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
     plan.rows, plan.fits = _rows(devices, placement, profile.headroom_mib)
     if ik:
         plan.notes += ik.notes(placement)
-    plan.notes.append(_compute_note(main.flavour, fa, tokens, placement.pipeline))
+    plan.notes.append(_compute_note(main.flavour, fa, tokens, placement.pipeline,
+                                    bool(model.recurrent_layers)))
     if placement.compute_doubts:
         device, why = next(iter(placement.compute_doubts.items()))
         plan.notes.append(f"compute buffers of {', '.join(placement.compute_doubts)} are "
@@ -206,6 +209,7 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
         plan.notes.append(f"{model.arch} has a sliding window, which the planner does not "
                           f"model for it: its KV is planned as if every layer kept the whole "
                           f"context (more than the build allocates)")
+    plan.notes += _state_notes(model, main.flavour, kv)
     if not ik and not (split and any(split)) and split_margin(
             model.n_layer, [d.split_weight for d in devices], job.ngl) < EDGE:
         plan.notes.append("the default split (by free memory) has a layer boundary on a knife "
@@ -231,6 +235,24 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
     if experts_on:
         _suggest_experts(plan, profile, main, model, devices, experts_on, eps, split, placed)
     return plan
+
+
+def _state_notes(model: ModelInfo, flavour: str, kv: KvLayout) -> list[str]:
+    """What the plan says of a recurrent model's state."""
+    if model.arch in UNMODELLED_STATE:
+        return [f"{model.arch} keeps a recurrent state, which the planner does not model: its "
+                f"KV column may be off in either direction; keep headroom"]
+    if not model.recurrent_layers or model.ssm is None:
+        return []
+    per_layer = state_bytes(model, min(model.recurrent_layers), kv.seqs) / MIB
+    notes = [f"recurrent state: {len(model.recurrent_layers)} of {model.n_layer} layers keep "
+             f"a Mamba-style state ({per_layer:.2f} MiB each for {kv.seqs} "
+             f"sequence{'s' if kv.seqs > 1 else ''}) in place of a KV cache; the KV column "
+             f"counts it"]
+    if flavour == "ik":
+        notes.append("ik_llama.cpp's recurrent state was not checked against its loads: it is "
+                     "planned as mainline keeps it")
+    return notes
 
 
 def _flash_attention(asked: bool | None, flavour: str, model: ModelInfo,
@@ -283,9 +305,9 @@ def with_compute(p: Placement, model: ModelInfo, flavour: str, tokens: int, n_ct
     return p
 
 
-def _compute_note(flavour: str, fa: bool, tokens: int, pipeline: bool) -> str:
-    errs = [e for e in (error_of(flavour, r, fa, pipeline) for r in ("layers", "output", "host"))
-            if e is not None]
+def _compute_note(flavour: str, fa: bool, tokens: int, pipeline: bool, recurrent: bool) -> str:
+    errs = [e for e in (error_of(flavour, r, fa, pipeline, recurrent)
+                        for r in ("layers", "output", "host")) if e is not None]
     if not errs:
         return f"compute buffers: no estimate for {flavour} builds; keep headroom for them"
     return (f"compute buffers are estimates for a {tokens}-token micro-batch (flash attention "

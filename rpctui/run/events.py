@@ -391,7 +391,9 @@ class BufferAllocated(Event):
     endpoint: str = ""
     mib: float = 0.0
     step: int = 0
-    cache: str = ""  #: KV of a sliding-window model: "non-SWA" or "SWA" (a device has both)
+    #: KV of a sliding-window model: "non-SWA" or "SWA" (a device has both); "RS": the state
+    #: of a recurrent model's layers (llama.cpp's RS buffer), counted as KV
+    cache: str = ""
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ class Monitor:
         self.loads: dict[str, _Load] = {}
         self.buffers: dict[tuple[str, str], list[float]] = {}
         self._model_block: dict[tuple[str, str], float] = {}  #: this load's model lines
-        #: KV per cache ("" or a sliding-window model's "non-SWA" and "SWA"), largest of each
+        #: KV per cache ("", a sliding-window model's "non-SWA" and "SWA", a recurrent state's
+        #: "RS"), largest of each
         self._kv_parts: dict[tuple[str, str], dict[str, float]] = {}
         self._last_kind = ""
         self.step = 0
