@@ -8,7 +8,10 @@ sliding-window model and mmap off. For each, `rpctui plan --json` then `rpctui r
 every device's planned and allocated model, KV and compute MiB and writes them to
 $OUT/cuda_plan.json (vulkan_plan.json).
 
-    RPCTUI_BIN_DIR=/tmp/build/bin [RPCTUI_DEVICE=Vulkan0] python3 bench/cuda_plan.py
+    RPCTUI_BIN_DIR=/tmp/build/bin [RPCTUI_DEVICE=Vulkan0] [RPCTUI_SCALE=1] python3 bench/cuda_plan.py
+
+RPCTUI_SCALE=1 runs the scale check instead (issue 15): the recurrent models, then the shapes
+of Llama 3 8B and 70B and Mixtral 8x7B as sparse Q8_0 files; written to $OUT/*_scale.json.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from rpctui.llama.tinymodel import ensure_model  # noqa: E402 - after the sys.path line above
 
 DEVICE = os.environ.get("RPCTUI_DEVICE", "CUDA0")
+SCALE = bool(os.environ.get("RPCTUI_SCALE"))
 
 #: (model, tensor split, -ot rule onto the second server, prompt tokens, flash attention)
 CONFIGS: tuple[tuple, ...] = (
@@ -42,6 +46,18 @@ CONFIGS: tuple[tuple, ...] = (
 if DEVICE.startswith("Vulkan"):  # what the seeds' Vulkan clusters run: windows, mmap off
     CONFIGS += (("tiny-swa", None, None, 512, None), ("tiny-gpt-oss", [1, 1, 1], None, 512, None),
                 ("small", None, None, 512, True, "mmap = false\n"))
+if SCALE:
+    # issue 15's scale check: the recurrent models on this backend, then real models' shapes
+    # (sparse Q8_0 files of zeros, rpctui.llama.tinymodel), a layer on each server and the
+    # rest on the client's own device, the context and flash attention varied
+    CONFIGS = (("tiny-mamba2", None, None, 512, None),
+               ("tiny-granite-hybrid", [1, 2, 1], None, 512, None),
+               ("shape-8b-q8", [1, 1, 30], None, 512, None),
+               ("shape-8b-q8", [1, 1, 30], None, 2048, None),
+               ("shape-8b-q8", [1, 1, 30], None, 512, False),
+               ("shape-8x7b-q8", [1, 1, 30], None, 512, None),
+               ("shape-70b-q8", [1, 1, 78], None, 512, None),
+               ("shape-70b-q8", [1, 1, 78], None, 1024, False))
 
 
 def profile(bin_dir: str, model: str, split: list[float] | None, ot: str | None,
@@ -93,10 +109,10 @@ def main() -> None:
                 for row in e["rows"]:
                     print("   model/KV", row)
                 for row in e["compute"]:
-                    print("   compute", row)
-    out = Path(os.environ.get("OUT", work))
-    name = f"{DEVICE.rstrip('0123456789').lower()}_plan.json"
-    (out / name).write_text(json.dumps(results, indent=1) + "\n")
+                    print("   compute", row, flush=True)
+        out = Path(os.environ.get("OUT", work))  # as it goes: a timeout keeps what ran
+        name = f"{DEVICE.rstrip('0123456789').lower()}_{'scale' if SCALE else 'plan'}.json"
+        (out / name).write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 #  3. bench/cuda_plan.py with RPCTUI_DEVICE=Vulkan0: two Vulkan rpc-servers and the client's
 #     own Vulkan0, planned against allocated buffers, mmap on and off, flash attention.
 # Carry .dev (deb/, whl/, cache/, llama-src.tgz: the vendored llama.cpp of the mainline sdist,
-# without models/ docs/ tests/). `build` stops after step 2 (the build stays for a next call).
+# without models/ docs/ tests/). `build` stops after step 2 (the build stays for a next call);
+# `scale` runs the scale check (large sparse models' shapes, the recurrent models) at step 3.
 set -uo pipefail
 t0=$(date +%s)
 out="${OUT:-/tmp/out}"; mkdir -p "$out"
@@ -50,5 +51,8 @@ bin=$(cat /tmp/bin_dir 2>/dev/null) || {
 } | tee "$out/devices.txt"
 echo "setup and build: $(( $(date +%s) - t0 )) s" | tee -a "$out/summary.txt"
 [ "${1:-}" = build ] && exit 0
-RPCTUI_BIN_DIR=$bin RPCTUI_DEVICE=Vulkan0 timeout 420 python3 bench/cuda_plan.py 2>&1 | tee "$out/vulkan_plan.txt"
+# `scale`: issue 15's scale check (bench/cuda_plan.py, RPCTUI_SCALE) in place of the plan set
+[ "${1:-}" = scale ] && export RPCTUI_SCALE=1
+RPCTUI_BIN_DIR=$bin RPCTUI_DEVICE=Vulkan0 timeout "${PLAN_TIMEOUT:-420}" python3 bench/cuda_plan.py \
+  2>&1 | tee "$out/vulkan_${1:-plan}.txt"
 echo "total $(( $(date +%s) - t0 )) s" | tee -a "$out/summary.txt"

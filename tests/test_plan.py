@@ -382,32 +382,28 @@ def test_compute_rule_is_never_below_a_recorded_load() -> None:
     assert len(beyond) <= 6 and all(over <= 2.05 for *_, over in beyond), beyond
 
 
-def test_vulkan_loads_match_the_plan() -> None:
-    """Nine real loads on an H200 through Vulkan (bench/device_vulkan.sh: rpctui's mainline
-    build with GGML_VULKAN, two `-d Vulkan0` rpc-servers and the client's own Vulkan0):
-    the tiny, small, Q8_0, sliding-window and gpt-oss models, splits, -ot, mmap off. Every
-    model and KV buffer the planner computes now equals what llama.cpp allocated, no compute
-    estimate is below its buffer, and the
-    recording of the first load replays with Vulkan0 probed with its free memory."""
+def _gpu_loads(fixture: str, backend: str) -> list[tuple[str, str, str, float, float]]:
+    """(model, device, kind, planned MiB, allocated MiB) for every buffer of the recorded GPU
+    loads that completed (bench/cuda_plan.py's output), the plan rebuilt as the planner
+    makes it now; compute planned as the estimate."""
     from rpctui.plan.compute import padded_ctx, pipeline_parallel, reserve_tokens
     from rpctui.plan.kv import layout
     from rpctui.plan.placement import Device, layer_devices
     from rpctui.plan.placement import fill as place_all
     from rpctui.plan.plan import with_compute
 
-    fixtures = Path(__file__).parent / "fixtures"
-    runs = json.loads((fixtures / "vulkan-plan-h200.json").read_text())
-    compared = 0
-    for r in runs:
-        assert r["run_rc"] == 0, r["model"]
+    out = []
+    for r in json.loads((Path(__file__).parent / "fixtures" / fixture).read_text()):
+        if r["run_rc"] != 0:
+            continue
         planned = next(e for e in r["events"] if e["type"] == "BufferPlanned")
-        devices = [Device(row[0], row[1], row[4], backend="vulkan") for row in planned["rows"]]
+        devices = [Device(row[0], row[1], row[4], backend=backend) for row in planned["rows"]]
         model = read_model(ensure_model(r["model"]))
         rules = [(r["ot"], "RPC0[127.0.0.1:50053]")] if r["ot"] else None
         fa = True if r["fa"] is None else r["fa"]
         n_ctx = padded_ctx("mainline", r["prompt"], fa)
-        kv = layout(model, "mainline", n_ctx, reserve_tokens("mainline", r["prompt"], n_ctx,
-                                                             None, None), 1, False, fa)
+        tokens = reserve_tokens("mainline", r["prompt"], n_ctx, None, None)
+        kv = layout(model, "mainline", n_ctx, tokens, 1, False, fa)
         mmap = "mmap = false" not in "".join(r.get("settings") or [])
         placement = place_all(model, layer_devices(model.n_layer, devices, 99, r["split"]),
                               rules, n_ctx, mmap=mmap,
@@ -421,26 +417,94 @@ def test_vulkan_loads_match_the_plan() -> None:
         for (kind, device, _cache), mib in largest.items():
             actual[(kind, device)] = actual.get((kind, device), 0.0) + mib
         for d in devices:
-            assert round(placement.mib("model").get(d.name, 0.0), 2) == actual.get(
-                ("model", d.name), 0.0), (r["model"], d.name)
-            assert abs(placement.mib("kv").get(d.name, 0.0) - actual.get(("kv", d.name), 0.0)
-                       ) <= 0.01, (r["model"], d.name)
-            compared += 2
-        # compute: never below; at most 10 % or 1 MiB over, but for a window model's server
-        # that holds no window layer (its estimate counts the window mask: 2 MiB over)
-        tokens = reserve_tokens("mainline", r["prompt"], n_ctx, None, None)
+            for kind in ("model", "kv"):
+                out.append((r["model"], d.name, kind, placement.mib(kind).get(d.name, 0.0),
+                            actual.get((kind, d.name), 0.0)))
         pp = pipeline_parallel("mainline", len(devices), True, bool(rules))
         est = with_compute(placement, model, "mainline", tokens, n_ctx, fa, pp,
                            kv.swa if kv.swa_layers else 0)
         for device, mib in est.mib("compute").items():
-            got = largest[("compute", device, "")]
-            bound = 2.3 if kv.swa_layers else max(0.1 * got, 1.0)
-            assert 0 <= mib - got <= bound, (r["model"], device, mib, got)
-            compared += 1
-    assert compared >= 84
+            out.append((r["model"], device, "compute", mib, largest[("compute", device, "")]))
+    return out
+
+
+def test_vulkan_loads_match_the_plan() -> None:
+    """Nine real loads on an H200 through Vulkan (bench/device_vulkan.sh: rpctui's mainline
+    build with GGML_VULKAN, two `-d Vulkan0` rpc-servers and the client's own Vulkan0):
+    the tiny, small, Q8_0, sliding-window and gpt-oss models, splits, -ot, mmap off. Every
+    model and KV buffer the planner computes now equals what llama.cpp allocated, no compute
+    estimate is below its buffer, and the
+    recording of the first load replays with Vulkan0 probed with its free memory."""
+    fixtures = Path(__file__).parent / "fixtures"
+    loads = _gpu_loads("vulkan-plan-h200.json", "vulkan")
+    for name, device, kind, planned, got in loads:
+        if kind == "model":
+            assert round(planned, 2) == got, (name, device)
+        elif kind == "kv":
+            assert abs(planned - got) <= 0.01, (name, device)
+        else:
+            # never below; at most 10 % or 1 MiB over, but for a window model's server that
+            # holds no window layer (its estimate counts the window mask: 2 MiB over)
+            bound = 2.3 if name in WINDOWED else max(0.1 * got, 1.0)
+            assert 0 <= planned - got <= bound, (name, device, planned, got)
+    assert len(loads) >= 84
     state = fold_all(read_run(fixtures / "run-h200-two-vulkan-servers.jsonl"))
     probed = next(iter(state.nodes.values())).devices
     assert probed[0][0] == "Vulkan0" and probed[0][3] > 100_000  # MiB free of the H200
+
+
+def test_large_shapes_and_recurrent_models_on_vulkan() -> None:
+    """Issue 15's scale check (`bash bench/device_vulkan.sh scale` on an H200, one layer on
+    each of two Vulkan rpc-servers and the rest on the client's Vulkan0): the shapes of
+    Llama 3 8B (pp512, pp2048, flash attention off), Mixtral 8x7B and Llama 3 70B (pp512,
+    pp1024 without flash attention) as sparse Q8_0 files of 7.8 to 74 GB, and the
+    Mamba-2/attention hybrid. Every model and KV buffer exact; no compute estimate below its
+    buffer (the output device was 27 % short on the 70B shape before it took a layer
+    device's estimate where larger). Past the fitted shapes every estimate carries the 25 %
+    margin, and the rule extrapolates high: servers up to 80 % over, the main node's host
+    buffer up to 2.5 times its size (docs/PERFORMANCE.md has the table); the bound here keeps
+    that from growing. The Mamba-2 load, whose Vulkan server aborted (no scan kernel for a
+    state of 64), is one the plan now warns of."""
+    loads = _gpu_loads("vulkan-scale-h200.json", "vulkan")
+    assert {name for name, *_ in loads} == {"tiny-granite-hybrid", "shape-8b-q8",
+                                            "shape-8x7b-q8", "shape-70b-q8"}
+    worst = 0.0
+    for name, device, kind, planned, got in loads:
+        if kind == "model":
+            assert round(planned, 2) == got, (name, device)
+        elif kind == "kv":
+            assert abs(planned - got) <= 0.01, (name, device)
+        else:
+            print(f"SCALE {name} {device} est {planned:.2f} got {got:.2f}")
+            assert got <= planned <= 2.6 * got, (name, device, planned, got)
+            worst = max(worst, planned / got - 1)
+    assert max(got for name, _d, kind, _p, got in loads if kind == "model") > 60_000  # MiB
+    print(f"worst over-estimate {100 * worst:.0f} %")
+
+
+def test_vulkan_server_without_a_scan_kernel_is_flagged(tmp_path: Path) -> None:
+    """The Mamba-2 model (state 64) on Vulkan rpc-servers: they aborted mid-job on the H200
+    (GGML_ASSERT(pipeline != nullptr)); the plan of that profile says so before launch."""
+    from rpctui.plan.placement import Device, layer_devices
+    from rpctui.plan.placement import fill as place_all
+    from rpctui.plan.plan import _scan_kernels
+
+    runs = json.loads((Path(__file__).parent / "fixtures" / "vulkan-scale-h200.json").read_text())
+    failed = next(r for r in runs if r["model"] == "tiny-mamba2")
+    assert failed["run_rc"] != 0 and "GGML_ASSERT(pipeline != nullptr)" in failed["run_stderr"]
+    devices = [Device("RPC0[127.0.0.1:50052]", "gpu", 1e5, backend="vulkan"),
+               Device("RPC0[127.0.0.1:50053]", "gpu", 1e5, backend="vulkan"),
+               Device("Vulkan0", "gpu", 1e5, backend="vulkan")]
+    for name, split, verdict in (("tiny-mamba2", None, True), ("tiny-mamba2", [0, 0, 1], False),
+                                 ("tiny-granite-hybrid", None, None)):
+        model = read_model(ensure_model(name))
+        placed = place_all(model, layer_devices(model.n_layer, devices, 99, split), None, 512)
+        found = _scan_kernels(model, devices, placed)
+        assert (found[1] if found else None) is verdict, (name, split, found)
+    assert "will abort mid-job" in _scan_kernels(
+        read_model(ensure_model("tiny-mamba2")), devices,
+        place_all(read_model(ensure_model("tiny-mamba2")),
+                  layer_devices(8, devices, 99, None), None, 512))[0]
 
 
 def test_flash_attention_without_a_kernel_is_flagged() -> None:

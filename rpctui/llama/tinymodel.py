@@ -54,6 +54,9 @@ class TinySpec:
     ssm_state: int = 64  #: d_state of the Mamba-2 layers (d_inner is 2 n_embd)
     ssm_groups: int = 1
     shared_ff: int = 0  #: a shared expert of this width beside the routed ones (granitehybrid)
+    #: headers only, the data a hole (a sparse file of zeros): the shapes of real models, tens
+    #: of GB each, written in a second and loaded as they are (issue 15's scale check)
+    sparse: bool = False
     seed: int = 42
 
     @property
@@ -67,6 +70,7 @@ class TinySpec:
             attn = "".join(f"a{i}" for i in self.attention_layers)
             quant += f"-ssm{self.ssm_state}g{self.ssm_groups}{attn}"
             quant += f"-sh{self.shared_ff}" if self.shared_ff else ""
+        quant += "-sparse" if self.sparse else ""
         return (f"tiny-{self.arch}-{self.layers}L-{self.embd}e-{self.ff}f-{self.heads}h-"
                 f"{self.kv_heads}kv{tied}{moe}{quant}-s{self.seed}")
 
@@ -93,6 +97,14 @@ BUILTIN: dict[str, TinySpec] = {
     # every weight matrix above llama.cpp's 10 MiB tensor-cache threshold (830 MB): what an
     # rpc-server's cache (-c) holds, for the cache-fill tests and benchmarks
     "wide": TinySpec(layers=2, embd=3072, ff=8192, heads=24, kv_heads=24),
+    # the shapes of Llama 3 8B and 70B and Mixtral 8x7B in Q8_0 (with this 32000-token
+    # vocabulary), all zeros: 7.6, 70 and 47 GB that take no disk
+    "shape-8b-q8": TinySpec(layers=32, embd=4096, ff=14336, heads=32, kv_heads=8, ctx=8192,
+                            quant="q8_0", sparse=True),
+    "shape-70b-q8": TinySpec(layers=80, embd=8192, ff=28672, heads=64, kv_heads=8, ctx=8192,
+                             quant="q8_0", sparse=True),
+    "shape-8x7b-q8": TinySpec(layers=32, embd=4096, ff=14336, heads=32, kv_heads=8, ctx=8192,
+                              experts=8, quant="q8_0", sparse=True),
 }
 
 
@@ -199,6 +211,8 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     rng = np.random.default_rng(spec.seed)
 
     def weight(*shape: int) -> np.ndarray:
+        if spec.sparse:  # a view of one zero: no memory, nothing written
+            return np.broadcast_to(np.float16(0), shape)
         return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
 
     def norm(n: int) -> np.ndarray:
@@ -208,7 +222,12 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     kv = spec.kv_heads * head_dim
     add = writer.add_tensor
 
+    data_bytes: list[int] = []
+
     def add_weight(name: str, value: np.ndarray) -> None:
+        if spec.sparse:
+            data_bytes.append(_add_info(writer, gguf, name, value, spec.quant))
+            return
         if not spec.quant or value.ndim != 2 or name.startswith("token_embd"):
             add(name, value)
             return
@@ -264,13 +283,35 @@ def write_model(spec: TinySpec, path: Path) -> Path:
         writer.add_tensor("output.weight", weight(n_vocab, spec.embd))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    if spec.sparse:
+        writer.write_ti_data_to_file()
+        writer.close()
+        start = -(-tmp.stat().st_size // ALIGN) * ALIGN
+        os.truncate(tmp, start + sum(-(-n // ALIGN) * ALIGN for n in data_bytes))
+    else:
+        writer.write_tensors_to_file()
+        writer.close()
     written = sorted(staging.iterdir())
     for f in reversed(written):  # every shard (or the one file) into place, the first shard last
         f.rename(path.parent / f.name)
     staging.rmdir()
     return path.parent / written[0].name
+
+
+ALIGN = 32  #: GGUF's default alignment of tensor data
+
+
+def _add_info(writer: Any, gguf: Any, name: str, value: np.ndarray, quant: str) -> int:
+    """A tensor's entry in the header only (a sparse model); its data's bytes. Weight
+    matrices and expert stacks take the model's type, token_embd and vectors stay."""
+    if quant and value.ndim >= 2 and not name.startswith("token_embd"):
+        qtype = gguf.GGMLQuantizationType[quant.upper()]
+        shape = gguf.quants.quant_shape_to_byte_shape(value.shape, qtype)
+        nbytes = int(np.prod(shape))
+        writer.add_tensor_info(name, shape, np.dtype(np.uint8), nbytes, raw_dtype=qtype)
+        return nbytes
+    writer.add_tensor_info(name, value.shape, value.dtype, value.nbytes)
+    return int(value.nbytes)
 
 
 MLA_Q_RANK, MLA_KV_RANK, MLA_ROPE, MLA_NOPE, MLA_V = 64, 64, 16, 32, 32

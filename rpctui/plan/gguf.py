@@ -35,6 +35,7 @@ class Ssm:
     d_inner: int
     d_state: int
     n_group: int = 0  #: Mamba-2's groups of B and C (0 for Mamba-1)
+    n_head: int = 0  #: Mamba-2's heads (ssm.time_step_rank)
 
     @property
     def r_floats(self) -> int:
@@ -130,7 +131,8 @@ _PLAUSIBLE = {"block_count": 1 << 16, "embedding_length": 1 << 20,
               "attention.key_length": 1 << 16, "attention.value_length": 1 << 16,
               "context_length": 1 << 31, "vocab_size": 1 << 24, "expert_used_count": 1 << 12,
               "attention.sliding_window": 1 << 31, "ssm.conv_kernel": 1 << 10,
-              "ssm.inner_size": 1 << 20, "ssm.state_size": 1 << 16, "ssm.group_count": 1 << 12}
+              "ssm.inner_size": 1 << 20, "ssm.state_size": 1 << 16, "ssm.group_count": 1 << 12,
+              "ssm.time_step_rank": 1 << 16}
 
 
 class _Header:
@@ -299,7 +301,8 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
     ssm = None
     if recurrent:
         ssm = Ssm(first(f"{arch}.ssm.conv_kernel") or 0, first(f"{arch}.ssm.inner_size") or 0,
-                  first(f"{arch}.ssm.state_size") or 0, first(f"{arch}.ssm.group_count") or 0)
+                  first(f"{arch}.ssm.state_size") or 0, first(f"{arch}.ssm.group_count") or 0,
+                  first(f"{arch}.ssm.time_step_rank") or 0)
     key_len = first(f"{arch}.attention.key_length")
     val_len = first(f"{arch}.attention.value_length")
     head_dim = n_embd // n_head

@@ -191,6 +191,12 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
         plan.warnings.append((fa_note[1], "set flash_attn = false in [job]"))
     elif fa_note:
         plan.notes.append(fa_note[1])
+    scan = _scan_kernels(model, devices, placement)
+    if scan and scan[1]:
+        plan.warnings.append((scan[0], "give those layers to a server of another backend "
+                                       "(tensor_split), or run that server on its CPU"))
+    elif scan:
+        plan.notes.append(scan[0])
     plan.rows, plan.fits = _rows(devices, placement, profile.headroom_mib)
     if ik:
         plan.notes += ik.notes(placement)
@@ -255,6 +261,39 @@ def _state_notes(model: ModelInfo, flavour: str, kv: KvLayout) -> list[str]:
     return notes
 
 
+#: the state sizes ggml-vulkan.cpp has a selective-scan kernel for (Mamba-2 only, heads a
+#: multiple of 16 wide)
+VULKAN_SCAN_STATES = (128, 256)
+
+
+def _scan_kernels(model: ModelInfo, devices: list[Device], p: Placement
+                  ) -> tuple[str, bool] | None:
+    """Vulkan devices holding recurrent layers whose scan they have no kernel for: (what to
+    say, whether a server will abort). A Vulkan rpc-server aborts mid-job
+    (GGML_ASSERT(pipeline != nullptr), seen with a d_state of 64 on an H200); the client's own
+    Vulkan device reports the op unsupported and the scheduler runs it on the CPU."""
+    ssm = model.ssm
+    if ssm is None or not model.recurrent_layers:
+        return None
+    head = ssm.d_inner // ssm.n_head if ssm.n_head else 0
+    if ssm.n_group and ssm.d_state in VULKAN_SCAN_STATES and head % 16 == 0:
+        return None
+    backend = {d.name: d.backend for d in devices}
+    holders = sorted({dev for il, dev in p.layer_device.items()
+                      if il in model.recurrent_layers and backend.get(dev) == "vulkan"})
+    if not holders:
+        return None
+    what = (f"Mamba-2 layers with a state of {ssm.d_state} x {head}" if ssm.n_group
+            else "Mamba-1 layers")
+    remote = [d for d in holders if d.startswith("RPC")]
+    if remote:
+        return (f"{', '.join(remote)} (Vulkan) hold {what}, which Vulkan has no scan kernel "
+                f"for (it has them for Mamba-2 states of 128 and 256): the rpc-server will "
+                f"abort mid-job (ggml-vulkan.cpp: GGML_ASSERT(pipeline != nullptr))", True)
+    return (f"{', '.join(holders)} (Vulkan) hold {what}, which Vulkan has no scan kernel for: "
+            f"llama.cpp runs that step on the CPU (slower)", False)
+
+
 def _flash_attention(asked: bool | None, flavour: str, model: ModelInfo,
                      devices: list[Device], p: Placement) -> tuple[bool, str, bool] | None:
     """Flash attention against the GPUs that hold layers: (what the build will use, what to
@@ -282,23 +321,28 @@ def _flash_attention(asked: bool | None, flavour: str, model: ModelInfo,
 def with_compute(p: Placement, model: ModelInfo, flavour: str, tokens: int, n_ctx: int,
                  fa: bool, pipeline: bool = False, swa_cells: int = 0) -> Placement:
     """The placement with each device's estimated compute buffer: the device of the output
-    layer sized as the output's, others holding layers or tensors as a layer's, and the
-    main node's CPU as the host's (or the output's, when the output stays there)."""
+    layer sized as the output's (or a layer device's, when larger and it holds layers), others
+    holding layers or tensors as a layer's, and the main node's CPU as the host's (or the
+    output's, when the output stays there), plus a layer device's when it computes layers."""
     output = p.layer_device.get(model.n_layer, "CPU")
     holders = set(p.layer_device.values()) | {k for k, v in p.model.items() if v}
     holders = {"CPU" if h == "CPU_Mapped" else h for h in holders} | {"CPU"}
-    # a main node that computes repeating layers itself (partial offload, ik's split) holds a
-    # layer device's buffer besides its host one
-    cpu_layers = any(d == "CPU" for il, d in p.layer_device.items() if il < model.n_layer)
+    # a device holding repeating layers: a main node that computes some itself (partial
+    # offload, ik's split) holds a layer device's buffer besides its host one; the output
+    # device needs at least a layer device's (on large models the layers' activations
+    # outgrow the logits: a 70B shape's output device was 27 % over the output rule)
+    with_layers = {d for il, d in p.layer_device.items() if il < model.n_layer}
     for device in holders:
         role = "output" if device == output else "host" if device == "CPU" else "layers"
-        roles = [role, "layers"] if device == "CPU" and cpu_layers and role == "host" else [role]
-        total = 0.0
+        roles = [role] + (["layers"] if role != "layers" and device in with_layers else [])
+        sizes = []
         for r in roles:
-            total += estimate_mib(model, flavour, tokens, n_ctx, fa, r, pipeline, swa_cells) or 0.0
+            sizes.append(estimate_mib(model, flavour, tokens, n_ctx, fa, r, pipeline,
+                                      swa_cells) or 0.0)
             why = doubt(model, flavour, tokens, n_ctx, fa, r, pipeline, swa_cells)
             if why:
                 p.compute_doubts[device] = why
+        total = sum(sizes) if role == "host" else max(sizes)
         if total:
             p.compute[device] = int(total * MIB)
     p.pipeline = pipeline
