@@ -723,3 +723,20 @@ def test_recurrent_state_is_planned_as_llama_cpp_allocates_it(log: str, name: st
                                                                      abs=0.011), device
         assert round(placed.model[device] / 2**20, 2) == logged[device]["model"], device
     assert (placed.kv.get("CPU", 0), logged.get("CPU", {}).get("kv", 0.0)) == (0, 0.0)
+
+
+def test_plan_says_what_it_knows_of_a_recurrent_state(tmp_path: Path) -> None:
+    """The plan's note on recurrent state: modelled for Mamba-2 and the hybrid (with the
+    layers and the state's size), named as not modelled for the other recurrent
+    architectures, and ik_llama.cpp's own not checked."""
+    from rpctui.plan.kv import KvLayout
+    from rpctui.plan.plan import _state_notes
+
+    hybrid = read_model(ensure_model("tiny-granite-hybrid"))
+    notes = _state_notes(hybrid, "mainline", KvLayout(512, seqs=4))
+    assert notes == ["recurrent state: 6 of 8 layers keep a Mamba-style state (1.04 MiB each for "
+                     "4 sequences) in place of a KV cache; the KV column counts it"]
+    assert len(_state_notes(hybrid, "ik", KvLayout(512))) == 2
+    assert _state_notes(read_model(ensure_model("tiny")), "mainline", KvLayout(512)) == []
+    other = _window_model(tmp_path, "qwen3next", 4, None)
+    assert "does not model" in _state_notes(other, "mainline", KvLayout(512))[0]

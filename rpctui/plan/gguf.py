@@ -53,7 +53,8 @@ HYBRID_ARCHS = frozenset({"granitehybrid", "jamba"})
 #: recurrent or hybrid architectures whose state the planner does not model (llama-arch.cpp)
 UNMODELLED_STATE = frozenset({"rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7", "lfm2", "lfm2moe",
                               "falcon-h1", "nemotron_h", "nemotron_h_moe", "qwen3next",
-                              "qwen35", "qwen35moe", "plamo2", "kimi-linear", "minimax-01"})
+                              "qwen35", "qwen35moe", "plamo2", "kimi-linear", "minimax-01",
+                              "bailingmoe3", "kimi-k3", "glm5-next", "qwen4exp", "deepseek4"})
 
 
 @dataclass(frozen=True)
