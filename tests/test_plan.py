@@ -428,6 +428,21 @@ def _gpu_loads(fixture: str, backend: str) -> list[tuple[str, str, str, float, f
     return out
 
 
+def _exact_model_and_kv(loads: list[tuple[str, str, str, float, float]]
+                        ) -> list[tuple[str, str, float, float]]:
+    """Assert every model and KV buffer of ``loads`` is what llama.cpp allocated (at its
+    two-decimal print); the compute rows, (model, device, estimate, allocated), to judge."""
+    compute = []
+    for name, device, kind, planned, got in loads:
+        if kind == "model":
+            assert round(planned, 2) == got, (name, device)
+        elif kind == "kv":
+            assert abs(planned - got) <= 0.01, (name, device)
+        else:
+            compute.append((name, device, planned, got))
+    return compute
+
+
 def test_vulkan_loads_match_the_plan() -> None:
     """Nine real loads on an H200 through Vulkan (bench/device_vulkan.sh: rpctui's mainline
     build with GGML_VULKAN, two `-d Vulkan0` rpc-servers and the client's own Vulkan0):
@@ -437,16 +452,11 @@ def test_vulkan_loads_match_the_plan() -> None:
     recording of the first load replays with Vulkan0 probed with its free memory."""
     fixtures = Path(__file__).parent / "fixtures"
     loads = _gpu_loads("vulkan-plan-h200.json", "vulkan")
-    for name, device, kind, planned, got in loads:
-        if kind == "model":
-            assert round(planned, 2) == got, (name, device)
-        elif kind == "kv":
-            assert abs(planned - got) <= 0.01, (name, device)
-        else:
-            # never below; at most 10 % or 1 MiB over, but for a window model's server that
-            # holds no window layer (its estimate counts the window mask: 2 MiB over)
-            bound = 2.3 if name in WINDOWED else max(0.1 * got, 1.0)
-            assert 0 <= planned - got <= bound, (name, device, planned, got)
+    for name, device, planned, got in _exact_model_and_kv(loads):
+        # never below; at most 10 % or 1 MiB over, but for a window model's server that
+        # holds no window layer (its estimate counts the window mask: 2 MiB over)
+        bound = 2.3 if name in WINDOWED else max(0.1 * got, 1.0)
+        assert 0 <= planned - got <= bound, (name, device, planned, got)
     assert len(loads) >= 84
     state = fold_all(read_run(fixtures / "run-h200-two-vulkan-servers.jsonl"))
     probed = next(iter(state.nodes.values())).devices
@@ -469,15 +479,10 @@ def test_large_shapes_and_recurrent_models_on_vulkan() -> None:
     assert {name for name, *_ in loads} == {"tiny-granite-hybrid", "shape-8b-q8",
                                             "shape-8x7b-q8", "shape-70b-q8"}
     worst = 0.0
-    for name, device, kind, planned, got in loads:
-        if kind == "model":
-            assert round(planned, 2) == got, (name, device)
-        elif kind == "kv":
-            assert abs(planned - got) <= 0.01, (name, device)
-        else:
-            print(f"SCALE {name} {device} est {planned:.2f} got {got:.2f}")
-            assert got <= planned <= 2.6 * got, (name, device, planned, got)
-            worst = max(worst, planned / got - 1)
+    for name, device, planned, got in _exact_model_and_kv(loads):
+        print(f"SCALE {name} {device} est {planned:.2f} got {got:.2f}")
+        assert got <= planned <= 2.6 * got, (name, device, planned, got)
+        worst = max(worst, planned / got - 1)
     assert max(got for name, _d, kind, _p, got in loads if kind == "model") > 60_000  # MiB
     print(f"worst over-estimate {100 * worst:.0f} %")
 
@@ -501,10 +506,8 @@ def test_vulkan_server_without_a_scan_kernel_is_flagged(tmp_path: Path) -> None:
         placed = place_all(model, layer_devices(model.n_layer, devices, 99, split), None, 512)
         found = _scan_kernels(model, devices, placed)
         assert (found[1] if found else None) is verdict, (name, split, found)
-    assert "will abort mid-job" in _scan_kernels(
-        read_model(ensure_model("tiny-mamba2")), devices,
-        place_all(read_model(ensure_model("tiny-mamba2")),
-                  layer_devices(8, devices, 99, None), None, 512))[0]
+        if verdict:
+            assert found is not None and "will abort mid-job" in found[0]
 
 
 def test_flash_attention_without_a_kernel_is_flagged() -> None:

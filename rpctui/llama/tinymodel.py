@@ -20,7 +20,7 @@ import numpy as np
 from rpctui.paths import cache_dir
 
 VOCAB_FILE = "ggml-vocab-llama-spm.gguf"
-RECURRENT_ARCHS = ("mamba2", "granitehybrid")  #: the generated shapes with Mamba-2 layers
+MAMBA2_ARCHS = ("mamba2", "granitehybrid")  #: the generated shapes with Mamba-2 layers
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class TinySpec:
         quant = f"-{self.quant}" if self.quant else ""
         quant += f"-split{self.split_tensors}" if self.split_tensors else ""
         quant += f"-swa{self.sliding_window}" if self.sliding_window else ""
-        if self.arch in RECURRENT_ARCHS:
+        if self.arch in MAMBA2_ARCHS:
             attn = "".join(f"a{i}" for i in self.attention_layers)
             quant += f"-ssm{self.ssm_state}g{self.ssm_groups}{attn}"
             quant += f"-sh{self.shared_ff}" if self.shared_ff else ""
@@ -165,7 +165,7 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     if spec.heads:
         writer.add_rope_dimension_count(MLA_ROPE if spec.arch == "deepseek2"
                                         else spec.embd // spec.heads)
-    if spec.arch in RECURRENT_ARCHS:  # convert_hf_to_gguf.py's Mamba2Model keys
+    if spec.arch in MAMBA2_ARCHS:  # convert_hf_to_gguf.py's Mamba2Model keys
         writer.add_ssm_conv_kernel(SSM_CONV)
         writer.add_ssm_inner_size(2 * spec.embd)
         writer.add_ssm_state_size(spec.ssm_state)
@@ -238,7 +238,7 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     # every weight below goes through add_weight (quantized when asked), the helpers too
     writer.add_tensor = add_weight  # type: ignore[method-assign,assignment]  # narrower, same calls
     writer.add_tensor("token_embd.weight", weight(n_vocab, spec.embd))
-    for i in range(spec.layers if spec.arch not in ("deepseek2", *RECURRENT_ARCHS) else 0):
+    for i in range(spec.layers if spec.arch not in ("deepseek2", *MAMBA2_ARCHS) else 0):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", norm(spec.embd))
         writer.add_tensor(f"blk.{i}.attn_q.weight", weight(spec.embd, spec.embd))
         writer.add_tensor(f"blk.{i}.attn_k.weight", weight(kv, spec.embd))
@@ -276,7 +276,7 @@ def write_model(spec: TinySpec, path: Path) -> Path:
             writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(spec.embd, spec.ff))
     if spec.arch == "deepseek2":
         _deepseek2_layers(spec, writer, weight, norm, rng)
-    if spec.arch in RECURRENT_ARCHS:
+    if spec.arch in MAMBA2_ARCHS:
         _mamba2_layers(spec, writer, weight, norm, rng)
     writer.add_tensor("output_norm.weight", norm(spec.embd))
     if not spec.tied_embeddings:
