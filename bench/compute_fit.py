@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from rpctui.llama.build import ensure_build  # noqa: E402 - after the sys.path line above
 from rpctui.llama.tinymodel import ensure_model  # noqa: E402 - after the sys.path line above
-from rpctui.plan.compute import backend_of  # noqa: E402 - after the sys.path line above
+from rpctui.plan.compute import Sample, backend_of  # noqa: E402 - after the sys.path line above
 from rpctui.plan.gguf import read_model  # noqa: E402 - after the sys.path line above
 
 DATA = ROOT / "bench" / "compute_runs.json"
@@ -179,8 +179,8 @@ FIXTURES = (("cuda-plan-h100.json", "cuda"), ("vulkan-plan-h200.json", "vulkan")
 RULES_PY = ROOT / "rpctui" / "plan" / "compute_rules.py"
 
 
-def cpu_samples(data: Path) -> list[tuple[str, str, bool, bool, list[float], float]]:
-    from rpctui.plan.compute import ROLES, features, padded_ctx, reserve_tokens
+def cpu_samples(data: Path) -> list[Sample]:
+    from rpctui.plan.compute import ROLES, family, features, padded_ctx, reserve_tokens
 
     rows = json.loads(data.read_text())
     models = {name: read_model(ensure_model(name)) for name in {r["model"] for r in rows}}
@@ -194,16 +194,15 @@ def cpu_samples(data: Path) -> list[tuple[str, str, bool, bool, list[float], flo
         for role in ROLES:
             if role in r["compute_mib"]:
                 x = features(models[r["model"]], tokens, n_ctx, r["flash_attn"], role)
-                samples.append((flavour, role, r["flash_attn"], r.get("pipeline", True), x,
-                                r["compute_mib"][role]))
+                samples.append((flavour, role, r["flash_attn"], r.get("pipeline", True),
+                                family(model), x, r["compute_mib"][role]))
     return samples
 
 
-def fixture_samples(name: str, backend: str
-                    ) -> list[tuple[str, str, bool, bool, list[float], float]]:
+def fixture_samples(name: str, backend: str) -> list[Sample]:
     """Each compute buffer of the recorded GPU loads, with the features and role the planner
     gives its device (the placement rebuilt as the plan made it)."""
-    from rpctui.plan.compute import features, padded_ctx, pipeline_parallel, reserve_tokens
+    from rpctui.plan.compute import family, features, padded_ctx, pipeline_parallel, reserve_tokens
     from rpctui.plan.kv import layout
     from rpctui.plan.placement import Device, fill, layer_devices
     from rpctui.plan.plan import _flash_attention
@@ -231,7 +230,7 @@ def fixture_samples(name: str, backend: str
         for device, mib in got.items():
             role = "output" if device == output else "host" if device == "CPU" else "layers"
             x = features(model, tokens, n_ctx, fa, role, kv.swa if kv.swa_layers else 0)
-            samples.append(("mainline", role, fa, pp, x, mib))
+            samples.append(("mainline", role, fa, pp, family(model), x, mib))
     return samples
 
 

@@ -197,5 +197,23 @@ def job_argv(caps: Capabilities, job: Job, model: str, endpoints: list[str],
             argv.append("-no-cnv")
         elif tool.has("-st", "--single-turn"):
             argv.append("-st")
+    if not bench:
+        argv += _log_level(caps, tool, job.extra_args)
     argv += _check_extra(caps, tool, job.extra_args, "job.extra_args")
     return argv
+
+
+#: the flags that set a tool's log level (a job's extra_args with one keeps its own)
+_LOG_FLAGS = {"-lv", "--verbosity", "--log-verbosity", "-v", "--verbose", "--log-verbose"}
+
+
+def _log_level(caps: Capabilities, tool: Tool, extra: list[str]) -> list[str]:
+    """Current mainline's llama-completion, llama-cli and llama-server log llama.cpp's own
+    lines (the buffer sizes: the plan check and the memory table) at TRACE, level 4 of
+    common/log.h, below their default of 3 (INFO): ask for them. Older builds print them
+    by default."""
+    if caps.flavour != "mainline" or not tool.has("-lv", "--log-verbosity"):
+        return []
+    if _LOG_FLAGS & set(extra):
+        return []
+    return ["-lv", "4"]

@@ -54,6 +54,11 @@ class TinySpec:
     ssm_state: int = 64  #: d_state of the Mamba-2 layers (d_inner is 2 n_embd)
     ssm_groups: int = 1
     shared_ff: int = 0  #: a shared expert of this width beside the routed ones (granitehybrid)
+    #: "qwen3next": gated delta net layers (linear attention, Qwen3-Next's) with full
+    #: attention every ``full_attention_interval``-th layer; ssm_state is the heads' width,
+    #: ssm_groups the key heads and ``ssm_v_heads`` the value heads
+    full_attention_interval: int = 4
+    ssm_v_heads: int = 0
     #: headers only, the data a hole (a sparse file of zeros): the shapes of real models, tens
     #: of GB each, written in a second and loaded as they are (issue 15's scale check)
     sparse: bool = False
@@ -69,7 +74,10 @@ class TinySpec:
         if self.arch in MAMBA2_ARCHS:
             attn = "".join(f"a{i}" for i in self.attention_layers)
             quant += f"-ssm{self.ssm_state}g{self.ssm_groups}{attn}"
-            quant += f"-sh{self.shared_ff}" if self.shared_ff else ""
+        if self.arch == "qwen3next":
+            quant += (f"-gdn{self.ssm_state}k{self.ssm_groups}v{self.ssm_v_heads}"
+                      f"i{self.full_attention_interval}")
+        quant += f"-sh{self.shared_ff}" if self.shared_ff else ""
         quant += "-sparse" if self.sparse else ""
         return (f"tiny-{self.arch}-{self.layers}L-{self.embd}e-{self.ff}f-{self.heads}h-"
                 f"{self.kv_heads}kv{tied}{moe}{quant}-s{self.seed}")
@@ -94,6 +102,15 @@ BUILTIN: dict[str, TinySpec] = {
     "tiny-mamba2": TinySpec(arch="mamba2", ff=0, heads=0, kv_heads=0, tied_embeddings=True),
     "tiny-granite-hybrid": TinySpec(arch="granitehybrid", ff=256, experts=4, shared_ff=384,
                                     attention_layers=(2, 6), ssm_state=128),
+    # Qwen3-Next: gated delta net layers, full attention (gated queries) on every fourth,
+    # routed experts with a gated shared expert, partial rotary embedding
+    "tiny-qwen3next": TinySpec(arch="qwen3next", ff=128, heads=8, kv_heads=2, experts=4,
+                               shared_ff=256, ssm_state=32, ssm_groups=2, ssm_v_heads=4),
+    # a second delta-net shape for the compute rule: wider, heads of 64, more experts, full
+    # attention every third layer
+    "qwen3next-wide": TinySpec(arch="qwen3next", embd=384, ff=192, heads=6, kv_heads=2,
+                               experts=8, shared_ff=512, ssm_state=64, ssm_groups=2,
+                               ssm_v_heads=4, full_attention_interval=3),
     # every weight matrix above llama.cpp's 10 MiB tensor-cache threshold (830 MB): what an
     # rpc-server's cache (-c) holds, for the cache-fill tests and benchmarks
     "wide": TinySpec(layers=2, embd=3072, ff=8192, heads=24, kv_heads=24),
@@ -163,14 +180,23 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     else:
         writer.add_head_count_kv(spec.kv_heads)
     if spec.heads:
-        writer.add_rope_dimension_count(MLA_ROPE if spec.arch == "deepseek2"
-                                        else spec.embd // spec.heads)
+        head = spec.embd // spec.heads  # Qwen3-Next rotates a quarter of each head
+        writer.add_rope_dimension_count(MLA_ROPE if spec.arch == "deepseek2" else
+                                        head // 4 if spec.arch == "qwen3next" else head)
     if spec.arch in MAMBA2_ARCHS:  # convert_hf_to_gguf.py's Mamba2Model keys
         writer.add_ssm_conv_kernel(SSM_CONV)
         writer.add_ssm_inner_size(2 * spec.embd)
         writer.add_ssm_state_size(spec.ssm_state)
         writer.add_ssm_time_step_rank(2 * spec.embd // SSM_HEAD)  # the SSM heads
         writer.add_ssm_group_count(spec.ssm_groups)
+    if spec.arch == "qwen3next":  # conversion/qwen.py's Qwen3NextModel keys
+        writer.add_ssm_conv_kernel(SSM_CONV)
+        writer.add_ssm_state_size(spec.ssm_state)
+        writer.add_ssm_group_count(spec.ssm_groups)
+        writer.add_ssm_time_step_rank(spec.ssm_v_heads)
+        writer.add_ssm_inner_size(spec.ssm_state * spec.ssm_v_heads)
+        writer.add_full_attention_interval(spec.full_attention_interval)
+        writer.add_expert_feed_forward_length(spec.ff)
     if spec.shared_ff:
         writer.add_expert_shared_feed_forward_length(spec.shared_ff)
     writer.add_layer_norm_rms_eps(1e-5)
@@ -238,7 +264,8 @@ def write_model(spec: TinySpec, path: Path) -> Path:
     # every weight below goes through add_weight (quantized when asked), the helpers too
     writer.add_tensor = add_weight  # type: ignore[method-assign,assignment]  # narrower, same calls
     writer.add_tensor("token_embd.weight", weight(n_vocab, spec.embd))
-    for i in range(spec.layers if spec.arch not in ("deepseek2", *MAMBA2_ARCHS) else 0):
+    for i in range(spec.layers if spec.arch not in ("deepseek2", "qwen3next", *MAMBA2_ARCHS)
+                   else 0):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", norm(spec.embd))
         writer.add_tensor(f"blk.{i}.attn_q.weight", weight(spec.embd, spec.embd))
         writer.add_tensor(f"blk.{i}.attn_k.weight", weight(kv, spec.embd))
@@ -278,6 +305,8 @@ def write_model(spec: TinySpec, path: Path) -> Path:
         _deepseek2_layers(spec, writer, weight, norm, rng)
     if spec.arch in MAMBA2_ARCHS:
         _mamba2_layers(spec, writer, weight, norm, rng)
+    if spec.arch == "qwen3next":
+        _qwen3next_layers(spec, writer, weight, norm, rng)
     writer.add_tensor("output_norm.weight", norm(spec.embd))
     if not spec.tied_embeddings:
         writer.add_tensor("output.weight", weight(n_vocab, spec.embd))
@@ -400,3 +429,47 @@ def _mamba2_layers(spec: TinySpec, writer: Any, weight: Callable[..., np.ndarray
             writer.add_tensor(p + "ffn_gate_shexp.weight", weight(spec.shared_ff, e))
             writer.add_tensor(p + "ffn_up_shexp.weight", weight(spec.shared_ff, e))
             writer.add_tensor(p + "ffn_down_shexp.weight", weight(e, spec.shared_ff))
+
+
+def _qwen3next_layers(spec: TinySpec, writer: Any, weight: Callable[..., np.ndarray],
+                      norm: Callable[[int], np.ndarray], rng: np.random.Generator) -> None:
+    """Qwen3-Next blocks (src/models/qwen3next.cpp load_arch_tensors), as convert writes them:
+    gated delta net layers (attn_qkv and attn_gate, the short convolution, beta/alpha, a gated
+    norm per value head) and, every full_attention_interval-th layer, attention whose query
+    projection carries a gate too (2 n_embd rows), with Q and K norms; every layer a
+    post-attention norm, routed experts and a shared expert behind a sigmoid gate."""
+    e, hd = spec.embd, spec.embd // spec.heads
+    d, k_heads, v_heads = spec.ssm_state, spec.ssm_groups, spec.ssm_v_heads
+    key_dim, value_dim = d * k_heads, d * v_heads
+    conv = 2 * key_dim + value_dim
+    for i in range(spec.layers):
+        p = f"blk.{i}."
+        writer.add_tensor(p + "attn_norm.weight", norm(e))
+        writer.add_tensor(p + "post_attention_norm.weight", norm(e))
+        if (i + 1) % spec.full_attention_interval == 0:
+            writer.add_tensor(p + "attn_q.weight", weight(2 * hd * spec.heads, e))
+            writer.add_tensor(p + "attn_k.weight", weight(spec.kv_heads * hd, e))
+            writer.add_tensor(p + "attn_v.weight", weight(spec.kv_heads * hd, e))
+            writer.add_tensor(p + "attn_output.weight", weight(e, hd * spec.heads))
+            writer.add_tensor(p + "attn_q_norm.weight", norm(hd))
+            writer.add_tensor(p + "attn_k_norm.weight", norm(hd))
+        else:
+            writer.add_tensor(p + "attn_qkv.weight", weight(conv, e))
+            writer.add_tensor(p + "attn_gate.weight", weight(value_dim, e))
+            writer.add_tensor(p + "ssm_conv1d.weight", weight(conv, SSM_CONV).astype(np.float32))
+            writer.add_tensor(p + "ssm_dt.bias", np.zeros(v_heads, dtype=np.float32))
+            writer.add_tensor(p + "ssm_a", -np.ones(v_heads, dtype=np.float32))
+            writer.add_tensor(p + "ssm_ba.weight", weight(2 * v_heads, e))
+            writer.add_tensor(p + "ssm_norm.weight", norm(d))
+            writer.add_tensor(p + "ssm_out.weight", weight(e, value_dim))
+        n = spec.experts
+        writer.add_tensor(p + "ffn_gate_inp.weight",
+                          rng.standard_normal((n, e), dtype=np.float32) * 0.02)
+        writer.add_tensor(p + "ffn_gate_exps.weight", weight(n, spec.ff, e))
+        writer.add_tensor(p + "ffn_up_exps.weight", weight(n, spec.ff, e))
+        writer.add_tensor(p + "ffn_down_exps.weight", weight(n, e, spec.ff))
+        writer.add_tensor(p + "ffn_gate_inp_shexp.weight",
+                          rng.standard_normal(e, dtype=np.float32) * 0.02)
+        writer.add_tensor(p + "ffn_gate_shexp.weight", weight(spec.shared_ff, e))
+        writer.add_tensor(p + "ffn_up_shexp.weight", weight(spec.shared_ff, e))
+        writer.add_tensor(p + "ffn_down_shexp.weight", weight(e, spec.shared_ff))

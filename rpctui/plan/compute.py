@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rpctui.plan.compute_rules import DOMAIN, OVER, RULES
+from rpctui.plan.gguf import DELTA_NET_ARCHS
 
 if TYPE_CHECKING:
     from rpctui.plan.gguf import ModelInfo
@@ -100,12 +101,17 @@ def ffn_widths(model: ModelInfo) -> tuple[int, int]:
 
 
 def ssm_widths(model: ModelInfo) -> tuple[int, int]:
-    """A Mamba-style layer's activations per token (in_proj's output and the convolution's
+    """A recurrent layer's activations per token (in_proj's output and the convolution's
     input) and one sequence's state (floats); (0, 0) without recurrent layers."""
     if model.ssm is None or not model.recurrent_layers:
         return 0, 0
+    # in_proj's output: Mamba's ssm_in, or a delta net's attn_qkv and attn_gate together
     proj = max((t.dims[1] for t in model.tensors if ".ssm_in." in t.name and len(t.dims) > 1),
                default=0)
+    if not proj:
+        proj = max((sum(t.dims[1] for t in model.tensors if len(t.dims) > 1 and t.name in
+                        (f"blk.{il}.attn_qkv.weight", f"blk.{il}.attn_gate.weight"))
+                    for il in model.recurrent_layers), default=0)
     conv = model.ssm.d_inner + 2 * model.ssm.n_group * model.ssm.d_state
     return proj + conv, model.ssm.r_floats + model.ssm.s_floats
 
@@ -124,16 +130,21 @@ def features(model: ModelInfo, tokens: int, n_ctx: int, flash_attn: bool, role: 
             t * model.n_vocab if role == "output" else 0.0, t * ssm, float(state), 1.0]
 
 
+def family(model: ModelInfo) -> str:
+    """Which rules a model's compute buffers take: "" (attention layers only), "ssm" (with
+    Mamba-style layers) or "gdn" (with gated delta net layers, Qwen3-Next's)."""
+    if not ssm_widths(model)[0]:
+        return ""
+    return "gdn" if model.arch in DELTA_NET_ARCHS else "ssm"
+
+
 def _key(flavour: str, role: str, flash_attn: bool, pipeline: bool = False,
-         recurrent: bool = False) -> str:
-    """A rule's name. Models with recurrent (Mamba-style) layers have rules of their own: fitted
-    together with the attention models', they pulled the attention rules far over."""
-    return (f"{flavour}{'+pp' if pipeline else ''}{'+ssm' if recurrent else ''}/{role}/"
+         kind: str = "") -> str:
+    """A rule's name. Each family of recurrent layers has rules of its own: fitted together
+    with the attention models' (or the delta nets' with Mamba's), they pulled the others far
+    over."""
+    return (f"{flavour}{'+pp' if pipeline else ''}{'+' + kind if kind else ''}/{role}/"
             f"{'fa' if flash_attn else 'nofa'}")
-
-
-def _key_of(flavour: str, role: str, flash_attn: bool, pipeline: bool, x: list[float]) -> str:
-    return _key(flavour, role, flash_attn, pipeline, x[FEATURES.index("T*n_ssm")] > 0)
 
 
 def pipeline_parallel(flavour: str, n_devices: int, all_offloaded: bool, overrides: bool,
@@ -152,17 +163,19 @@ def estimate_mib(model: ModelInfo, flavour: str, tokens: int, n_ctx: int, flash_
     rule is fitted from above (never below a recorded allocation); outside its data it adds
     MARGIN (``doubt`` says why)."""
     x = features(model, tokens, n_ctx, flash_attn, role, swa_cells)
-    mib = rule_mib(flavour, role, flash_attn, pipeline, x)
+    kind = family(model)
+    mib = rule_mib(flavour, role, flash_attn, pipeline, x, kind)
     if mib is None:
         return None
-    key = _key_of(flavour, role, flash_attn, pipeline, x)
+    key = _key(flavour, role, flash_attn, pipeline, kind)
     return PAD_MIB + (mib * (1 + MARGIN) if _outside(key, _scaled(x), model) else mib)
 
 
-def rule_mib(flavour: str, role: str, flash_attn: bool, pipeline: bool, x: list[float]
-             ) -> float | None:
-    """The fitted rule at the features ``x`` (no margin), or None without a rule."""
-    rule = RULES.get(_key_of(flavour, role, flash_attn, pipeline, x))
+def rule_mib(flavour: str, role: str, flash_attn: bool, pipeline: bool, x: list[float],
+             kind: str = "") -> float | None:
+    """The fitted rule (of the model ``family``) at the features ``x`` (no margin), or None
+    without a rule."""
+    rule = RULES.get(_key(flavour, role, flash_attn, pipeline, kind))
     if rule is None:
         return None
     return float(max(np.dot(coef, _scaled(x)) for coef in rule))
@@ -172,7 +185,7 @@ def doubt(model: ModelInfo, flavour: str, tokens: int, n_ctx: int, flash_attn: b
           role: str, pipeline: bool = False, swa_cells: int = 0) -> str | None:
     """Why an estimate is outside the rule's data (and got MARGIN), or None."""
     x = features(model, tokens, n_ctx, flash_attn, role, swa_cells)
-    key = _key_of(flavour, role, flash_attn, pipeline, x)
+    key = _key(flavour, role, flash_attn, pipeline, family(model))
     if key not in RULES:
         return None
     return _outside(key, _scaled(x), model)
@@ -193,9 +206,9 @@ def _outside(key: str, x: np.ndarray, model: ModelInfo) -> str | None:
 
 
 def error_of(flavour: str, role: str, flash_attn: bool, pipeline: bool = False,
-             recurrent: bool = False) -> float | None:
+             kind: str = "") -> float | None:
     """The rule's worst over-estimate on its data (relative); it is never under."""
-    return OVER.get(_key(flavour, role, flash_attn, pipeline, recurrent))
+    return OVER.get(_key(flavour, role, flash_attn, pipeline, kind))
 
 
 def _scaled(x: list[float]) -> np.ndarray:
@@ -263,16 +276,20 @@ def _fit_above(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(p * lift for p in planes)
 
 
-def fit_rule(samples: list[tuple[str, str, bool, bool, list[float], float]]
+#: one recorded compute buffer: (flavour, role, flash attention, pipeline parallelism, model
+#: family, features, allocated MiB)
+Sample = tuple[str, str, bool, bool, str, list[float], float]
+
+
+def fit_rule(samples: list[Sample]
              ) -> tuple[dict[str, tuple[tuple[float, ...], ...]], dict[str, tuple[float, int]],
                         dict[str, tuple[float, ...]]]:
-    """Rules per flavour/role/fa/pipeline from (flavour, role, fa, pipeline, features, actual
-    MiB); each rule's worst over-estimate with its sample count; each feature's largest
-    value in the rule's data."""
+    """Rules per flavour/role/fa/pipeline/family from recorded buffers; each rule's worst
+    over-estimate with its sample count; each feature's largest value in the rule's data."""
     groups: dict[str, list[tuple[list[float], float]]] = {}
-    for flavour, role, fa, pp, x, y in samples:
+    for flavour, role, fa, pp, kind, x, y in samples:
         if y > 0:
-            groups.setdefault(_key_of(flavour, role, fa, pp, x), []).append((x, y))
+            groups.setdefault(_key(flavour, role, fa, pp, kind), []).append((x, y))
     rules, over, domain = {}, {}, {}
     for key, rows in groups.items():
         a = np.array([_scaled(x) for x, _ in rows])

@@ -50,9 +50,13 @@ class Ssm:
 RECURRENT_ARCHS = frozenset({"mamba", "mamba2"})
 #: hybrids whose recurrent layers are those with head_count_kv 0 (granite-hybrid.cpp, jamba.cpp)
 HYBRID_ARCHS = frozenset({"granitehybrid", "jamba"})
+#: hybrids of gated delta net (linear attention) and full attention layers, the recurrent ones
+#: named by attention.recurrent_layers or else all but every full_attention_interval-th
+#: (models/qwen3next.cpp load_arch_hparams); their state has Mamba-2's shape (n_embd_r, n_embd_s)
+DELTA_NET_ARCHS = frozenset({"qwen3next"})
 #: recurrent or hybrid architectures whose state the planner does not model (llama-arch.cpp)
 UNMODELLED_STATE = frozenset({"rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7", "lfm2", "lfm2moe",
-                              "falcon-h1", "nemotron_h", "nemotron_h_moe", "qwen3next",
+                              "falcon-h1", "nemotron_h", "nemotron_h_moe",
                               "qwen35", "qwen35moe", "plamo2", "kimi-linear", "minimax-01",
                               "bailingmoe3", "kimi-k3", "glm5-next", "qwen4exp", "deepseek4"})
 
@@ -133,7 +137,7 @@ _PLAUSIBLE = {"block_count": 1 << 16, "embedding_length": 1 << 20,
               "context_length": 1 << 31, "vocab_size": 1 << 24, "expert_used_count": 1 << 12,
               "attention.sliding_window": 1 << 31, "ssm.conv_kernel": 1 << 10,
               "ssm.inner_size": 1 << 20, "ssm.state_size": 1 << 16, "ssm.group_count": 1 << 12,
-              "ssm.time_step_rank": 1 << 16}
+              "ssm.time_step_rank": 1 << 16, "full_attention_interval": 1 << 16}
 
 
 class _Header:
@@ -299,6 +303,9 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
         recurrent = frozenset(range(n_layer))
     elif arch in HYBRID_ARCHS and kv_layers is not None:
         recurrent = frozenset(il for il, h in enumerate(kv_layers) if h == 0)
+    elif arch in DELTA_NET_ARCHS:
+        recurrent = _delta_net_layers(f.get(f"{arch}.attention.recurrent_layers"),
+                                      first(f"{arch}.full_attention_interval") or 4, n_layer)
     ssm = None
     if recurrent:
         ssm = Ssm(first(f"{arch}.ssm.conv_kernel") or 0, first(f"{arch}.ssm.inner_size") or 0,
@@ -317,6 +324,14 @@ def read_model(path: str | Path, opener: Callable[[Path], BinaryIO] | None = Non
                      n_head=n_head, n_swa=first(f"{arch}.attention.sliding_window"),
                      swa_pattern=_pattern(f.get(f"{arch}.attention.sliding_window_pattern")),
                      n_head_kv_layers=kv_layers, recurrent_layers=recurrent, ssm=ssm)
+
+
+def _delta_net_layers(flags: object, interval: int, n_layer: int) -> frozenset[int]:
+    """A delta-net hybrid's recurrent layers: the file's per-layer flags, or every layer but
+    each interval-th."""
+    if isinstance(flags, list) and len(flags) >= n_layer:
+        return frozenset(il for il in range(n_layer) if flags[il])
+    return frozenset(il for il in range(n_layer) if (il + 1) % max(interval, 1) != 0)
 
 
 def _layer_ints(value: object, n_layer: int, path: str | Path) -> tuple[int, ...] | None:

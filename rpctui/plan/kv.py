@@ -40,6 +40,12 @@ class KvLayout:
     swa: int = 0  #: a window layer's
     #: parallel sequences (n_seq_max): a recurrent layer keeps one state for each
     seqs: int = 1
+    #: a recurrent layer's r and s rows in one tensor of the KV buffer (ik_llama.cpp's
+    #: cache_s_l), not two of an RS buffer
+    packed_state: bool = False
+    #: the KV streams (one per sequence unless unified): the graph attends over one stream's
+    #: cells, full // streams, per micro-batch row
+    streams: int = 1
 
     def cells(self, il: int) -> int:
         return self.swa if il in self.swa_layers else self.full
@@ -80,9 +86,10 @@ def layout(model: ModelInfo, flavour: str, n_ctx: int, n_ubatch: int, seqs: int 
     llama-kv-cache-unified-iswa.cpp): a stream GGML_PAD(ceil(n_ctx / seqs), n_pad) (n_pad 256
     with flash attention, else 32; from the padded n_ctx here, which is never less), the
     window layers' min(that, GGML_PAD(n_swa * (unified ? seqs : 1) + n_ubatch, n_pad)).
-    ``swa_full`` (--swa-full) gives them a whole stream. ik_llama.cpp: one cache of n_ctx."""
+    ``swa_full`` (--swa-full) gives them a whole stream. ik_llama.cpp: one cache of n_ctx, and
+    a recurrent layer's state in it (llama.cpp llama_kv_cache_init: qwen3next's cache_s_l)."""
     if flavour == "ik":
-        return KvLayout(n_ctx, seqs=seqs)
+        return KvLayout(n_ctx, seqs=seqs, packed_state=True)
     streams = 1 if unified or seqs <= 1 else seqs
     if flavour == "mainline":
         pad = 256
@@ -92,7 +99,7 @@ def layout(model: ModelInfo, flavour: str, n_ctx: int, n_ubatch: int, seqs: int 
         stream = n_ctx if streams == 1 else _pad(-(-n_ctx // seqs), pad)
     layers, window = window_layers(model, flavour)
     if not layers:
-        return KvLayout(stream * streams, seqs=seqs)
+        return KvLayout(stream * streams, seqs=seqs, streams=streams)
     want = window * (seqs if unified else 1) + n_ubatch
     if swa_full:
         swa = stream
@@ -100,7 +107,7 @@ def layout(model: ModelInfo, flavour: str, n_ctx: int, n_ubatch: int, seqs: int 
         swa = _pad(min(stream, want), 256)
     else:
         swa = min(stream, _pad(want, pad))
-    return KvLayout(stream * streams, layers, swa * streams, seqs)
+    return KvLayout(stream * streams, layers, swa * streams, seqs, streams=streams)
 
 
 def layer_cells(model: ModelInfo, n_ctx: int, kv: KvLayout | None) -> list[int]:

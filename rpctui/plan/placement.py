@@ -102,16 +102,18 @@ def kv_layer_bytes(model: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: st
     return (type_bytes(type_k, model.head_dim_k * gqa) + v) * n_ctx
 
 
-def state_bytes(model: ModelInfo, il: int, seqs: int = 1, backend: str = "cpu") -> int:
+def state_bytes(model: ModelInfo, il: int, seqs: int = 1, backend: str = "cpu",
+                packed: bool = False) -> int:
     """Layer il's recurrent state, if it keeps one (llama_memory_recurrent): an r and an s
     tensor of f32, a row per sequence (n_seq_max, at least 1), each padded to the buffer's
-    alignment. llama.cpp prints them as an RS buffer; the plan counts them with the KV."""
+    alignment. llama.cpp prints them as an RS buffer; the plan counts them with the KV.
+    ``packed``: one tensor of both (ik_llama.cpp's, in its KV buffer)."""
     if model.ssm is None or il not in model.recurrent_layers:
         return 0
     align = ALIGNMENT.get(backend, ALIGN)
     rows = max(1, seqs)
-    return (_padded(model.ssm.r_floats * 4 * rows, align)
-            + _padded(model.ssm.s_floats * 4 * rows, align))
+    r, s = model.ssm.r_floats * 4 * rows, model.ssm.s_floats * 4 * rows
+    return _padded(r + s, align) if packed else _padded(r, align) + _padded(s, align)
 
 
 def offloaded(n_layer: int, ngl: int | None, flavour: str = "mainline") -> range:
@@ -209,11 +211,12 @@ def fill(model: ModelInfo, layer_device: dict[int, str],
     if mmap and mapped:
         out.model["CPU_Mapped"] = sum(last - first for first, last in mapped.values())
     if n_ctx:
-        seqs = kv.seqs if kv else 1
+        seqs, packed = (kv.seqs, kv.packed_state) if kv else (1, False)
         for il, cells in enumerate(layer_cells(model, n_ctx, kv)):
             where = layer_device[il]
             out.kv[where] = (out.kv.get(where, 0) + kv_layer_bytes(model, cells, *cache_types, il)
-                             + state_bytes(model, il, seqs, (backends or {}).get(where, "cpu")))
+                             + state_bytes(model, il, seqs, (backends or {}).get(where, "cpu"),
+                                           packed))
     return out
 
 
