@@ -29,7 +29,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -175,7 +177,8 @@ def collect(out: Path) -> None:
 
 #: real GPU loads kept as test fixtures (bench/device_plan.sh, bench/device_vulkan.sh): they
 #: join the CPU runs in the fit, each device in its role
-FIXTURES = (("cuda-plan-h100.json", "cuda"), ("vulkan-plan-h200.json", "vulkan"))
+FIXTURES = (("cuda-plan-h100.json", "cuda"), ("vulkan-plan-h200.json", "vulkan"),
+            ("vulkan-plan-h200-b6110.json", "vulkan"), ("vulkan-plan-h200-ik.json", "vulkan"))
 RULES_PY = ROOT / "rpctui" / "plan" / "compute_rules.py"
 
 
@@ -199,38 +202,89 @@ def cpu_samples(data: Path) -> list[Sample]:
     return samples
 
 
-def fixture_samples(name: str, backend: str) -> list[Sample]:
-    """Each compute buffer of the recorded GPU loads, with the features and role the planner
-    gives its device (the placement rebuilt as the plan made it)."""
-    from rpctui.plan.compute import family, features, padded_ctx, pipeline_parallel, reserve_tokens
+def replay(name: str, backend: str) -> list[tuple[dict, Any]]:
+    """Each completed load of a GPU fixture (bench/cuda_plan.py's output) with the placement
+    the planner gives it now, for the flavour that ran it (the plan's BufferPlanned event says
+    which): (the record, a Replayed)."""
+    from rpctui.plan.compute import default_flash_attn, padded_ctx, pipeline_parallel, reserve_tokens
+    from rpctui.plan.ik import IkRule
     from rpctui.plan.kv import layout
     from rpctui.plan.placement import Device, fill, layer_devices
     from rpctui.plan.plan import _flash_attention
+    from rpctui.profile.load import parse_profile
 
-    samples = []
+    out = []
     for r in json.loads((ROOT / "tests" / "fixtures" / name).read_text()):
+        if r["run_rc"] != 0:
+            continue
         planned = next(e for e in r["events"] if e["type"] == "BufferPlanned")
+        flavour = planned.get("flavour", "mainline")
         devices = [Device(row[0], row[1], row[4], backend=backend) for row in planned["rows"]]
         model = read_model(ensure_model(r["model"]))
-        rules = [(r["ot"], "RPC0[127.0.0.1:50053]")] if r["ot"] else None
-        fa = True if r["fa"] is None else r["fa"]
-        where = layer_devices(model.n_layer, devices, 99, r["split"])
-        placement = fill(model, where, rules, padded_ctx("mainline", r["prompt"], fa))
-        resolved = _flash_attention(r["fa"], "mainline", model, devices, placement)
-        fa = resolved[0] if resolved else fa
-        n_ctx = padded_ctx("mainline", r["prompt"], fa)
-        tokens = reserve_tokens("mainline", r["prompt"], n_ctx, None, None)
-        kv = layout(model, "mainline", n_ctx, tokens, 1, False, fa)
-        pp = pipeline_parallel("mainline", len(devices), True, bool(rules))
-        output = placement.layer_device.get(model.n_layer, "CPU")
+        server = devices[1].name if len(devices) > 1 else devices[0].name
+        rules = [(r["ot"], server)] if r["ot"] else None
+        fa = default_flash_attn(flavour) if r["fa"] is None else r["fa"]
+        if flavour == "ik":
+            where = IkRule(parse_profile(r["profile"]), None, model,  # type: ignore[arg-type]
+                           devices).layer_devices(r["split"])
+        else:
+            where = layer_devices(model.n_layer, devices, 99, r["split"], flavour)
+        n_ctx = padded_ctx(flavour, r["prompt"], fa)
+        tokens = reserve_tokens(flavour, r["prompt"], n_ctx, None, None)
+        kv = layout(model, flavour, n_ctx, tokens, 1, False, fa)
+        mmap = "mmap = false" not in "".join(r.get("settings") or [])
+        placement = fill(model, where, rules, n_ctx, mmap=mmap,
+                         backends={d.name: d.backend for d in devices}, kv=kv)
+        resolved = _flash_attention(r["fa"], flavour, model, devices, placement)
+        if resolved and resolved[0] != fa:  # "auto" resolved otherwise: the graph it planned
+            fa = resolved[0]
+            n_ctx = padded_ctx(flavour, r["prompt"], fa)
+            tokens = reserve_tokens(flavour, r["prompt"], n_ctx, None, None)
+            kv = layout(model, flavour, n_ctx, tokens, 1, False, fa)
+            placement = fill(model, where, rules, n_ctx, mmap=mmap,
+                             backends={d.name: d.backend for d in devices}, kv=kv)
+        pp = pipeline_parallel(flavour, len(devices), True, bool(rules))
+        out.append((r, Replayed(model, flavour, devices, placement, fa, n_ctx, tokens, kv, pp)))
+    return out
+
+
+@dataclass
+class Replayed:
+    """One recorded GPU load as the planner places it now."""
+
+    model: Any
+    flavour: str
+    devices: list
+    placement: Any
+    fa: bool
+    n_ctx: int
+    tokens: int
+    kv: Any
+    pipeline: bool
+
+    @property
+    def swa_cells(self) -> int:
+        return self.kv.swa if self.kv.swa_layers else 0
+
+
+def fixture_samples(name: str, backend: str) -> list[Sample]:
+    """Each compute buffer of the recorded GPU loads, with the features and role the planner
+    gives its device (the placement rebuilt as the plan made it)."""
+    from rpctui.plan.compute import family, features
+
+    samples = []
+    for r, p in replay(name, backend):
+        output = p.placement.layer_device.get(p.model.n_layer, "CPU")
         got: dict[str, float] = {}
         for e in r["events"]:
             if e["type"] == "BufferAllocated" and e["kind"] == "compute":
-                got[e["device"]] = max(got.get(e["device"], 0.0), e["mib"])
+                # ik_llama.cpp's host compute on a GPU build is Vulkan_Host's: the host's
+                device = "CPU" if e["device"].endswith("_Host") else e["device"]
+                got[device] = max(got.get(device, 0.0), e["mib"])
         for device, mib in got.items():
             role = "output" if device == output else "host" if device == "CPU" else "layers"
-            x = features(model, tokens, n_ctx, fa, role, kv.swa if kv.swa_layers else 0)
-            samples.append(("mainline", role, fa, pp, family(model), x, mib))
+            x = features(p.model, p.tokens, p.n_ctx, p.fa, role, p.swa_cells)
+            samples.append((p.flavour, role, p.fa, p.pipeline, family(p.model), x, mib))
     return samples
 
 

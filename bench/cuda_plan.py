@@ -10,8 +10,9 @@ $OUT/cuda_plan.json (vulkan_plan.json).
 
     RPCTUI_BIN_DIR=/tmp/build/bin [RPCTUI_DEVICE=Vulkan0] [RPCTUI_SCALE=1] python3 bench/cuda_plan.py
 
-RPCTUI_SCALE=1 runs the scale check instead (issue 15): the recurrent models, then the shapes
-of Llama 3 8B and 70B and Mixtral 8x7B as sparse Q8_0 files; written to $OUT/*_scale.json.
+RPCTUI_GDN=1 runs the Qwen3-Next shapes instead ($OUT/*_gdn.json). RPCTUI_SCALE=1 runs the
+scale check (issue 15): the recurrent models, then the shapes of Llama 3 8B and 70B and
+Mixtral 8x7B as sparse Q8_0 files; written to $OUT/*_scale.json.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rpctui.llama.tinymodel import ensure_model  # noqa: E402 - after the sys.pa
 
 DEVICE = os.environ.get("RPCTUI_DEVICE", "CUDA0")
 SCALE = bool(os.environ.get("RPCTUI_SCALE"))
+GDN = bool(os.environ.get("RPCTUI_GDN"))
 
 #: (model, tensor split, -ot rule onto the second server, prompt tokens, flash attention)
 CONFIGS: tuple[tuple, ...] = (
@@ -46,6 +48,10 @@ CONFIGS: tuple[tuple, ...] = (
 if DEVICE.startswith("Vulkan"):  # what the seeds' Vulkan clusters run: windows, mmap off
     CONFIGS += (("tiny-swa", None, None, 512, None), ("tiny-gpt-oss", [1, 1, 1], None, 512, None),
                 ("small", None, None, 512, True, "mmap = false\n"))
+if GDN:  # Qwen3-Next's gated delta net on this backend
+    CONFIGS = (("tiny-qwen3next", None, None, 512, None),
+               ("tiny-qwen3next", [1, 2, 1], None, 256, False),
+               ("qwen3next-wide", [1, 1, 2], None, 512, None))
 if SCALE:
     # issue 15's scale check: the recurrent models on this backend, then real models' shapes
     # (sparse Q8_0 files of zeros, rpctui.llama.tinymodel), a layer on each server and the
@@ -111,7 +117,8 @@ def main() -> None:
                 for row in e["compute"]:
                     print("   compute", row, flush=True)
         out = Path(os.environ.get("OUT", work))  # as it goes: a timeout keeps what ran
-        name = f"{DEVICE.rstrip('0123456789').lower()}_{'scale' if SCALE else 'plan'}.json"
+        kind = "scale" if SCALE else "gdn" if GDN else "plan"
+        name = f"{DEVICE.rstrip('0123456789').lower()}_{kind}.json"
         (out / name).write_text(json.dumps(results, indent=1) + "\n")
 
 

@@ -71,9 +71,18 @@ def test_rpc_list_and_buffer_names_per_build(bins, model) -> None:
     eps = ["10.0.0.1:50052", "10.0.0.2:50052"]
     job = Job(model="m", override_tensors=[TensorOverride(pattern="exps", server="b:50052")])
     names = {"b:50052": "10.0.0.2:50052"}
-    ik = largv.job_argv(probe(bins["ik"], model), job, "m", eps, names)
+    ik_caps = probe(bins["ik"], model)
+    ik = largv.job_argv(ik_caps, dataclasses.replace(job, override_tensors=[]), "m", eps, names)
     assert ik[ik.index("--rpc") + 1] == "10.0.0.1:50052|0,10.0.0.2:50052|0"
     assert ik[ik.index("-o") + 1] == "json"  # ik's llama-bench has no jsonl
+    # ik's llama-bench looks -ot names up among its local backends before --rpc adds any
+    # (seen failing with Vulkan servers on an H200): refused; its llama-cli has no -ot
+    with pytest.raises(UserError) as info:
+        largv.job_argv(ik_caps, job, "m", eps, names)
+    assert "llama-bench cannot put tensors on an RPC server with -ot" in info.value.message
+    with pytest.raises(UserError) as info:
+        largv.job_argv(ik_caps, dataclasses.replace(job, kind="cli"), "m", eps, names)
+    assert "has no -ot" in info.value.message
     seed_cli = dataclasses.replace(job, kind="cli")
     seed = largv.job_argv(probe(bins["b6110"], model), seed_cli, "m", eps, names)
     assert seed[seed.index("-ot") + 1] == "exps=RPC[10.0.0.2:50052]"

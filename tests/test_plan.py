@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -343,22 +344,27 @@ def _bench(name: str):
     path = Path(__file__).parent.parent / "bench" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
+    if name in sys.modules:
+        return sys.modules[name]
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
 def test_compute_rule_is_never_below_a_recorded_load() -> None:
     """Every compute buffer of the recorded loads (bench/compute_runs.json: 128 CPU runs of
-    three builds; compute_runs_cuda.json: 20 on an H100; compute_runs_recurrent.json: 48 of
-    Mamba-2 and a hybrid on mainline and b6110; the CUDA and Vulkan loads kept as
-    fixtures, sliding-window models among them), as the planner estimates it for that device
-    now: never below what llama.cpp allocated. Over it by at most 10 % or 1 MiB, but for the
-    few the rule's features cannot tell apart from larger ones (each under 2.05 MiB over):
-    mainline's "auto" flash attention turned off by a local CUDA0, a Vulkan server holding no
-    window layer of a sliding-window model, one CPU shape without flash attention, and two
-    512-token buffers of Mamba-2 under pipeline parallelism (the hybrid's, larger, have
-    nearly the same features)."""
+    three builds; compute_runs_cuda.json: 20 on an H100; compute_runs_recurrent.json: 88 of
+    Mamba-2, a Mamba-2 hybrid and Qwen3-Next's delta net on mainline, b6110 and ik; the CUDA
+    and Vulkan loads kept as fixtures, of all three builds, sliding-window models among them),
+    as the planner estimates it for that device now: never below what llama.cpp allocated.
+    Over it by at most 10 % or 1 MiB, but for the few the rule's features cannot tell apart
+    from larger ones (each under 2.05 MiB over): mainline's "auto" flash attention turned off
+    by a local CUDA0, a Vulkan server holding no window layer of a sliding-window model (on
+    mainline and b6110), one CPU shape without flash attention, two 512-token buffers of
+    Mamba-2 under pipeline parallelism (the hybrid's, larger, have nearly the same features),
+    and ik_llama.cpp's host buffer of a CPU build at 512 tokens (1.25 MiB: its Vulkan build's
+    host buffer, Vulkan_Host, is larger for the same shape and shares the rule)."""
     from rpctui.plan.compute import rule_mib
 
     fit = _compute_fit()
@@ -372,52 +378,37 @@ def test_compute_rule_is_never_below_a_recorded_load() -> None:
         assert est >= got, (flavour, role, fa, pp, got, est)
         if est - got > max(0.1 * got, 1.0):
             beyond.append((flavour, role, fa, pp, round(est - got, 2)))
-    assert len(beyond) <= 6 and all(over <= 2.05 for *_, over in beyond), beyond
+    assert len(beyond) <= 10 and all(over <= 2.05 for *_, over in beyond), beyond
 
 
 def _gpu_loads(fixture: str, backend: str) -> list[tuple[str, str, str, float, float]]:
     """(model, device, kind, planned MiB, allocated MiB) for every buffer of the recorded GPU
     loads that completed (bench/cuda_plan.py's output), the plan rebuilt as the planner
-    makes it now; compute planned as the estimate."""
-    from rpctui.plan.compute import padded_ctx, pipeline_parallel, reserve_tokens
-    from rpctui.plan.kv import layout
-    from rpctui.plan.placement import Device, layer_devices
-    from rpctui.plan.placement import fill as place_all
+    makes it now for the flavour that ran it; compute planned as the estimate (ik_llama.cpp's
+    host compute on a GPU build is its Vulkan_Host buffer)."""
     from rpctui.plan.plan import with_compute
 
     out = []
-    for r in json.loads((Path(__file__).parent / "fixtures" / fixture).read_text()):
-        if r["run_rc"] != 0:
-            continue
-        planned = next(e for e in r["events"] if e["type"] == "BufferPlanned")
-        devices = [Device(row[0], row[1], row[4], backend=backend) for row in planned["rows"]]
-        model = read_model(ensure_model(r["model"]))
-        rules = [(r["ot"], "RPC0[127.0.0.1:50053]")] if r["ot"] else None
-        fa = True if r["fa"] is None else r["fa"]
-        n_ctx = padded_ctx("mainline", r["prompt"], fa)
-        tokens = reserve_tokens("mainline", r["prompt"], n_ctx, None, None)
-        kv = layout(model, "mainline", n_ctx, tokens, 1, False, fa)
-        mmap = "mmap = false" not in "".join(r.get("settings") or [])
-        placement = place_all(model, layer_devices(model.n_layer, devices, 99, r["split"]),
-                              rules, n_ctx, mmap=mmap,
-                              backends={d.name: d.backend for d in devices}, kv=kv)
+    for r, p in _compute_fit().replay(fixture, backend):
         largest: dict[tuple[str, str, str], float] = {}  # of the bench's tests, per cache
         for e in r["events"]:
             if e["type"] == "BufferAllocated":
-                key = (e["kind"], e["device"], e.get("cache", ""))
+                device = ("CPU" if e["kind"] == "compute" and e["device"].endswith("_Host")
+                          else e["device"])
+                key = (e["kind"], device, e.get("cache", ""))
                 largest[key] = max(largest.get(key, 0.0), e["mib"])
         actual: dict[tuple[str, str], float] = {}
         for (kind, device, _cache), mib in largest.items():
             actual[(kind, device)] = actual.get((kind, device), 0.0) + mib
-        for d in devices:
+        for d in p.devices:
             for kind in ("model", "kv"):
-                out.append((r["model"], d.name, kind, placement.mib(kind).get(d.name, 0.0),
+                out.append((r["model"], d.name, kind, p.placement.mib(kind).get(d.name, 0.0),
                             actual.get((kind, d.name), 0.0)))
-        pp = pipeline_parallel("mainline", len(devices), True, bool(rules))
-        est = with_compute(placement, model, "mainline", tokens, n_ctx, fa, pp,
-                           kv.swa if kv.swa_layers else 0)
+        est = with_compute(p.placement, p.model, p.flavour, p.tokens, p.n_ctx, p.fa, p.pipeline,
+                           p.swa_cells)
         for device, mib in est.mib("compute").items():
-            out.append((r["model"], device, "compute", mib, largest[("compute", device, "")]))
+            out.append((r["model"], device, "compute", mib,
+                        largest.get(("compute", device, ""), 0.0)))
     return out
 
 
@@ -454,6 +445,28 @@ def test_vulkan_loads_match_the_plan() -> None:
     state = fold_all(read_run(fixtures / "run-h200-two-vulkan-servers.jsonl"))
     probed = next(iter(state.nodes.values())).devices
     assert probed[0][0] == "Vulkan0" and probed[0][3] > 100_000  # MiB free of the H200
+
+
+def test_vulkan_loads_of_the_seed_era_build_and_ik_match_the_plan() -> None:
+    """The same loads with b6110 and ik_llama.cpp built with GGML_VULKAN on the H200
+    (`FLAVOUR=b6110 bash bench/device_vulkan.sh`, `FLAVOUR=ik ...`): every model and KV
+    buffer of every completed load as planned (b6110's seed-era split and ik's greedy fill),
+    no compute estimate below its buffer. The loads that did not complete are the plan's to
+    foresee (test_ik_fused_ops_on_vulkan_servers_are_flagged) or were refused before launch
+    (-ot onto a server, which neither build's llama-bench can name)."""
+    for fixture, flavour, completed in (("vulkan-plan-h200-b6110.json", "seed-era", 7),
+                                        ("vulkan-plan-h200-ik.json", "ik", 5)):
+        loads = _gpu_loads(fixture, "vulkan")
+        assert len({name for name, *_ in loads}) >= 3
+        runs = json.loads((Path(__file__).parent / "fixtures" / fixture).read_text())
+        assert sum(r["run_rc"] == 0 for r in runs) == completed, fixture
+        for name, device, planned, got in _exact_model_and_kv(loads):
+            print(f"{flavour} {name} {device} est {planned:.2f} got {got:.2f}")
+            # a window model's server that holds no window layer: its estimate counts the
+            # window mask (as on mainline, test_vulkan_loads_match_the_plan); ik's Vulkan0
+            # and a server with the same layers' shape allocated 11.5 and 12.5 MiB (1.25 over)
+            bound = 2.3 if name in WINDOWED else max(0.1 * got, 1.3)
+            assert 0 <= planned - got <= bound, (fixture, name, device, planned, got)
 
 
 def test_large_shapes_and_recurrent_models_on_vulkan() -> None:
@@ -501,6 +514,43 @@ def test_vulkan_server_without_a_scan_kernel_is_flagged(tmp_path: Path) -> None:
         assert (found[1] if found else None) is verdict, (name, split, found)
         if verdict:
             assert found is not None and "will abort mid-job" in found[0]
+
+
+def test_ik_fused_ops_on_vulkan_servers_are_flagged() -> None:
+    """ik_llama.cpp's Vulkan rpc-servers aborted on the H200 when sent its fused up/gate ops
+    ("Missing op: FUSED_UP_GATE" for the Q8_0 model's dense layers, MOE_FUSED_UP_GATE for
+    gpt-oss's experts); the F16 dense models ran. The plan of those loads says so, and stops
+    saying it once the job turns the fusion off."""
+    from rpctui.plan.placement import Device, Placement
+    from rpctui.plan.plan import _ik_fused_ops
+
+    runs = json.loads((Path(__file__).parent / "fixtures" / "vulkan-plan-h200-ik.json").read_text())
+    aborted = {r["model"]: r["run_stderr"] for r in runs if "Missing op" in r["run_stderr"]}
+    assert "Missing op: FUSED_UP_GATE" in aborted["tiny-q8"]
+    assert "Missing op: MOE_FUSED_UP_GATE" in aborted["tiny-gpt-oss"]
+    devices = [Device("RPC0[127.0.0.1:50052]", "gpu", 1e5, backend="vulkan"),
+               Device("RPC0[127.0.0.1:50053]", "gpu", 1e5, backend="vulkan"),
+               Device("Vulkan0", "gpu", 1e5, backend="vulkan")]
+    for name, op in (("tiny-q8", "FUSED_UP_GATE"), ("tiny-gpt-oss", "MOE_FUSED_UP_GATE")):
+        model = read_model(ensure_model(name))
+        # ik's greedy fill put the layers on the first server, the output on Vulkan0
+        where = dict.fromkeys(range(model.n_layer), "RPC0[127.0.0.1:50052]")
+        where[model.n_layer] = "Vulkan0"
+        placement = Placement(layer_device=where)
+        found = _ik_fused_ops(model, devices, placement, "ik", "bench", [])
+        assert found and op in found[0] and "will abort mid-job" in found[0], (name, found)
+        assert "-fmoe 0 and -no-fug 1" in found[1]
+        assert _ik_fused_ops(model, devices, placement, "ik", "bench",
+                             ["-fmoe", "0", "-no-fug", "1"]) is None
+        assert _ik_fused_ops(model, devices, placement, "ik", "cli", ["-no-fmoe", "-no-fug"]) is None
+        assert _ik_fused_ops(model, devices, placement, "mainline", "bench", []) is None
+        local = Placement(layer_device=dict.fromkeys(where, "Vulkan0"))
+        assert _ik_fused_ops(model, devices, local, "ik", "bench", []) is None
+    for name in ("tiny", "small"):  # F16 dense weights: not fused, and they ran
+        model = read_model(ensure_model(name))
+        placement = Placement(layer_device=dict.fromkeys(range(model.n_layer + 1),
+                                                         "RPC0[127.0.0.1:50052]"))
+        assert _ik_fused_ops(model, devices, placement, "ik", "bench", []) is None
 
 
 def test_flash_attention_without_a_kernel_is_flagged() -> None:

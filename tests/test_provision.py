@@ -347,3 +347,27 @@ def test_doctor_finds_what_check_cannot_and_fixes_it(clean_rig: Rig, bins, model
     after = rpctui(tmp_path, "doctor", str(profile))
     assert after.returncode == 0, after.stderr[-3000:]
     assert "doctor: all well" in after.stderr
+
+
+def test_vulkan_build_names_headers_too_old(clean_rig: Rig, model, tmp_path: Path) -> None:
+    """A node asked to build mainline for Vulkan whose Vulkan headers are older than the
+    1.3.261 it needs (Debian 12's 1.3.239, which fails to compile ggml-vulkan.cpp: seen here):
+    the build stops before sending anything, naming the headers the node has and where newer
+    ones come from. Any other version passes the check (then glslc and cmake decide)."""
+    from rpctui.llama.build import vulkan_header_version
+
+    have = vulkan_header_version(Path("/usr/include/vulkan/vulkan_core.h"))
+    assert have is not None, "scripts/setup installs libvulkan-dev for this test"
+    profile = build_profile(clean_rig, tmp_path / "p.toml", model, {}, count=1)
+    profile.write_text(profile.read_text().replace('build = "mainline"',
+                                                   'build = "mainline"\nbackend = "vulkan"'))
+    result = rpctui(tmp_path, "build", str(profile), timeout=1800)
+    if have >= (1, 3, 261):
+        assert "newer Vulkan headers" not in result.stderr, result.stderr
+        return
+    assert result.returncode == 1, result.stderr
+    assert ("node n1 cannot build llama.cpp for vulkan: it has no newer Vulkan headers"
+            in result.stderr), result.stderr
+    assert (f"mainline needs Vulkan headers 1.3.261 or newer and the node has "
+            f"{'.'.join(map(str, have))}") in result.stderr
+    assert not (tmp_path / "nodes" / "n1" / "sdist").exists()

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                            "with a PROFILE on each of its nodes that says build = FLAVOUR")
     build.add_argument("flavours", nargs="*", default=["mainline"],
                        help="mainline, b6110, ik, or all; or one profile (.toml)")
+    build.add_argument("--backend", choices=("cpu", "cuda", "vulkan", "rocm"), default="cpu",
+                       help="build here for this backend as well as RPC (vulkan: headers "
+                       "from $VULKAN_SDK/include when set)")
 
     plan = sub.add_parser("plan", help="predict where every layer lands and whether it fits")
     plan.add_argument("profile")
@@ -170,8 +173,8 @@ def _demo_profile(flavour: str | None) -> Profile:
     return profile
 
 
-def _build(flavours: list[str]) -> ExitCode:
-    from rpctui.llama.build import FLAVOURS, ensure_build
+def _build(flavours: list[str], backend: str = "cpu") -> ExitCode:
+    from rpctui.llama.build import BACKEND_CMAKE, FLAVOURS, ensure_build
 
     names = list(FLAVOURS) if flavours == ["all"] else flavours
     for name in names:
@@ -180,7 +183,7 @@ def _build(flavours: list[str]) -> ExitCode:
             end = "\n" if not sys.stderr.isatty() or frac in (None, 1.0) else ""
             print(f"\r\x1b[K{msg}{pct}" if sys.stderr.isatty() else f"{msg}{pct}", end=end,
                   file=sys.stderr, flush=True)
-        b = ensure_build(name, progress=progress)
+        b = ensure_build(name, BACKEND_CMAKE[backend], progress=progress)
         print(f"{b.flavour}: {b.bin_dir}")
     return ExitCode.OK
 
@@ -222,7 +225,7 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
             from rpctui.cli.headless import build_headless
 
             return build_headless(load_profile(args.flavours[0]))
-        return _build(args.flavours)
+        return _build(args.flavours, args.backend)
     if args.command == "compare":
         from rpctui.history import db
         from rpctui.history.compare import compare, render

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from rpctui.engine.links import listen_agent
 from rpctui.engine.provision import (
-    BACKEND_CMAKE,
     Builder,
     backend_of,
     install_hint,
@@ -26,7 +25,7 @@ from rpctui.engine.provision import (
 )
 from rpctui.engine.push import Pusher, local_sha256, stat_copies, targets
 from rpctui.errors import ExitCode
-from rpctui.llama.build import FLAVOURS, build_key
+from rpctui.llama.build import BACKEND_CMAKE, FLAVOURS, build_key
 from rpctui.profile.schema import Node, endpoint_host
 from rpctui.run import events as ev
 
@@ -52,11 +51,12 @@ async def _builds(orch: Orchestrator) -> list[ev.Finding]:
             out.append(_finding("build", node.label, True, f"{node.build} for {backend} is "
                                 f"installed ({key})"))
             continue
-        missing = missing_tools(info, backend)
+        flavour = FLAVOURS[str(node.build)]
+        missing = missing_tools(info, backend, flavour)
         if missing:
             out.append(_finding("build", node.label, False, (
                 f"{node.build} for {backend} is not built there, and it has no "
-                f"{', '.join(missing)} to build it"), install_hint(info, missing)))
+                f"{', '.join(missing)} to build it"), install_hint(info, missing, flavour)))
         else:
             out.append(_finding("build", node.label, False, (
                 f"{node.build} for {backend} is not built there (the tools are)"),

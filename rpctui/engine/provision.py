@@ -24,6 +24,7 @@ from typing import Any
 from rpctui.errors import ExitCode, UserError
 from rpctui.hosts.base import Host, Spawned, agent_argv, agent_source, json_lines
 from rpctui.llama.build import (
+    BACKEND_CMAKE,
     BASE_CMAKE,
     BUILD_INFO_TEMPLATE,
     FLAVOURS,
@@ -37,10 +38,6 @@ from rpctui.run import events as ev
 _AGENT = Path(__file__).resolve().parent.parent / "hosts" / "agents" / "builder.py"
 DEFAULT_BUILD_DIR = "~/.cache/rpctui/llama"
 
-BACKEND_CMAKE: dict[str, tuple[str, ...]] = {
-    "cpu": (), "cuda": ("-DGGML_CUDA=ON",), "vulkan": ("-DGGML_VULKAN=ON",),
-    "rocm": ("-DGGML_HIP=ON",),
-}
 
 #: what to install, by distribution family, for a missing tool
 PACKAGES: dict[str, dict[str, str]] = {
@@ -87,7 +84,12 @@ def backend_of(node: Node, info: Mapping[str, Any]) -> str:
     return "cpu"
 
 
-def missing_tools(info: Mapping[str, Any], backend: str) -> list[str]:
+#: a missing tool that is a version of one, shown and installed in words
+VULKAN_TOO_OLD = "newer Vulkan headers"
+
+
+def missing_tools(info: Mapping[str, Any], backend: str,
+                  flavour: Flavour | None = None) -> list[str]:
     tools = info.get("tools") or {}
     missing = [t for t in ("cmake",) if not tools.get(t)]
     if not (tools.get("ninja") or tools.get("make")):
@@ -101,15 +103,30 @@ def missing_tools(info: Mapping[str, Any], backend: str) -> list[str]:
             missing.append("glslc")
         if not info.get("vulkan_headers"):
             missing.append("vulkan")
+        elif flavour is not None and flavour.vulkan_headers and tuple(
+                info.get("vulkan_header_version") or (0, 0, 0)) < flavour.vulkan_headers:
+            missing.append(VULKAN_TOO_OLD)
     if backend == "rocm" and not tools.get("hipcc"):
         missing.append("hipcc")
     return missing
 
 
-def install_hint(info: Mapping[str, Any], missing: list[str]) -> str:
+def install_hint(info: Mapping[str, Any], missing: list[str],
+                 flavour: Flavour | None = None) -> str:
     family = _family(info)
-    packages = " ".join(dict.fromkeys(PACKAGES[family][m] for m in missing))
-    return f"install them ({info.get('os_name') or family}): sudo {_INSTALL[family]} {packages}"
+    hint = []
+    packages = " ".join(dict.fromkeys(PACKAGES[family][m] for m in missing
+                                      if m != VULKAN_TOO_OLD))
+    if packages:
+        hint.append(f"install them ({info.get('os_name') or family}): sudo "
+                    f"{_INSTALL[family]} {packages}")
+    if VULKAN_TOO_OLD in missing and flavour is not None and flavour.vulkan_headers:
+        has = ".".join(str(v) for v in info.get("vulkan_header_version") or ()) or "older"
+        need = ".".join(str(v) for v in flavour.vulkan_headers)
+        hint.append(f"{flavour.name} needs Vulkan headers {need} or newer and the node has "
+                    f"{has}: install a newer libvulkan-dev (Debian 13's; on Debian 12 or "
+                    f"Ubuntu 22.04, LunarG's Vulkan SDK) or build for another backend")
+    return "; ".join(hint)
 
 
 def node_class(info: Mapping[str, Any], backend: str) -> tuple[str, ...]:
@@ -169,11 +186,11 @@ class Builder:
                                        message=f"{node_build_dir(node)}/{key}"))
                 await self._agent(node, {"role": "link", "flavour": flavour.name, "key": key})
                 continue
-            missing = missing_tools(info, backend)
+            missing = missing_tools(info, backend, flavour)
             if missing:
                 self.emit(ev.NodeFailed(node=node.label, message=(
                     f"node {node.label} cannot build llama.cpp for {backend}: it has no "
-                    f"{', '.join(missing)}"), fix=install_hint(info, missing)))
+                    f"{', '.join(missing)}"), fix=install_hint(info, missing, flavour)))
                 ok = False
                 continue
             plans.setdefault((flavour.name, key, *node_class(info, backend)), []).append(

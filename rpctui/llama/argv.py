@@ -158,6 +158,13 @@ def job_argv(caps: Capabilities, job: Job, model: str, endpoints: list[str],
     if job.override_tensors:
         if not tool.has("-ot", "--override-tensor"):
             raise Unsupported(caps, f"{role} has no -ot", "remove override_tensors from the job")
+        if caps.flavour == "ik" and any(r.server for r in job.override_tensors):
+            # Its llama-bench (and its common argument parser) look -ot buffer names up among
+            # the local backends only, before --rpc adds a server ("invalid parameter for
+            # argument: -ot", seen on an H200 with Vulkan servers).
+            raise Unsupported(caps, f"{Path(tool.path).name} cannot put tensors on an RPC "
+                              "server with -ot", "use tensor_split for this placement, or a "
+                              "current mainline build")
         if bench and caps.flavour == "seed-era" and any(r.server for r in job.override_tensors):
             # Its llama-bench looks -ot buffer names up before --rpc has added any RPC
             # device, and fails with a misleading "invalid parameter" (seen with b6110).

@@ -40,6 +40,8 @@ class Flavour:
     build_commit: str
     description: str
     extra_cmake: tuple[str, ...] = field(default=())
+    #: the oldest Vulkan headers a -DGGML_VULKAN=ON build compiles against (None: not known)
+    vulkan_headers: tuple[int, int, int] | None = None
 
     @property
     def sdist_stem(self) -> str:
@@ -59,6 +61,9 @@ FLAVOURS: dict[str, Flavour] = {
             build_number=11312,
             build_commit="0c1e570",
             description="current mainline llama.cpp (RPC protocol 7)",
+            # ggml-vulkan.cpp needs VK_EXT_layer_settings (vk::LayerSettingsCreateInfoEXT),
+            # new in 1.3.261: Debian 12's 1.3.239 fails to compile it (seen here)
+            vulkan_headers=(1, 3, 261),
         ),
         Flavour(
             name="b6110",
@@ -124,6 +129,53 @@ class Build:
     key: str
 
 
+#: the flags of each backend's build, here and on the nodes
+BACKEND_CMAKE: dict[str, tuple[str, ...]] = {
+    "cpu": (), "cuda": ("-DGGML_CUDA=ON",), "vulkan": ("-DGGML_VULKAN=ON",),
+    "rocm": ("-DGGML_HIP=ON",),
+}
+
+
+def vulkan_header_version(path: Path) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of the Vulkan headers at ``path`` (vulkan_core.h), or None.
+    hosts/agents/builder.py reads a node's the same way (it runs with the standard library
+    alone, so it has its own copy)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    full = re.search(r"VK_HEADER_VERSION_COMPLETE VK_MAKE_API_VERSION\(0, (\d+), (\d+),", text)
+    patch = re.search(r"#define VK_HEADER_VERSION (\d+)", text)
+    if not (full and patch):
+        return None
+    return int(full.group(1)), int(full.group(2)), int(patch.group(1))
+
+
+def vulkan_headers() -> Path:
+    """Where CMake's FindVulkan looks first: $VULKAN_SDK/include (LunarG's SDK, or any tree of
+    newer headers), else /usr/include."""
+    sdk = os.environ.get("VULKAN_SDK")
+    return Path(sdk) / "include" if sdk else Path("/usr/include")
+
+
+def check_vulkan_headers(flavour: Flavour) -> None:
+    """Refuse a Vulkan build of a flavour the headers here are too old for, before it fails
+    minutes into compiling."""
+    header = vulkan_headers() / "vulkan" / "vulkan_core.h"
+    have = vulkan_header_version(header)
+    if have is None:
+        raise UserError(f"no Vulkan headers at {header.parent}: a Vulkan build needs them and "
+                        f"glslc", "install libvulkan-dev and glslc (Debian, Ubuntu), or point "
+                        "VULKAN_SDK at LunarG's Vulkan SDK")
+    need = flavour.vulkan_headers
+    if need and have < need:
+        raise UserError(
+            f"{flavour.name} needs Vulkan headers {'.'.join(map(str, need))} or newer; "
+            f"{header} is {'.'.join(map(str, have))}",
+            "install newer headers (Debian 13's libvulkan-dev, or LunarG's Vulkan SDK) and "
+            "set VULKAN_SDK to the folder that holds their include/")
+
+
 def build_key(flavour: Flavour, cmake_args: tuple[str, ...] = ()) -> str:
     flags = "\0".join(BASE_CMAKE + flavour.extra_cmake + cmake_args + flavour.targets)
     digest = hashlib.sha256(flags.encode()).hexdigest()[:10]
@@ -155,6 +207,8 @@ def ensure_build(
     if found:
         return found
     flavour = _flavour(name)
+    if "-DGGML_VULKAN=ON" in cmake_args:
+        check_vulkan_headers(flavour)
     key = build_key(flavour, cmake_args)
     report = progress or (lambda _msg, _frac: None)
     lock_path = cache_dir() / "build" / f"{key}.lock"
@@ -184,6 +238,9 @@ def _build_locked(flavour: Flavour, key: str, cmake_args: tuple[str, ...], repor
     src = _unpacked_source(flavour, report)
     build_dir = cache_dir() / "build" / key
     out = build_root() / key
+    # an earlier attempt that failed leaves its CMake cache: found tools and headers (old
+    # Vulkan headers, say) stay cached there; configure afresh, keep the compiled objects
+    (build_dir / "CMakeCache.txt").unlink(missing_ok=True)
     cmake = [
         "cmake", "-S", str(src), "-B", str(build_dir), "-G", "Ninja",
         *BASE_CMAKE, *flavour.extra_cmake, *cmake_args,

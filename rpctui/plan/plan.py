@@ -31,7 +31,7 @@ from rpctui.plan.compute import (
     pipeline_parallel,
     reserve_tokens,
 )
-from rpctui.plan.gguf import DELTA_NET_ARCHS, UNMODELLED_STATE, ModelInfo
+from rpctui.plan.gguf import DELTA_NET_ARCHS, UNMODELLED_STATE, ModelInfo, Tensor
 from rpctui.plan.ik import IkRule
 from rpctui.plan.kv import PATTERNS, KvLayout, layout
 from rpctui.plan.placement import (
@@ -194,6 +194,9 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
         plan.warnings.append((fa_note[1], "set flash_attn = false in [job]"))
     elif fa_note:
         plan.notes.append(fa_note[1])
+    fused = _ik_fused_ops(model, devices, placement, main.flavour, job.kind, job.extra_args)
+    if fused:
+        plan.warnings.append(fused)
     scan = _scan_kernels(model, devices, placement)
     if scan and scan[1]:
         plan.warnings.append((scan[0], "give those layers to a server of another backend "
@@ -296,6 +299,61 @@ def _scan_kernels(model: ModelInfo, devices: list[Device], p: Placement
                 f"abort mid-job (ggml-vulkan.cpp: GGML_ASSERT(pipeline != nullptr))", True)
     return (f"{', '.join(holders)} (Vulkan) hold {what}, which Vulkan has no scan kernel for: "
             f"llama.cpp runs that step on the CPU (slower)", False)
+
+
+#: ggml types that are not quantized (F32, F16, BF16): ik_llama.cpp fuses up and gate of
+#: quantized dense weights only (ggml.c ggml_fused_up_gate)
+_PLAIN_TYPES = (0, 1, 30)
+
+
+def _ik_fused_ops(model: ModelInfo, devices: list[Device], p: Placement, flavour: str,
+                  kind: str, extra: list[str]) -> tuple[str, str] | None:
+    """ik_llama.cpp fuses a feed-forward block's up and gate (FUSED_UP_GATE for quantized dense
+    weights, MOE_FUSED_UP_GATE for experts) unless told not to; its Vulkan backend has neither
+    op, and a Vulkan rpc-server sent one aborts (seen on an H200: "ggml_vulkan: Error: Missing
+    op"). The client's own Vulkan device reports them unsupported and the CPU runs them."""
+    if flavour != "ik":
+        return None
+    bench = kind == "bench"
+    moe_off = _flag_value(extra, "-fmoe", "--fused-moe") == "0" if bench else bool(
+        {"-no-fmoe", "--no-fused-moe"} & set(extra))
+    fug_off = _flag_value(extra, "-no-fug", "--no-fused-up-gate") == "1" if bench else bool(
+        {"-no-fug", "--no-fused-up-gate"} & set(extra))
+    layers: dict[int, dict[str, Tensor]] = {}
+    for t in model.tensors:
+        if t.layer is not None:
+            layers.setdefault(t.layer, {})[t.name.split(".", 2)[2]] = t
+    ops: set[str] = set()
+    remote = {d.name for d in devices if d.backend == "vulkan" and d.name.startswith("RPC")}
+    holders: set[str] = set()
+    for il, dev in p.layer_device.items():
+        if dev not in remote:
+            continue
+        ts = layers.get(il, {})
+        up, gate = ts.get("ffn_up_exps.weight"), ts.get("ffn_gate_exps.weight")
+        if not moe_off and up and gate and up.ttype == gate.ttype:
+            ops.add("MOE_FUSED_UP_GATE")
+            holders.add(dev)
+        up, gate = ts.get("ffn_up.weight"), ts.get("ffn_gate.weight")
+        if (not fug_off and up and gate and up.ttype == gate.ttype and up.dims == gate.dims
+                and up.ttype not in _PLAIN_TYPES and "ffn_up.bias" not in ts):
+            ops.add("FUSED_UP_GATE")
+            holders.add(dev)
+    if not ops:
+        return None
+    flags = ("-fmoe 0 and -no-fug 1 (llama-bench)" if bench else
+             "-no-fmoe and -no-fug (llama-cli)")
+    return (f"{', '.join(sorted(holders))} (Vulkan) hold layers ik_llama.cpp computes with "
+            f"{' and '.join(sorted(ops))}, which its Vulkan backend lacks: the rpc-server will "
+            f"abort mid-job (ggml-vulkan.cpp: Missing op)",
+            f"add {flags} to job.extra_args, or run those servers on another backend")
+
+
+def _flag_value(extra: list[str], *flags: str) -> str | None:
+    for i, arg in enumerate(extra[:-1]):
+        if arg in flags:
+            return extra[i + 1]
+    return None
 
 
 def _flash_attention(asked: bool | None, flavour: str, model: ModelInfo,

@@ -345,6 +345,8 @@ class Monitor:
         compute, worst_pct = [], 0.0
         for device, est in self.plan.compute:
             allocated = actual.get(device, [0.0, 0.0, 0.0])[2]
+            if device == "CPU":  # ik_llama.cpp's host compute on a GPU build: Vulkan_Host
+                allocated += sum(v[2] for d, v in actual.items() if d.endswith("_Host"))
             compute.append(ev.ComputeChecked(device, est, round(allocated, 2)))
             if allocated:
                 worst_pct = max(worst_pct, 100 * abs(est - allocated) / allocated)

@@ -77,8 +77,25 @@ def inspect():
          "os_name": rel.get("PRETTY_NAME", ""), "tools": tools,
          "compiler": version_of([compiler, "--version"]) if compiler else "",
          "vulkan_headers": os.path.isfile("/usr/include/vulkan/vulkan.h"),
+         "vulkan_header_version": vulkan_header_version("/usr/include/vulkan/vulkan_core.h"),
          "rocm": os.path.isdir("/opt/rocm"), "driver": driver,
          "free": st.f_bavail * st.f_frsize, "build_dir": BUILD_DIR, "installed": installed})
+
+
+def vulkan_header_version(path):
+    """[major, minor, patch] of the Vulkan headers (VK_HEADER_VERSION_COMPLETE), or None."""
+    import re
+
+    try:
+        with open(path, errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    full = re.search(r"VK_HEADER_VERSION_COMPLETE VK_MAKE_API_VERSION\(0, (\d+), (\d+),", text)
+    patch = re.search(r"#define VK_HEADER_VERSION (\d+)", text)
+    if not (full and patch):
+        return None
+    return [int(full.group(1)), int(full.group(2)), int(patch.group(1))]
 
 
 def watch_stdin(proc):

@@ -30,10 +30,18 @@ def meminfo():
     return vals
 
 
+def tool_env():
+    """The environment rpctui starts this node's processes with (the profile's env: e.g.
+    GGML_VK_VISIBLE_DEVICES, which decides what devices a Vulkan build lists)."""
+    env = dict(os.environ, GGML_NO_BACKTRACE="1")
+    env.update(cfg.get("env", {}))
+    return env
+
+
 def run(argv, timeout=20):
     try:
         p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=timeout)
+                           stderr=subprocess.STDOUT, timeout=timeout, env=tool_env())
         return {"rc": p.returncode, "output": p.stdout.decode("utf-8", "replace")}
     except subprocess.TimeoutExpired as exc:
         return {"rc": 124, "output": (exc.stdout or b"").decode("utf-8", "replace")}
@@ -69,10 +77,8 @@ def banner(path):
     argv = [path, "-H", "127.0.0.1", "-p", str(port)]
     if out["stdbuf"]:
         argv = ["stdbuf", "-oL", "-eL"] + argv
-    env = dict(os.environ, GGML_NO_BACKTRACE="1")
-    env.update(cfg.get("env", {}))
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True, env=env)
+                            stderr=subprocess.STDOUT, start_new_session=True, env=tool_env())
     deadline = time.monotonic() + cfg.get("banner_timeout_s", 15)
     text = b""
     os.set_blocking(proc.stdout.fileno(), False)
@@ -109,8 +115,11 @@ def banner(path):
 
 
 def fingerprint(path):
+    """The binary as it was probed: a changed file, or a changed env (devices it lists),
+    is probed again."""
     st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
+    env = sorted(cfg.get("env", {}).items())
+    return [st.st_size, st.st_mtime_ns, st.st_ino] + ([repr(env)] if env else [])
 
 
 def probe_tool(role, path):

@@ -389,6 +389,19 @@ class Nvidia:
             m = nv.nvmlDeviceGetMemoryInfo(h)
         return m.used, m.total
 
+    def process_memory(self, h):
+        """pid -> bytes of this GPU it holds, from both of NVML's lists (a process in both,
+        once: the larger figure)."""
+        out = {}
+        for listing in _process_lists(self.nv):
+            try:
+                for p in listing(h):
+                    if p.usedGpuMemory:
+                        out[p.pid] = max(out.get(p.pid, 0), p.usedGpuMemory)
+            except Exception:  # noqa: BLE001 - a node's GPU library may raise anything; a list is skipped
+                continue
+        return out
+
     def sample(self, pgid_of):
         gpus = []
         for i, h in enumerate(self.handles):
@@ -401,18 +414,21 @@ class Nvidia:
                 except Exception:  # noqa: BLE001 - a node's GPU library may raise anything; a reading is skipped
                     util = None
                 procs = {}
-                try:
-                    for p in self.nv.nvmlDeviceGetComputeRunningProcesses(h):
-                        pg = pgid_of(p.pid)
-                        if pg is not None and p.usedGpuMemory:
-                            procs[str(pg)] = procs.get(str(pg), 0) + p.usedGpuMemory
-                except Exception:  # noqa: BLE001 - a node's GPU library may raise anything; a reading is skipped
-                    pass
+                for pid, mem in self.process_memory(h).items():
+                    pg = pgid_of(pid)
+                    if pg is not None:
+                        procs[str(pg)] = procs.get(str(pg), 0) + mem
                 gpus.append({"kind": "nvidia", "name": name, "index": i, "vram_used": used,
                              "vram_total": total, "util": util, "procs": procs})
             except Exception:  # noqa: BLE001 - a node's GPU library may raise anything; a reading is skipped
                 continue
         return gpus
+
+
+def _process_lists(nv):
+    """NVML's per-process lists: CUDA contexts are compute processes; a Vulkan device may
+    be listed as a graphics one (nvidia-smi's "G" or "C+G"), even for compute work."""
+    return (nv.nvmlDeviceGetComputeRunningProcesses, nv.nvmlDeviceGetGraphicsRunningProcesses)
 
 
 def pgid_of(pid):
