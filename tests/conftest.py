@@ -108,7 +108,10 @@ def rpctui(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.Compl
 def recorded_events(tmp_path: Path) -> list[dict[str, object]]:
     import json
 
-    files = sorted((tmp_path / "data" / "rpctui" / "runs").glob("*.jsonl"))
+    # the newest run: two runs started in one second are named in the order of a random
+    # suffix, so the name does not say which came last; the last written does
+    files = sorted((tmp_path / "data" / "rpctui" / "runs").glob("*.jsonl"),
+                   key=lambda f: f.stat().st_mtime_ns)
     assert files, "no run was recorded"
     return [json.loads(line) for line in files[-1].read_text().splitlines()]
 
