@@ -470,8 +470,9 @@ def test_vulkan_loads_of_the_seed_era_build_and_ik_match_the_plan() -> None:
             # window mask (as on mainline, test_vulkan_loads_match_the_plan); ik's Vulkan0
             # and a server with the same layers' shape allocated 11.5 and 12.5 MiB (1.25
             # over); Qwen3-Next's servers of one role and shape 5.0 and 7.1 MiB, 2.5 without
-            # flash attention (which of its layer kinds a device holds is not among the
-            # rule's features: a device of delta-net layers alone is 3.3 MiB over)
+            # flash attention: a device of delta-net layers alone allocates less than the
+            # fitted loads' devices, which all held an attention layer (3.3 MiB over; the
+            # plan says those estimates are high)
             bound = (2.3 if name in WINDOWED else 3.5 if "qwen3next" in name
                      else max(0.1 * got, 1.3))
             assert 0 <= planned - got <= bound, (fixture, name, device, planned, got)
@@ -798,3 +799,22 @@ def test_plan_says_what_it_knows_of_a_recurrent_state(tmp_path: Path) -> None:
         "sequences) in place of a KV cache; the KV column counts it"]
     other = _window_model(tmp_path, "lfm2", 4, None)
     assert "does not model" in _state_notes(other, "mainline", KvLayout(512))[0]
+
+
+def test_hybrid_devices_without_attention_layers_are_said_to_be_estimated_high() -> None:
+    """On the H200, a Qwen3-Next server holding delta-net layers alone allocated 2.5 MiB
+    where one with an attention layer allocated 5.5 (tests/fixtures/vulkan-gdn-h200.json):
+    the rule, fitted on devices that all held an attention layer, covers the larger; the
+    plan marks the others as estimated high. A model with attention on every layer has none."""
+    from rpctui.plan.placement import Placement
+    from rpctui.plan.plan import with_compute
+
+    model = read_model(ensure_model("tiny-qwen3next"))  # attention at layers 3 and 7
+    where = {0: "RPC0[a]", 1: "RPC0[a]", 2: "RPC0[a]", 3: "RPC0[b]", 4: "RPC0[b]",
+             5: "Vulkan0", 6: "Vulkan0", 7: "Vulkan0", 8: "Vulkan0"}
+    p = with_compute(Placement(layer_device=where), model, "mainline", 512, 512, True, True)
+    assert p.compute_high == {"RPC0[a]"}
+    assert set(p.compute) >= {"RPC0[a]", "RPC0[b]", "Vulkan0", "CPU"}
+    dense = read_model(ensure_model("tiny"))
+    p = with_compute(Placement(layer_device=where), dense, "mainline", 512, 512, True, True)
+    assert p.compute_high == set()

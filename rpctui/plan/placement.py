@@ -61,6 +61,9 @@ class Placement:
     pipeline: bool = False  #: mainline's pipeline parallelism (larger compute buffers)
     #: devices whose compute estimate is outside the rule's data (and has a margin): why
     compute_doubts: dict[str, str] = field(default_factory=dict)
+    #: devices whose compute estimate is known to be high (a hybrid's devices with recurrent
+    #: layers alone), which the plan says
+    compute_high: set[str] = field(default_factory=set)
     #: the tensors each buffer receives (what a client sends a server, for its cache)
     tensors: dict[str, list[Tensor]] = field(default_factory=dict)
 

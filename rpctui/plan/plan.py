@@ -208,6 +208,11 @@ def make_plan(profile: Profile, caps: dict[str, Capabilities], model: ModelInfo,
         plan.notes += ik.notes(placement)
     plan.notes.append(_compute_note(main.flavour, fa, tokens, placement.pipeline,
                                     family(model)))
+    if placement.compute_high:
+        plan.notes.append(f"compute buffers of {', '.join(sorted(placement.compute_high))} "
+                          f"are estimated high: they hold only recurrent layers of this hybrid "
+                          f"model, and the rule was fitted on devices that held an attention "
+                          f"layer too (such a device allocated less than half on an H200)")
     if placement.compute_doubts:
         device, why = next(iter(placement.compute_doubts.items()))
         plan.notes.append(f"compute buffers of {', '.join(placement.compute_doubts)} are "
@@ -395,6 +400,10 @@ def with_compute(p: Placement, model: ModelInfo, flavour: str, tokens: int, n_ct
     # device needs at least a layer device's (on large models the layers' activations
     # outgrow the logits: a 70B shape's output device was 27 % over the output rule)
     with_layers = {d for il, d in p.layer_device.items() if il < model.n_layer}
+    hybrid = 0 < len(model.recurrent_layers) < model.n_layer
+    recurrent_only = {d for d in with_layers if hybrid and all(
+        il in model.recurrent_layers for il, dd in p.layer_device.items()
+        if dd == d and il < model.n_layer)}
     for device in holders:
         role = "output" if device == output else "host" if device == "CPU" else "layers"
         roles = [role] + (["layers"] if role != "layers" and device in with_layers else [])
@@ -415,6 +424,11 @@ def with_compute(p: Placement, model: ModelInfo, flavour: str, tokens: int, n_ct
         total = sum(sizes) if role == "host" else max(sizes)
         if total:
             p.compute[device] = int(total * MIB)
+            if device in recurrent_only:
+                # a hybrid's device with none of its attention layers: every fitted load had
+                # one on each device, and such a device allocates less (a Qwen3-Next server of
+                # delta-net layers alone, 2.5 MiB where the rule gives 5.8): high, and said
+                p.compute_high.add(device)
     p.pipeline = pipeline
     return p
 
