@@ -208,9 +208,9 @@ def replay(name: str, backend: str) -> list[tuple[dict, Any]]:
     which): (the record, a Replayed)."""
     from rpctui.plan.compute import default_flash_attn, padded_ctx, pipeline_parallel, reserve_tokens
     from rpctui.plan.ik import IkRule
+    from rpctui.plan.kernels import flash_attention
     from rpctui.plan.kv import layout
     from rpctui.plan.placement import Device, fill, layer_devices
-    from rpctui.plan.plan import _flash_attention
     from rpctui.profile.load import parse_profile
 
     out = []
@@ -235,7 +235,7 @@ def replay(name: str, backend: str) -> list[tuple[dict, Any]]:
         mmap = "mmap = false" not in "".join(r.get("settings") or [])
         placement = fill(model, where, rules, n_ctx, mmap=mmap,
                          backends={d.name: d.backend for d in devices}, kv=kv)
-        resolved = _flash_attention(r["fa"], flavour, model, devices, placement)
+        resolved = flash_attention(r["fa"], flavour, model, devices, placement)
         if resolved and resolved[0] != fa:  # "auto" resolved otherwise: the graph it planned
             fa = resolved[0]
             n_ctx = padded_ctx(flavour, r["prompt"], fa)

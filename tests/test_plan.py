@@ -292,8 +292,9 @@ def test_cuda_loads_match_the_plan() -> None:
     values and aligns to 128 bytes: every model and KV buffer of the plan made at launch,
     and every compute estimate, against what llama.cpp allocated."""
     from rpctui.plan.compute import padded_ctx, pipeline_parallel, reserve_tokens
+    from rpctui.plan.kernels import flash_attention
     from rpctui.plan.placement import Device, place
-    from rpctui.plan.plan import _flash_attention, with_compute
+    from rpctui.plan.plan import with_compute
 
     runs = json.loads((Path(__file__).parent / "fixtures" / "cuda-plan-h100.json").read_text())
     compared = 0
@@ -314,7 +315,7 @@ def test_cuda_loads_match_the_plan() -> None:
             assert round(placement.mib("kv").get(d.name, 0.0), 2) == actual.get(("kv", d.name), 0.0)
             compared += 2
         fa = True if r["fa"] is None else r["fa"]
-        resolved = _flash_attention(r["fa"], "mainline", model, devices, placement)
+        resolved = flash_attention(r["fa"], "mainline", model, devices, placement)
         if resolved:
             fa = resolved[0]
         n_ctx = padded_ctx("mainline", r["prompt"], fa)
@@ -505,9 +506,9 @@ def test_large_shapes_and_recurrent_models_on_vulkan() -> None:
 def test_vulkan_server_without_a_scan_kernel_is_flagged(tmp_path: Path) -> None:
     """The Mamba-2 model (state 64) on Vulkan rpc-servers: they aborted mid-job on the H200
     (GGML_ASSERT(pipeline != nullptr)); the plan of that profile says so before launch."""
+    from rpctui.plan.kernels import scan_kernels
     from rpctui.plan.placement import Device, layer_devices
     from rpctui.plan.placement import fill as place_all
-    from rpctui.plan.plan import _scan_kernels
 
     runs = json.loads((Path(__file__).parent / "fixtures" / "vulkan-scale-h200.json").read_text())
     failed = next(r for r in runs if r["model"] == "tiny-mamba2")
@@ -519,7 +520,7 @@ def test_vulkan_server_without_a_scan_kernel_is_flagged(tmp_path: Path) -> None:
                                  ("tiny-granite-hybrid", None, None)):
         model = read_model(ensure_model(name))
         placed = place_all(model, layer_devices(model.n_layer, devices, 99, split), None, 512)
-        found = _scan_kernels(model, devices, placed)
+        found = scan_kernels(model, devices, placed)
         assert (found[1] if found else None) is verdict, (name, split, found)
         if verdict:
             assert found is not None and "will abort mid-job" in found[0]
@@ -530,8 +531,8 @@ def test_ik_fused_ops_on_vulkan_servers_are_flagged() -> None:
     ("Missing op: FUSED_UP_GATE" for the Q8_0 model's dense layers, MOE_FUSED_UP_GATE for
     gpt-oss's experts); the F16 dense models ran. The plan of those loads says so, and stops
     saying it once the job turns the fusion off."""
+    from rpctui.plan.kernels import ik_fused_ops
     from rpctui.plan.placement import Device, Placement
-    from rpctui.plan.plan import _ik_fused_ops
 
     runs = json.loads((Path(__file__).parent / "fixtures" / "vulkan-plan-h200-ik.json").read_text())
     aborted = {r["model"]: r["run_stderr"] for r in runs if "Missing op" in r["run_stderr"]}
@@ -546,20 +547,20 @@ def test_ik_fused_ops_on_vulkan_servers_are_flagged() -> None:
         where = dict.fromkeys(range(model.n_layer), "RPC0[127.0.0.1:50052]")
         where[model.n_layer] = "Vulkan0"
         placement = Placement(layer_device=where)
-        found = _ik_fused_ops(model, devices, placement, "ik", "bench", [])
+        found = ik_fused_ops(model, devices, placement, "ik", "bench", [])
         assert found and op in found[0] and "will abort mid-job" in found[0], (name, found)
         assert "-fmoe 0 and -no-fug 1" in found[1]
-        assert _ik_fused_ops(model, devices, placement, "ik", "bench",
+        assert ik_fused_ops(model, devices, placement, "ik", "bench",
                              ["-fmoe", "0", "-no-fug", "1"]) is None
-        assert _ik_fused_ops(model, devices, placement, "ik", "cli", ["-no-fmoe", "-no-fug"]) is None
-        assert _ik_fused_ops(model, devices, placement, "mainline", "bench", []) is None
+        assert ik_fused_ops(model, devices, placement, "ik", "cli", ["-no-fmoe", "-no-fug"]) is None
+        assert ik_fused_ops(model, devices, placement, "mainline", "bench", []) is None
         local = Placement(layer_device=dict.fromkeys(where, "Vulkan0"))
-        assert _ik_fused_ops(model, devices, local, "ik", "bench", []) is None
+        assert ik_fused_ops(model, devices, local, "ik", "bench", []) is None
     for name in ("tiny", "small"):  # F16 dense weights: not fused, and they ran
         model = read_model(ensure_model(name))
         placement = Placement(layer_device=dict.fromkeys(range(model.n_layer + 1),
                                                          "RPC0[127.0.0.1:50052]"))
-        assert _ik_fused_ops(model, devices, placement, "ik", "bench", []) is None
+        assert ik_fused_ops(model, devices, placement, "ik", "bench", []) is None
 
 
 def test_flash_attention_without_a_kernel_is_flagged() -> None:
@@ -567,24 +568,24 @@ def test_flash_attention_without_a_kernel_is_flagged() -> None:
     client's own CUDA0, mainline's "auto" turns it off (the H100 load above); with layers
     only on CUDA rpc-servers it stays on and the servers abort (seen on the H100), which the
     plan says before launch."""
+    from rpctui.plan.kernels import flash_attention
     from rpctui.plan.placement import Device, place
-    from rpctui.plan.plan import _flash_attention
 
     model = read_model(ensure_model("tiny"))
     devices = [Device("RPC0[127.0.0.1:50052]", "gpu", 80000, backend="cuda"),
                Device("RPC0[127.0.0.1:50053]", "gpu", 80000, backend="cuda"),
                Device("CUDA0", "gpu", 80000, backend="cuda")]
     local = place(model, devices, 99, [1, 1, 1])
-    assert _flash_attention(None, "mainline", model, devices, local)[:2] == (
+    assert flash_attention(None, "mainline", model, devices, local)[:2] == (
         False, 'flash attention "auto" turns off: CUDA0 has no kernel for 32-wide heads')
     remote = place(model, devices, 99, [1, 1, 0])
-    fa, message, warning = _flash_attention(None, "mainline", model, devices, remote)
+    fa, message, warning = flash_attention(None, "mainline", model, devices, remote)
     assert fa and warning and "RPC0[127.0.0.1:50052], RPC0[127.0.0.1:50053]" in message
-    assert _flash_attention(False, "mainline", model, devices, remote) is None
+    assert flash_attention(False, "mainline", model, devices, remote) is None
     cpu = [Device(d.name, d.node, d.free_mib) for d in devices]
-    assert _flash_attention(None, "mainline", model, cpu, remote) is None
+    assert flash_attention(None, "mainline", model, cpu, remote) is None
     wide = read_model(ensure_model("small"))  # 64-wide heads: CUDA has the kernel
-    assert _flash_attention(None, "mainline", wide, devices, place(wide, devices, 99)) is None
+    assert flash_attention(None, "mainline", wide, devices, place(wide, devices, 99)) is None
 
 
 # Shapes the compute rule was not fitted on (bench/compute_fit.py's data has prompts of
