@@ -291,12 +291,7 @@ def write_model(spec: TinySpec, path: Path) -> Path:
                 writer.add_tensor(f"blk.{i}.ffn_{name}_exps.bias",
                                   np.zeros((e, n), dtype=np.float32))
         if spec.experts:
-            e = spec.experts
-            writer.add_tensor(f"blk.{i}.ffn_gate_inp.weight",
-                              (rng.standard_normal((e, spec.embd), dtype=np.float32) * 0.02))
-            writer.add_tensor(f"blk.{i}.ffn_gate_exps.weight", weight(e, spec.ff, spec.embd))
-            writer.add_tensor(f"blk.{i}.ffn_up_exps.weight", weight(e, spec.ff, spec.embd))
-            writer.add_tensor(f"blk.{i}.ffn_down_exps.weight", weight(e, spec.embd, spec.ff))
+            _routed_experts(spec, writer, f"blk.{i}.", weight, rng)
         else:
             writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(spec.ff, spec.embd))
             writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(spec.ff, spec.embd))
@@ -415,20 +410,13 @@ def _mamba2_layers(spec: TinySpec, writer: Any, weight: Callable[..., np.ndarray
             continue
         writer.add_tensor(p + "ffn_norm.weight", norm(e))
         if spec.experts:
-            n = spec.experts
-            writer.add_tensor(p + "ffn_gate_inp.weight",
-                              rng.standard_normal((n, e), dtype=np.float32) * 0.02)
-            writer.add_tensor(p + "ffn_gate_exps.weight", weight(n, spec.ff, e))
-            writer.add_tensor(p + "ffn_up_exps.weight", weight(n, spec.ff, e))
-            writer.add_tensor(p + "ffn_down_exps.weight", weight(n, e, spec.ff))
+            _routed_experts(spec, writer, p, weight, rng)
         else:
             writer.add_tensor(p + "ffn_gate.weight", weight(spec.ff, e))
             writer.add_tensor(p + "ffn_up.weight", weight(spec.ff, e))
             writer.add_tensor(p + "ffn_down.weight", weight(e, spec.ff))
         if spec.shared_ff:
-            writer.add_tensor(p + "ffn_gate_shexp.weight", weight(spec.shared_ff, e))
-            writer.add_tensor(p + "ffn_up_shexp.weight", weight(spec.shared_ff, e))
-            writer.add_tensor(p + "ffn_down_shexp.weight", weight(e, spec.shared_ff))
+            _shared_expert(spec, writer, p, weight)
 
 
 def _qwen3next_layers(spec: TinySpec, writer: Any, weight: Callable[..., np.ndarray],
@@ -462,14 +450,26 @@ def _qwen3next_layers(spec: TinySpec, writer: Any, weight: Callable[..., np.ndar
             writer.add_tensor(p + "ssm_ba.weight", weight(2 * v_heads, e))
             writer.add_tensor(p + "ssm_norm.weight", norm(d))
             writer.add_tensor(p + "ssm_out.weight", weight(e, value_dim))
-        n = spec.experts
-        writer.add_tensor(p + "ffn_gate_inp.weight",
-                          rng.standard_normal((n, e), dtype=np.float32) * 0.02)
-        writer.add_tensor(p + "ffn_gate_exps.weight", weight(n, spec.ff, e))
-        writer.add_tensor(p + "ffn_up_exps.weight", weight(n, spec.ff, e))
-        writer.add_tensor(p + "ffn_down_exps.weight", weight(n, e, spec.ff))
+        _routed_experts(spec, writer, p, weight, rng)
         writer.add_tensor(p + "ffn_gate_inp_shexp.weight",
                           rng.standard_normal(e, dtype=np.float32) * 0.02)
-        writer.add_tensor(p + "ffn_gate_shexp.weight", weight(spec.shared_ff, e))
-        writer.add_tensor(p + "ffn_up_shexp.weight", weight(spec.shared_ff, e))
-        writer.add_tensor(p + "ffn_down_shexp.weight", weight(e, spec.shared_ff))
+        _shared_expert(spec, writer, p, weight)
+
+
+def _routed_experts(spec: TinySpec, writer: Any, p: str, weight: Callable[..., np.ndarray],
+                    rng: np.random.Generator) -> None:
+    """A block's router and its experts' gate, up and down stacks (llama's MoE names)."""
+    n, e = spec.experts, spec.embd
+    writer.add_tensor(p + "ffn_gate_inp.weight",
+                      rng.standard_normal((n, e), dtype=np.float32) * 0.02)
+    writer.add_tensor(p + "ffn_gate_exps.weight", weight(n, spec.ff, e))
+    writer.add_tensor(p + "ffn_up_exps.weight", weight(n, spec.ff, e))
+    writer.add_tensor(p + "ffn_down_exps.weight", weight(n, e, spec.ff))
+
+
+def _shared_expert(spec: TinySpec, writer: Any, p: str,
+                   weight: Callable[..., np.ndarray]) -> None:
+    """The expert every token goes through beside the routed ones (spec.shared_ff wide)."""
+    writer.add_tensor(p + "ffn_gate_shexp.weight", weight(spec.shared_ff, spec.embd))
+    writer.add_tensor(p + "ffn_up_shexp.weight", weight(spec.shared_ff, spec.embd))
+    writer.add_tensor(p + "ffn_down_shexp.weight", weight(spec.embd, spec.shared_ff))
