@@ -31,32 +31,39 @@ def vulkan_bin() -> str:
     return str(ensure_build("mainline", BACKEND_CMAKE["vulkan"]).bin_dir)
 
 
-def lavapipe_profile(path: Path, model: str, job: str = "") -> Path:
-    """Two rpc-servers on lavapipe's Vulkan0 and the client's own, all on this machine. The
+def lavapipe_profile(path: Path, model: str, job: str = "", own_build: bool = False) -> Path:
+    """Two rpc-servers on lavapipe's Vulkan0 and the client's own, all on this machine (its
+    binaries named by bin_dir, or ``own_build``: `build = "mainline"` for `backend =
+    "vulkan"`, which rpctui resolves to the same cached build). The
     bench measures prompt processing only: Debian 12's lavapipe (Mesa 22.3) crashes in an
     rpc-server that runs a generation after a prompt in one session (a segfault in
     libvulkan_lvp.so's worker thread, reproduced with llama-bench alone; either one alone
     runs)."""
+    bin_dir = vulkan_bin()
+    where = 'build = "mainline"\nbackend = "vulkan"' if own_build else f'bin_dir = "{bin_dir}"'
     servers = "".join(f'[[nodes.servers]]\nport = {port}\nthreads = 1\ndevices = ["Vulkan0"]\n\n'
                       for port in (50352, 50353))
     path.write_text(
         f'name = "lavapipe"\nheadroom_mib = 0\n\n[[nodes]]\nname = "cpu-vk"\nhost = "local"\n'
-        f'main = true\nbin_dir = "{vulkan_bin()}"\nenv = {{ GGML_VK_VISIBLE_DEVICES = "0" }}\n\n'
+        f'main = true\n{where}\nenv = {{ GGML_VK_VISIBLE_DEVICES = "0" }}\n\n'
         f'{servers}[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [64]\ngen_tokens = [0]\n'
         f'repetitions = 1\n{job}')
     return path
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name,job", [("tiny", ""), ("tiny-swa", "tensor_split = [1, 1, 2]\n"),
-                                      ("tiny-granite-hybrid", "")])
-def test_vulkan_servers_on_lavapipe_load_as_planned(tmp_path: Path, name: str, job: str) -> None:
+@pytest.mark.parametrize("name,job,own_build", [
+    ("tiny", "", False), ("tiny-swa", "tensor_split = [1, 1, 2]\n", False),
+    ("tiny-granite-hybrid", "", True)])
+def test_vulkan_servers_on_lavapipe_load_as_planned(tmp_path: Path, name: str, job: str,
+                                                    own_build: bool) -> None:
     """Vulkan rpc-servers and a Vulkan client under rpctui, on lavapipe: the probe names the
     device and its memory, the job runs, every model and KV buffer is what the plan said and
     no compute buffer is above its estimate (the Vulkan on lavapipe row of the accuracy
-    table in docs/PERFORMANCE.md)."""
+    table in docs/PERFORMANCE.md). A node with `build` and `backend = "vulkan"` runs
+    rpctui's Vulkan build."""
     model = str(ensure_model(name))
-    profile = lavapipe_profile(tmp_path / "p.toml", model, job)
+    profile = lavapipe_profile(tmp_path / "p.toml", model, job, own_build)
     plan = rpctui(tmp_path, "plan", str(profile), "--json", timeout=300)
     assert plan.returncode == 0, plan.stderr
     rows = {r["device"]: r for r in json.loads(plan.stdout)["devices"] if r["scope"] != "node"}

@@ -324,12 +324,14 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
 
     if profile is not None and any(n.build for n in profile.nodes):
         # Builds take minutes: do them here with a progress display, before the app opens.
-        from rpctui.llama.build import ensure_build
+        from rpctui.engine.provision import backend_of
+        from rpctui.llama.build import BACKEND_CMAKE, ensure_build
 
         for node in profile.nodes:
-            if node.build:
-                ensure_build(node.build, progress=lambda m, f: print(f"\r\x1b[K{m}", end="",
-                                                                      file=sys.stderr))
+            if node.build and node.is_local:  # other nodes' are `rpctui build PROFILE`'s
+                ensure_build(node.build, BACKEND_CMAKE[backend_of(node, {})],
+                             progress=lambda m, f: print(f"\r\x1b[K{m}", end="",
+                                                         file=sys.stderr))
         print("\r\x1b[K", end="", file=sys.stderr)
     if metrics:
         from rpctui.engine.metrics import parse_address

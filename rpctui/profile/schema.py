@@ -114,13 +114,14 @@ class Node:
     bin_dir: str | None = setting(None, "directory holding the llama.cpp binaries "
                                   "(default: PATH on the node)")
     build: str | None = setting(None, "use rpctui's own llama.cpp build of this flavour "
-                                "(mainline, b6110, ik): built here for this machine, and for "
-                                "other nodes by `rpctui build PROFILE` into build_dir there")
+                                "(mainline, b6110, ik) for its backend: built here for this "
+                                "machine, and for other nodes by `rpctui build PROFILE` into "
+                                "build_dir there")
     build_dir: str | None = setting(None, "where `rpctui build PROFILE` builds and installs "
                                     "llama.cpp on this node (default ~/.cache/rpctui/llama)")
-    backend: str | None = setting(None, "what `rpctui build PROFILE` builds for on this node: "
-                                  "cpu, cuda, vulkan or rocm (default: its servers' devices, "
-                                  "else its drivers)", check=_backend)
+    backend: str | None = setting(None, "what rpctui builds `build` for on this node: cpu, "
+                                  "cuda, vulkan or rocm (default: its servers' devices, else "
+                                  "its drivers)", check=_backend)
     python: str = setting("python3", "Python on the node, for probes and the sampler")
     connect_timeout_s: float = setting(10.0, "seconds to wait for the SSH connection",
                                        check=_positive)
