@@ -10,7 +10,8 @@
 # without models/ docs/ tests/). `build` stops after step 2 (the build stays for a next call);
 # `scale` runs the scale check (large sparse models' shapes, the recurrent models) at step 3;
 # `vram` bench/vulkan_vram.py (GPU memory four ways) in place of step 3; `gdn` Qwen3-Next's
-# shapes at step 3.
+# shapes at step 3; `own` a profile whose node asks for rpctui's build for Vulkan (build and
+# backend) run by `rpctui run`, in place of steps 1 to 3.
 set -uo pipefail
 t0=$(date +%s)
 out="${OUT:-/tmp/out}"; mkdir -p "$out"
@@ -38,6 +39,34 @@ fi
 find "$src" -name build-info-gen-cpp.cmake -exec sed -i "s|\"[^\"]*/rpctui/src/|\"/tmp/xdg/rpctui/src/|g" {} +
 export FLAVOUR=$flavour
 nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+if [ "${1:-}" = own ]; then  # a profile's own build: build = "mainline", backend = "vulkan"
+  export VULKAN_SDK=/tmp/vk/usr
+  cat > /tmp/own.toml <<TOML
+name = "own-vulkan-build"
+[[nodes]]
+name = "gpu"
+host = "local"
+main = true
+build = "mainline"
+backend = "vulkan"
+[[nodes.servers]]
+port = 50052
+devices = ["Vulkan0"]
+[[nodes.servers]]
+port = 50053
+devices = ["Vulkan0"]
+[job]
+model = "builtin:tiny-qwen3next"
+ngl = 99
+prompt_tokens = [512]
+gen_tokens = [32]
+repetitions = 1
+TOML
+  t=$(date +%s)
+  python3 -m rpctui.cli.main run /tmp/own.toml 2>&1 | tail -40 | tee "$out/own.txt"
+  echo "own build and run: $(( $(date +%s) - t )) s" | tee -a "$out/own.txt"
+  exit 0
+fi
 rm -f /tmp/bin_dir
 python3 - <<'EOF' 2>&1 | tee "$out/build-$flavour.txt"
 import os
