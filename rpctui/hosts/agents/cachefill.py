@@ -53,16 +53,30 @@ def command(sock, cmd, payload, reply=None):
 
 
 def rpc_tensor(buffer, data, size):
-    """A 1-D I8 tensor of ``size`` bytes at ``data`` (the wire's strides are 32-bit: below
-    4 GiB, which llama.cpp's own client needs as well)."""
-    if size >= 1 << 32:
-        raise ValueError(f"a tensor of {size} bytes (the RPC tensor's strides are 32-bit)")
+    """An I8 tensor of ``size`` bytes at ``data``. The wire's ne and nb are 32-bit: below
+    4 GiB a row; above, rows of under 4 GiB (ne[1] x nb[1] spans it; nb[2] and nb[3] go
+    unused with ne[2] = ne[3] = 1 and are sent truncated, as llama.cpp's own client sends a
+    tensor of 4 GiB or more)."""
+    rows = 1
+    while size // rows >= 1 << 32 or size % rows:
+        rows += 1
+        if rows >= 1 << 16:
+            raise ValueError(f"a tensor of {size} bytes has no rows of under 4 GiB")
+    width = size // rows
+    wrapped = size & 0xFFFFFFFF
     return (struct.pack("<QIQ", 0, GGML_TYPE_I8, buffer)
-            + struct.pack("<4I", size, 1, 1, 1)
-            + struct.pack("<4I", 1, size, size, size)
+            + struct.pack("<4I", width, rows, 1, 1)
+            + struct.pack("<4I", 1, width, wrapped, wrapped)
             + struct.pack("<I", 0) + bytes(64) + struct.pack("<i", 0)
             + bytes(80) + struct.pack("<QQQ", 0, 0, data)
             + b"rpctui-fill".ljust(64, b"\0") + bytes(4))
+
+
+def send_file(sock, fh, offset, size):
+    """``size`` bytes of the file from ``offset`` onto the socket, by the kernel's sendfile
+    under the socket's timeout (a tensor may be larger than this process should hold)."""
+    if sock.sendfile(fh, offset, size) != size:
+        raise ValueError("the model file ended while a tensor was being sent")
 
 
 def folder_files(folder):
@@ -142,14 +156,13 @@ def main():
         handles = {}
         for i, (name, file, offset, size) in enumerate(todo):
             fh = handles.get(file) or handles.setdefault(file, open(file, "rb"))
-            data = os.pread(fh.fileno(), size, offset)
-            if len(data) != size:
+            if os.fstat(fh.fileno()).st_size < offset + size:
                 raise ValueError(f"{file} ends before tensor {name}")
             head = rpc_tensor(buffer, base, size)
             head += (b"\x01" if proto >= 7 else b"") + struct.pack("<Q", 0)
             before = time.time_ns()
             sock.sendall(struct.pack("<BQ", SET_TENSOR, len(head) + size) + head)
-            sock.sendall(data)
+            send_file(sock, fh, offset, size)
             # the reply to GET_BASE comes after the server has written the cache file
             command(sock, GET_BASE, struct.pack("<Q", buffer), reply=8)
             written = [(n, s) for n, (m, s) in folder_files(folder).items() if m >= before
