@@ -371,3 +371,13 @@ def test_vulkan_build_names_headers_too_old(clean_rig: Rig, model, tmp_path: Pat
     assert (f"mainline needs Vulkan headers 1.3.261 or newer and the node has "
             f"{'.'.join(map(str, have))}") in result.stderr
     assert not (tmp_path / "nodes" / "n1" / "sdist").exists()
+    # the node's env in the profile names newer headers (as LunarG's SDK sets VULKAN_SDK):
+    # the node's inspection finds them there, and doctor sees the tools for the build
+    newer = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rpctui" / \
+        "vulkan-headers-debian13" / "usr"
+    assert (newer / "include" / "vulkan" / "vulkan_core.h").is_file()
+    text = profile.read_text().replace("env = { ", f'env = {{ VULKAN_SDK = "{newer}", ')
+    profile.write_text(text)
+    doctor = rpctui(tmp_path, "doctor", str(profile), timeout=600)
+    assert "mainline for vulkan is not built there (the tools are)" in doctor.stderr, \
+        doctor.stderr[-3000:]

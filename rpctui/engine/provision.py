@@ -201,7 +201,8 @@ class Builder:
     async def inspect(self, node: Node) -> dict[str, Any]:
         flavour = FLAVOURS[str(node.build)]
         keys = [build_key(flavour, flags) for flags in BACKEND_CMAKE.values()]
-        return (await self._agent(node, {"role": "inspect", "keys": keys}))[-1]
+        return (await self._agent(node, {"role": "inspect", "keys": keys,
+                                         "env": dict(node.env)}))[-1]
 
     async def _class(self, members: list[tuple[Node, str, dict[str, Any]]]) -> bool:
         """Build on the first node of a class, copy to the others."""

@@ -8,7 +8,8 @@
 #            with ninja (or make), printing {"step": [k, n]} as it goes, then install the
 #            binaries into BUILD_DIR/KEY/bin with BUILD.json and point BUILD_DIR/FLAVOUR at it.
 #            An interrupted build resumes: the source and the build tree stay under BUILD_DIR.
-#            CONFIG["env"] (the node's env in the profile) joins the build's environment.
+#            CONFIG["env"] (the node's env in the profile) joins the build's environment, and
+#            the inspection's: tools are found on its PATH, Vulkan headers under VULKAN_SDK.
 #            The build ends when this agent's stdin closes (rpctui ended or lost the node).
 #            Ends with {"done": {...}} or {"error": ..., "log": [last lines]}.
 # CONFIG is prepended by the sender.
@@ -50,9 +51,18 @@ def version_of(argv):
     return (text.strip().splitlines() or [""])[0]
 
 
+def node_env():
+    """The environment builds run in here: the login's, and the profile's env for the node
+    (a PATH with glslc, a VULKAN_SDK...), which the tools and headers are looked up in too."""
+    env = dict(os.environ)
+    env.update(cfg.get("env", {}))
+    return env
+
+
 def inspect():
     rel = os_release()
-    tools = {name: shutil.which(name) for name in
+    env = node_env()
+    tools = {name: shutil.which(name, path=env.get("PATH")) for name in
              ("cmake", "ninja", "make", "c++", "g++", "clang++", "cc", "ccache", "glslc",
               "nvcc", "hipcc", "nvidia-smi", "tar")}
     if not tools["nvcc"] and os.path.isfile("/usr/local/cuda/bin/nvcc"):
@@ -72,12 +82,15 @@ def inspect():
         folder = os.path.dirname(folder) or "/"
     st = os.statvfs(folder)
     compiler = tools["c++"] or tools["g++"] or tools["clang++"]
+    # where CMake's FindVulkan looks first: $VULKAN_SDK/include, else the system's
+    include = os.path.join(env["VULKAN_SDK"], "include") if env.get("VULKAN_SDK") else "/usr/include"
     say({"arch": platform.machine(), "libc": "-".join(platform.libc_ver()),
          "os": rel.get("ID", ""), "os_like": rel.get("ID_LIKE", ""),
          "os_name": rel.get("PRETTY_NAME", ""), "tools": tools,
          "compiler": version_of([compiler, "--version"]) if compiler else "",
-         "vulkan_headers": os.path.isfile("/usr/include/vulkan/vulkan.h"),
-         "vulkan_header_version": vulkan_header_version("/usr/include/vulkan/vulkan_core.h"),
+         "vulkan_headers": os.path.isfile(os.path.join(include, "vulkan", "vulkan.h")),
+         "vulkan_header_version": vulkan_header_version(
+             os.path.join(include, "vulkan", "vulkan_core.h")),
          "rocm": os.path.isdir("/opt/rocm"), "driver": driver,
          "free": st.f_bavail * st.f_frsize, "build_dir": BUILD_DIR, "installed": installed})
 
