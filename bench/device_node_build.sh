@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# `rpctui build PROFILE` for a GPU backend on a real node (issue 13), on the `device` machine:
+# the machine is its own node over SSH (Debian 12's sshd on 127.0.0.1:2222, a key made here),
+# the profile asks for mainline built for Vulkan there (backend = "vulkan", the node's env
+# naming Debian 13's headers and glslc); then `rpctui run` on that node's own build with two
+# Vulkan rpc-servers. Carry .dev2 (made as bench/device_prep.sh makes .dev, plus ssh/: the
+# openssh debs, whl/: asyncssh and cryptography for Python 3.12, and a slim sdist of the
+# mainline tree that rpctui sends to the node).
+set -uo pipefail
+out="${OUT:-/tmp/out}"; mkdir -p "$out"
+for f in .dev2/deb/*.deb; do dpkg -x "$f" /tmp/vk; done
+for f in .dev2/gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+for f in .dev2/ssh/*.deb; do dpkg -x "$f" /tmp/ssh; done
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .dev2/whl/*.whl 2>/dev/null
+export PYTHONPATH="/tmp/site:$PWD" XDG_CACHE_HOME=/tmp/xdg XDG_DATA_HOME=/tmp/data PYTHONUNBUFFERED=1
+mkdir -p /tmp/xdg/rpctui/sdist /tmp/xdg/rpctui/src/x
+cp .dev2/llama_cpp_python-0.3.36.tar.gz /tmp/xdg/rpctui/sdist/
+cp -r .dev2/cache/src/x/* /tmp/xdg/rpctui/src/x/
+# sshd on loopback, root's key
+mkdir -p /run/sshd /root/.ssh && chmod 700 /root/.ssh
+grep -q '^sshd:' /etc/passwd || echo 'sshd:x:74:65534::/run/sshd:/usr/sbin/nologin' >> /etc/passwd
+[ -f /tmp/ssh/host_key ] || LD_LIBRARY_PATH=/tmp/ssh/lib/x86_64-linux-gnu:/tmp/ssh/usr/lib/x86_64-linux-gnu /tmp/ssh/usr/bin/ssh-keygen -q -t ed25519 -N '' -f /tmp/ssh/host_key
+[ -f /root/.ssh/id_ed25519 ] || LD_LIBRARY_PATH=/tmp/ssh/lib/x86_64-linux-gnu:/tmp/ssh/usr/lib/x86_64-linux-gnu /tmp/ssh/usr/bin/ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519
+cp /root/.ssh/id_ed25519.pub /root/.ssh/authorized_keys; chmod 600 /root/.ssh/authorized_keys
+cat > /tmp/ssh/sshd_config <<CFG
+Port 2222
+ListenAddress 127.0.0.1
+HostKey /tmp/ssh/host_key
+PidFile /tmp/ssh/sshd.pid
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+AuthorizedKeysFile /root/.ssh/authorized_keys
+Subsystem sftp /tmp/ssh/usr/lib/openssh/sftp-server
+CFG
+pkill -f "sshd -f /tmp/ssh/sshd_config"; sleep 0.5
+# Debian 12's sshd and its libraries (libwrap and the rest), beside the image's own
+sshlib=/tmp/ssh/lib/x86_64-linux-gnu:/tmp/ssh/usr/lib/x86_64-linux-gnu
+LD_LIBRARY_PATH=$sshlib /tmp/ssh/usr/sbin/sshd -f /tmp/ssh/sshd_config -E /tmp/ssh/log || {
+  cat /tmp/ssh/log; exit 1; }
+echo "[127.0.0.1]:2222 $(cut -d' ' -f1,2 /tmp/ssh/host_key.pub)" > /root/.ssh/known_hosts
+LD_LIBRARY_PATH=$sshlib /tmp/ssh/usr/bin/ssh -p 2222 -o BatchMode=yes root@127.0.0.1 \
+  'echo ssh ok; nproc' 2>&1 | tee "$out/ssh.txt"; tail -5 /tmp/ssh/log
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+model=$(python3 -c "from rpctui.llama.tinymodel import ensure_model; print(ensure_model('tiny'))")
+cat > /tmp/node.toml <<TOML
+name = "vulkan-node-build"
+[[nodes]]
+name = "gpu"
+host = "127.0.0.1"
+ssh_port = 2222
+user = "root"
+main = true
+build = "mainline"
+backend = "vulkan"
+build_dir = "/tmp/nodebuild"
+python = "python3"
+env = { VULKAN_SDK = "/tmp/vk/usr", PATH = "/tmp/vk/usr/bin:$PATH", CMAKE_PREFIX_PATH = "/tmp/vk/usr", LD_LIBRARY_PATH = "/tmp/vk/usr/lib/x86_64-linux-gnu", VK_DRIVER_FILES = "$icd" }
+[[nodes.servers]]
+port = 50052
+devices = ["Vulkan0"]
+[[nodes.servers]]
+port = 50053
+devices = ["Vulkan0"]
+[job]
+model = "$model"
+ngl = 99
+prompt_tokens = [512]
+gen_tokens = [32]
+repetitions = 1
+TOML
+t=$(date +%s)
+python3 -m rpctui.cli.main build /tmp/node.toml 2>&1 | grep -v "step [0-9]*/[0-9]* *[0-9]*%$" | tail -25 | tee "$out/build.txt"
+echo "node build: $(( $(date +%s) - t )) s" | tee -a "$out/build.txt"
+python3 -m rpctui.cli.main build /tmp/node.toml 2>&1 | tail -3 | tee -a "$out/build.txt"
+python3 -m rpctui.cli.main run /tmp/node.toml 2>&1 | tail -25 | tee "$out/run.txt"
