@@ -192,7 +192,9 @@ def build():
             m = step.match(line)
             if m and m.group(1):
                 say({"step": [int(m.group(1)), int(m.group(2))]})
-            elif m:
+            elif m and not generator:
+                # make's percentages; under ninja they come from a nested project (Vulkan's
+                # shader generator) and would make the step go back and forth
                 say({"step": [int(m.group(3)), 100]})
         rc = proc.wait()
     if rc != 0:
