@@ -164,13 +164,14 @@ def build():
     build_tree = os.path.join(BUILD_DIR, "build", key)
     logs = os.path.join(BUILD_DIR, "build")
     os.makedirs(logs, exist_ok=True)
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     # The C locale, as rpctui's own builds use: ccache hashes LANG and LC_*, so objects compiled
     # on the main machine (or by an earlier build here) are hits only under the same locale.
     env = {k: v for k, v in os.environ.items() if k not in ("LC_CTYPE", "LC_MESSAGES")}
     env.update(LANG="C", LC_ALL="C", CCACHE_BASEDIR=BUILD_DIR, **cfg.get("env", {}))
+    path = env.get("PATH")  # the tools as the inspection found them: the node's env's PATH
+    generator = ["-G", "Ninja"] if shutil.which("ninja", path=path) else []
     cmake = ["cmake", "-S", tree, "-B", build_tree, *generator, *cfg["cmake"]]
-    if shutil.which("ccache"):
+    if shutil.which("ccache", path=path):
         cmake += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
     say({"status": "configuring"})
     log = os.path.join(logs, key + ".configure.log")
@@ -207,7 +208,8 @@ def build():
     for target in cfg["targets"]:
         shutil.copy2(os.path.join(build_tree, "bin", target), os.path.join(tmp, "bin", target))
         subprocess.run(["strip", os.path.join(tmp, "bin", target)], check=False)
-    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    compiler = (shutil.which("c++", path=path) or shutil.which("g++", path=path)
+                or shutil.which("clang++", path=path))
     record = {"flavour": flavour, "version": cfg["version"], "key": key,
               "commit": cfg["commit"], "number": cfg["number"], "backend": cfg["backend"],
               "compiler": version_of([compiler, "--version"]) if compiler else "",
