@@ -795,6 +795,7 @@ def test_plan_says_what_it_knows_of_a_recurrent_state(tmp_path: Path) -> None:
     assert len(_state_notes(hybrid, "ik", KvLayout(512))) == 2
     assert _state_notes(read_model(ensure_model("tiny")), "mainline", KvLayout(512)) == []
     delta = read_model(ensure_model("tiny-qwen3next"))  # r 768 and s 4096 floats, 3 rows
+    assert len(_state_notes(delta, "ik", KvLayout(512))) == 1  # ik's checked on its loads
     assert _state_notes(delta, "mainline", KvLayout(512, seqs=3)) == [
         "recurrent state: 6 of 8 layers keep a gated delta net state (0.06 MiB each for 3 "
         "sequences) in place of a KV cache; the KV column counts it"]

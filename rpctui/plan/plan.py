@@ -267,7 +267,7 @@ def _state_notes(model: ModelInfo, flavour: str, kv: KvLayout) -> list[str]:
              f"a {kind} state ({per_layer:.2f} MiB each for {kv.seqs} "
              f"sequence{'s' if kv.seqs > 1 else ''}) in place of a KV cache; the KV column "
              f"counts it"]
-    if flavour == "ik":
+    if flavour == "ik" and model.arch not in DELTA_NET_ARCHS:  # its Qwen3-Next's was
         notes.append("ik_llama.cpp's recurrent state was not checked against its loads: it is "
                      "planned as mainline keeps it")
     return notes
