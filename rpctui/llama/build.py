@@ -151,17 +151,21 @@ def vulkan_header_version(path: Path) -> tuple[int, int, int] | None:
     return int(full.group(1)), int(full.group(2)), int(patch.group(1))
 
 
-def vulkan_headers() -> Path:
-    """Where CMake's FindVulkan looks first: $VULKAN_SDK/include (LunarG's SDK, or any tree of
+def vulkan_headers(cmake_args: tuple[str, ...] = ()) -> Path:
+    """Where the build takes Vulkan's headers from: -DVulkan_INCLUDE_DIR= when given, else
+    where CMake's FindVulkan looks first: $VULKAN_SDK/include (LunarG's SDK, or any tree of
     newer headers), else /usr/include."""
+    for arg in cmake_args:
+        if arg.startswith("-DVulkan_INCLUDE_DIR="):
+            return Path(arg.split("=", 1)[1])
     sdk = os.environ.get("VULKAN_SDK")
     return Path(sdk) / "include" if sdk else Path("/usr/include")
 
 
-def check_vulkan_headers(flavour: Flavour) -> None:
+def check_vulkan_headers(flavour: Flavour, cmake_args: tuple[str, ...] = ()) -> None:
     """Refuse a Vulkan build of a flavour the headers here are too old for, before it fails
     minutes into compiling."""
-    header = vulkan_headers() / "vulkan" / "vulkan_core.h"
+    header = vulkan_headers(cmake_args) / "vulkan" / "vulkan_core.h"
     have = vulkan_header_version(header)
     if have is None:
         raise UserError(f"no Vulkan headers at {header.parent}: a Vulkan build needs them and "
@@ -208,7 +212,7 @@ def ensure_build(
         return found
     flavour = _flavour(name)
     if "-DGGML_VULKAN=ON" in cmake_args:
-        check_vulkan_headers(flavour)
+        check_vulkan_headers(flavour, cmake_args)
     key = build_key(flavour, cmake_args)
     report = progress or (lambda _msg, _frac: None)
     lock_path = cache_dir() / "build" / f"{key}.lock"
