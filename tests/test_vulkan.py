@@ -105,6 +105,17 @@ def test_vulkan_build_refuses_headers_too_old(tmp_path: Path) -> None:
             f"is {'.'.join(map(str, system))}") in old.stderr
     assert "set VULKAN_SDK" in old.stderr
     assert not (tmp_path / "cache" / "rpctui" / "sdist").exists()  # refused before any download
+    # a build that names its headers (-DVulkan_INCLUDE_DIR=, as bench/device_vulkan.sh does)
+    # is checked against those
+    from rpctui.errors import UserError
+    from rpctui.llama.build import FLAVOURS, check_vulkan_headers
+
+    named = cache_dir() / HEADERS / "usr" / "include"
+    check_vulkan_headers(FLAVOURS["mainline"], ("-DGGML_VULKAN=ON",
+                                                f"-DVulkan_INCLUDE_DIR={named}"))
+    with pytest.raises(UserError):
+        check_vulkan_headers(FLAVOURS["mainline"], ("-DGGML_VULKAN=ON",
+                                                    "-DVulkan_INCLUDE_DIR=/usr/include"))
     # the same with VULKAN_SDK at the newer headers gets past the check (to the download,
     # which an empty cache needs: stopped there, with no registry asked)
     env["VULKAN_SDK"] = str(cache_dir() / HEADERS / "usr")
