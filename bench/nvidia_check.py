@@ -35,6 +35,28 @@ def smi() -> list[tuple[float, float]]:
     return [tuple(float(v) for v in line.split(",")) for line in out.strip().splitlines()]
 
 
+async def against_smi(samples: list, count: int = 6) -> tuple[float, float]:
+    """Read nvidia-smi right after each of the sampler's next ``count`` samples and print both;
+    (the largest difference as a fraction of total memory, the most MiB NVML attributed to
+    the watched process groups)."""
+    worst, procs, seen = 0.0, 0.0, 0
+    while seen < count:
+        await asyncio.sleep(0.05)
+        if len(samples) > seen:
+            reference = smi()
+            sample = samples[seen]
+            seen += 1
+            pairs = zip(sample.gpus, reference, strict=False)
+            for (name, kind, used, total, *_), (s_used, s_total) in pairs:
+                diff = abs(used - s_used) / s_total
+                worst = max(worst, diff)
+                procs = max(procs, sum(mib for _, mib in sample.gpu_procs))
+                print(f"  sample {seen}: {name} ({kind}) sampler {used:.0f}/{total:.0f} MiB, "
+                      f"nvidia-smi {s_used:.0f}/{s_total:.0f} MiB, diff {100 * diff:.2f} % "
+                      f"of total; per process {dict(sample.gpu_procs)}")
+    return worst, procs
+
+
 async def main(gib: float) -> None:
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(gib)], stdout=subprocess.PIPE,
                               text=True)
@@ -46,20 +68,7 @@ async def main(gib: float) -> None:
     try:
         await sampler.start()
         await sampler.watch(holder.pid, "torch-holder", 1)
-        seen = 0
-        while seen < 6:
-            await asyncio.sleep(0.05)
-            if len(samples) > seen:
-                reference = smi()
-                sample = samples[seen]
-                seen += 1
-                pairs = zip(sample.gpus, reference, strict=False)
-                for (name, kind, used, total, *_), (s_used, s_total) in pairs:
-                    diff = abs(used - s_used) / s_total
-                    worst = max(worst, diff)
-                    print(f"  sample {seen}: {name} ({kind}) sampler {used:.0f}/{total:.0f} MiB, "
-                          f"nvidia-smi {s_used:.0f}/{s_total:.0f} MiB, diff {100 * diff:.2f} % "
-                          f"of total; per process {dict(sample.gpu_procs)}")
+        worst, _procs = await against_smi(samples)
     finally:
         await sampler.stop()
         holder.kill()

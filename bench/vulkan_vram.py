@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nvidia_check import smi  # noqa: E402 - after the sys.path line above
+from nvidia_check import against_smi, smi  # noqa: E402 - after the sys.path line above
 
 from rpctui.engine.sampling import Sampler  # noqa: E402 - after the sys.path line above
 from rpctui.hosts.local import LocalHost  # noqa: E402 - after the sys.path line above
@@ -98,21 +98,7 @@ async def main(model: str) -> None:
     try:
         await sampler.start()
         await sampler.watch(holder.pid, "vulkan-holder", PORT)
-        seen = 0
-        while seen < 6:
-            await asyncio.sleep(0.05)
-            if len(samples) > seen:
-                reference = smi()
-                sample = samples[seen]
-                seen += 1
-                for (name, kind, used, total, *_), (s_used, s_total) in zip(
-                        sample.gpus, reference, strict=False):
-                    diff = abs(used - s_used) / s_total
-                    worst = max(worst, diff)
-                    procs = max(procs, sum(mib for _, mib in sample.gpu_procs))
-                    print(f"  sample {seen}: {name} ({kind}) sampler {used:.0f}/{total:.0f} MiB, "
-                          f"nvidia-smi {s_used:.0f}/{s_total:.0f} MiB, diff {100 * diff:.2f} % of "
-                          f"total; per process {dict(sample.gpu_procs)}")
+        worst, procs = await against_smi(samples)
         during_vk = vulkan_free(bin_dir)
         print(f"NVML lists the holder (pid {holder.pid}) as: {_nvml_lists(holder.pid)}")
         after_smi = smi()
