@@ -267,6 +267,19 @@ class Replayed:
         return self.kv.swa if self.kv.swa_layers else 0
 
 
+def largest_buffers(events: list[dict]) -> dict[tuple[str, str, str], float]:
+    """(kind, device, cache) -> the largest allocation of a recorded load's tests. ik_llama.cpp's
+    host compute on a GPU build is its Vulkan_Host buffer: counted as the host's (CPU)."""
+    largest: dict[tuple[str, str, str], float] = {}
+    for e in events:
+        if e["type"] == "BufferAllocated":
+            device = ("CPU" if e["kind"] == "compute" and e["device"].endswith("_Host")
+                      else e["device"])
+            key = (e["kind"], device, e.get("cache", ""))
+            largest[key] = max(largest.get(key, 0.0), e["mib"])
+    return largest
+
+
 def fixture_samples(name: str, backend: str) -> list[Sample]:
     """Each compute buffer of the recorded GPU loads, with the features and role the planner
     gives its device (the placement rebuilt as the plan made it)."""
@@ -275,12 +288,8 @@ def fixture_samples(name: str, backend: str) -> list[Sample]:
     samples = []
     for r, p in replay(name, backend):
         output = p.placement.layer_device.get(p.model.n_layer, "CPU")
-        got: dict[str, float] = {}
-        for e in r["events"]:
-            if e["type"] == "BufferAllocated" and e["kind"] == "compute":
-                # ik_llama.cpp's host compute on a GPU build is Vulkan_Host's: the host's
-                device = "CPU" if e["device"].endswith("_Host") else e["device"]
-                got[device] = max(got.get(device, 0.0), e["mib"])
+        got = {device: mib for (kind, device, _cache), mib in largest_buffers(r["events"]).items()
+               if kind == "compute"}
         for device, mib in got.items():
             role = "output" if device == output else "host" if device == "CPU" else "layers"
             x = features(p.model, p.tokens, p.n_ctx, p.fa, role, p.swa_cells)

@@ -392,14 +392,9 @@ def _gpu_loads(fixture: str, backend: str) -> list[tuple[str, str, str, float, f
     from rpctui.plan.plan import with_compute
 
     out = []
-    for r, p in _compute_fit().replay(fixture, backend):
-        largest: dict[tuple[str, str, str], float] = {}  # of the bench's tests, per cache
-        for e in r["events"]:
-            if e["type"] == "BufferAllocated":
-                device = ("CPU" if e["kind"] == "compute" and e["device"].endswith("_Host")
-                          else e["device"])
-                key = (e["kind"], device, e.get("cache", ""))
-                largest[key] = max(largest.get(key, 0.0), e["mib"])
+    fit = _compute_fit()
+    for r, p in fit.replay(fixture, backend):
+        largest = fit.largest_buffers(r["events"])  # of the bench's tests, per cache
         actual: dict[tuple[str, str], float] = {}
         for (kind, device, _cache), mib in largest.items():
             actual[(kind, device)] = actual.get((kind, device), 0.0) + mib
