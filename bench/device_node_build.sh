@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # `rpctui build PROFILE` for a GPU backend on a real node (issue 13), on the `device` machine:
 # the machine is its own node over SSH (Debian 12's sshd on 127.0.0.1:2222, a key made here),
-# the profile asks for mainline built for Vulkan there (backend = "vulkan", the node's env
-# naming Debian 13's headers and glslc); then `rpctui run` on that node's own build with two
-# Vulkan rpc-servers. Carry .dev2 (made as bench/device_prep.sh makes .dev, plus ssh/: the
+# the profile asks for mainline built there for BACKEND (vulkan, the default: the node's env
+# naming Debian 13's headers and glslc; or cuda: the env's PATH naming the driver's and the
+# toolkit's folders, which a non-interactive SSH login leaves out); then `rpctui run` on that
+# node's own build with two rpc-servers on the GPU.
+#     BACKEND=cuda bash bench/device_node_build.sh
+# Carry .dev2 (made as bench/device_prep.sh makes .dev, plus ssh/: the
 # openssh debs, whl/: asyncssh and cryptography for Python 3.12, and a slim sdist of the
 # mainline tree that rpctui sends to the node).
 set -uo pipefail
@@ -41,10 +44,22 @@ LD_LIBRARY_PATH=$sshlib /tmp/ssh/usr/sbin/sshd -f /tmp/ssh/sshd_config -E /tmp/s
 echo "[127.0.0.1]:2222 $(cut -d' ' -f1,2 /tmp/ssh/host_key.pub)" > /root/.ssh/known_hosts
 LD_LIBRARY_PATH=$sshlib /tmp/ssh/usr/bin/ssh -p 2222 -o BatchMode=yes root@127.0.0.1 \
   'echo ssh ok; nproc' 2>&1 | tee "$out/ssh.txt"; tail -5 /tmp/ssh/log
+backend=${BACKEND:-vulkan}
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ "$backend" = cuda ]; then
+  device=CUDA0
+  smi=$(command -v nvidia-smi); nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  echo "nvidia-smi: $smi; nvcc: $nvcc" | tee "$out/tools.txt"
+  "$smi" --query-gpu=compute_cap --format=csv,noheader | tee "$out/compute_cap.txt"
+  "$nvcc" --version | tail -2 | tee -a "$out/tools.txt"
+  env="PATH = \"$(dirname "$smi"):$(dirname "$nvcc"):$PATH\""
+else
+  device=Vulkan0
+  env="VULKAN_SDK = \"/tmp/vk/usr\", PATH = \"/tmp/vk/usr/bin:$PATH\", CMAKE_PREFIX_PATH = \"/tmp/vk/usr\", LD_LIBRARY_PATH = \"/tmp/vk/usr/lib/x86_64-linux-gnu\", VK_DRIVER_FILES = \"$icd\""
+fi
 model=$(python3 -c "from rpctui.llama.tinymodel import ensure_model; print(ensure_model('tiny'))")
 cat > /tmp/node.toml <<TOML
-name = "vulkan-node-build"
+name = "$backend-node-build"
 [[nodes]]
 name = "gpu"
 host = "127.0.0.1"
@@ -52,16 +67,16 @@ ssh_port = 2222
 user = "root"
 main = true
 build = "mainline"
-backend = "vulkan"
+backend = "$backend"
 build_dir = "/tmp/nodebuild"
 python = "python3"
-env = { VULKAN_SDK = "/tmp/vk/usr", PATH = "/tmp/vk/usr/bin:$PATH", CMAKE_PREFIX_PATH = "/tmp/vk/usr", LD_LIBRARY_PATH = "/tmp/vk/usr/lib/x86_64-linux-gnu", VK_DRIVER_FILES = "$icd" }
+env = { $env }
 [[nodes.servers]]
 port = 50052
-devices = ["Vulkan0"]
+devices = ["$device"]
 [[nodes.servers]]
 port = 50053
-devices = ["Vulkan0"]
+devices = ["$device"]
 [job]
 model = "$model"
 ngl = 99
@@ -74,3 +89,4 @@ python3 -m rpctui.cli.main build /tmp/node.toml 2>&1 | grep -v "step [0-9]*/[0-9
 echo "node build: $(( $(date +%s) - t )) s" | tee -a "$out/build.txt"
 python3 -m rpctui.cli.main build /tmp/node.toml 2>&1 | tail -3 | tee -a "$out/build.txt"
 python3 -m rpctui.cli.main run /tmp/node.toml 2>&1 | tail -25 | tee "$out/run.txt"
+grep -h '"cmake"' -A20 /tmp/nodebuild/mainline/BUILD.json | tr -d '\n ' | head -c 900 > "$out/record.txt"

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from rpctui.engine.probe import probe_argv, probe_script
+from rpctui.engine.provision import node_class, node_key
 from rpctui.errors import UserError
 from rpctui.hosts.local import LocalHost
 from rpctui.llama import argv as largv
 from rpctui.llama.bench import BenchStream, bench_label, parse_markdown
+from rpctui.llama.build import FLAVOURS, backend_cmake
 from rpctui.llama.caps import Capabilities, capabilities_from_probe
 from rpctui.llama.logs import parse_buffer, parse_failure
 from rpctui.profile.schema import Job, Node, Server, TensorOverride
@@ -165,3 +167,23 @@ def test_markdown_tables_from_the_seeds() -> None:
     assert rows[0]["backend"] == "Vulkan,RPC"
     headerless = parse_markdown((FIX / "seed000-deepseek-vulkan.log").read_text())
     assert [r["test"] for r in headerless] == ["pp512", "tg128"]
+
+
+def test_cuda_builds_are_for_the_nodes_gpus() -> None:
+    """nvidia-smi's compute_cap on the H200 ("9.0") makes a CUDA build for sm_90 alone: the flag
+    is part of the build key and of the class of nodes that share binaries. There, the node
+    build took 245 s; llama.cpp's own list of seven architectures had reached step 118 of 364
+    after 530 s (docs/PERFORMANCE.md). A node whose GPUs are not known keeps that list."""
+    caps = (FIX / "nvidia-smi-compute-cap-h200.txt").read_text().split()
+    assert backend_cmake("cuda", caps) == ("-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=90")
+    assert backend_cmake("cuda", ["9.0", "8.6", "9.0"])[-1] == "-DCMAKE_CUDA_ARCHITECTURES=86;90"
+    assert backend_cmake("cuda", ["12.0"])[-1] == "-DCMAKE_CUDA_ARCHITECTURES=120"
+    assert backend_cmake("cuda") == ("-DGGML_CUDA=ON",)
+    assert backend_cmake("vulkan", caps) == ("-DGGML_VULKAN=ON",)
+    h200 = {"arch": "x86_64", "libc": "glibc-2.39", "driver": "580.159.04", "compute_caps": caps}
+    ampere = {**h200, "compute_caps": ["8.6"]}
+    mainline = FLAVOURS["mainline"]
+    assert node_class(h200, "cuda") != node_class(ampere, "cuda")
+    assert node_key(mainline, "cuda", h200) != node_key(mainline, "cuda", ampere)
+    assert node_class(h200, "vulkan") == node_class(ampere, "vulkan")
+    assert node_key(mainline, "vulkan", h200) == node_key(mainline, "vulkan", ampere)

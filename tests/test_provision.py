@@ -66,6 +66,40 @@ def test_push_sends_once_skips_then_resends_a_damaged_copy(clean_rig: Rig, bins,
     assert same(model, dest)
 
 
+def test_push_sends_every_shard_of_a_split_model(clean_rig: Rig, bins,
+                                                tmp_path: Path) -> None:
+    """A model split in three: push sends each shard (each verified), skips all three the
+    second time, sends again only the shard that was damaged, and the run loads the copy."""
+    from rpctui.llama.tinymodel import ensure_model
+    from rpctui.plan.gguf import shards
+
+    source = Path(ensure_model("tiny-split"))
+    dest = tmp_path / "n1" / "models" / source.name
+    profile = push_profile(clean_rig, bins, str(source), tmp_path, dest)
+    first = rpctui(tmp_path, "models", "push", str(profile))
+    assert first.returncode == 0, first.stderr
+    pairs = list(zip(shards(source), shards(dest), strict=True))
+    assert len(pairs) == 3
+    for src, copy in pairs:
+        assert f"push n1: {copy} sent" in first.stderr, first.stderr
+        assert same(src, copy)
+    again = rpctui(tmp_path, "models", "push", str(profile))
+    assert again.returncode == 0 and again.stderr.count("skipped: identical") == 3, again.stderr
+    middle = pairs[1][1]
+    with middle.open("r+b") as fh:
+        fh.seek(64)
+        fh.write(b"\xff" * 8)
+    damaged = rpctui(tmp_path, "models", "push", str(profile))
+    assert damaged.returncode == 0, damaged.stderr
+    resent = [line for line in damaged.stderr.splitlines() if "differs from the source" in line]
+    assert resent and all(str(middle) in line for line in resent), damaged.stderr
+    assert damaged.stderr.count("skipped: identical") == 2
+    assert all(same(src, copy) for src, copy in pairs)
+    run = rpctui(tmp_path, "run", str(profile), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "pp32" in run.stdout
+
+
 def test_push_resumes_a_cut_copy_and_rejects_a_bad_one(clean_rig: Rig, bins, model,
                                                        tmp_path: Path) -> None:
     dest = tmp_path / "n1" / "tiny.gguf"
@@ -176,6 +210,7 @@ def test_a_filled_cache_makes_the_first_load_send_hashes(clean_rig: Rig, bins, t
                                 where / "caches", fill=fill)
         run = rpctui(where, "run", str(profile), timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
+        (where / "stderr.txt").write_text(run.stderr)
     before, after = loads(cold), loads(warm)
     assert set(before) == set(after) and before  # ik puts this 2-layer model on one server
     for ep, (moved, expected, seconds) in after.items():
@@ -186,11 +221,26 @@ def test_a_filled_cache_makes_the_first_load_send_hashes(clean_rig: Rig, bins, t
             assert moved < 0.01 * expected, (ep, moved, expected)
     filled = [e for e in recorded_events(warm) if e["type"] == "CacheFilled"]
     assert sum(e["filled"] for e in filled) == sum(e["tensors"] for e in filled) > 0
+    # what each load found in the caches: cold nothing (every weight written), filled all
+    cold_used = {e["endpoint"]: e for e in recorded_events(cold) if e["type"] == "CacheUsed"}
+    warm_used = {e["endpoint"]: e for e in recorded_events(warm) if e["type"] == "CacheUsed"}
+    assert set(cold_used) == set(warm_used) == {e["endpoint"] for e in filled}
+    sending = [ep for ep, e in cold_used.items() if e["weights"]]  # ik: one server holds all
+    assert sending
+    for ep in sending:
+        e, w = cold_used[ep], warm_used[ep]
+        assert e["found"] == 0 and e["written"] >= e["weights"], e
+        assert w["found"] == w["weights"] == e["weights"], w
+        assert w["written"] == 0 or flavour != "mainline", w  # b6110, ik: activations too
+        assert f"cache {ep} on " in (cold / "stderr.txt").read_text()
+        assert f"the load found 0 of {e['weights']} weights there (0 %)" in \
+            (cold / "stderr.txt").read_text()
     again = rpctui(warm, "run", str(warm / "p.toml"), timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     refills = [e for e in recorded_events(warm) if e["type"] == "CacheFilled"]
     assert [e["filled"] for e in refills] == [0, 0]
     assert [e["present"] for e in refills] == [e["tensors"] for e in refills]
+    assert "weights there (100 %)" in again.stderr, again.stderr[-3000:]
     assert clean_rig.leftovers() == {}
 
 
@@ -274,10 +324,11 @@ def test_build_puts_one_llama_cpp_on_every_node(clean_rig: Rig, bins, model,
     err = built.stderr
     assert "build n1: mainline built in" in err and "build n1: building mainline for cpu: step" in err
     assert "build n2: mainline copied from n1" in err and "build n3: mainline copied from n1" in err
-    assert "build 11312 (0c1e570) for cpu" in err
+    assert "build 11312 (0c1e570) for cpu, RPC protocol 7.0.0" in err
     for i in (1, 2, 3):
         record = json.loads((tmp_path / "nodes" / f"n{i}" / "mainline" / "BUILD.json").read_text())
         assert record["number"] == 11312 and record["backend"] == "cpu"
+        assert record["protocol"] == "7.0.0"
     checked = rpctui(tmp_path, "check", str(same))
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert checked.stderr.count("mainline build 0c1e570 (11312)") == 3

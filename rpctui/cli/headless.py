@@ -75,13 +75,27 @@ class Printer:
             case ev.NodeBuilt():
                 rec = dict(e.record)
                 took = f" in {e.seconds:.0f} s" if e.seconds else ""
+                proto = f", RPC protocol {rec['protocol']}" if rec.get("protocol") else ""
                 return (f"build {e.node}: {e.flavour} {e.how}{took}: build {rec.get('number')} "
-                        f"({rec.get('commit')}) for {e.backend}, {rec.get('compiler')}, "
+                        f"({rec.get('commit')}) for {e.backend}{proto}, {rec.get('compiler')}, "
                         f"{rec.get('arch')} {rec.get('libc')}; in {e.message}")
             case ev.CacheFilled() if e.message.startswith("after the job"):
                 return (f"cache {e.endpoint} on {e.node}: {e.cache_bytes / 2**20:.0f} MiB after "
                         f"the job" + (f", {e.pruned_bytes / 2**20:.0f} MiB pruned to its limit"
                                       if e.pruned_bytes else ""))
+            case ev.CacheUsed():
+                files = "file" if e.written == 1 else "files"
+                wrote = (f"wrote {e.written} {files} ({e.written_bytes / 2**20:.0f} MiB)"
+                         if e.written else "wrote nothing")
+                if e.weights > 0:
+                    found = (f"the load found {e.found} of {e.weights} weights there "
+                             f"({100 * e.found / e.weights:.0f} %), {wrote}")
+                elif e.weights == 0:
+                    found = f"the load sent it no weight above the 10 MiB threshold, {wrote}"
+                else:
+                    found = f"the load {wrote}"
+                return (f"cache {e.endpoint} on {e.node}: {found}; "
+                        f"{e.cache_bytes / 2**20:.0f} MiB in the cache")
             case ev.CacheFilled():
                 pruned = (f", {e.pruned_bytes / 2**20:.0f} MiB pruned to its limit"
                           if e.pruned_bytes else "")

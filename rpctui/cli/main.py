@@ -174,7 +174,7 @@ def _demo_profile(flavour: str | None) -> Profile:
 
 
 def _build(flavours: list[str], backend: str = "cpu") -> ExitCode:
-    from rpctui.llama.build import BACKEND_CMAKE, FLAVOURS, ensure_build
+    from rpctui.llama.build import FLAVOURS, ensure_build, local_backend_cmake
 
     names = list(FLAVOURS) if flavours == ["all"] else flavours
     for name in names:
@@ -183,7 +183,7 @@ def _build(flavours: list[str], backend: str = "cpu") -> ExitCode:
             end = "\n" if not sys.stderr.isatty() or frac in (None, 1.0) else ""
             print(f"\r\x1b[K{msg}{pct}" if sys.stderr.isatty() else f"{msg}{pct}", end=end,
                   file=sys.stderr, flush=True)
-        b = ensure_build(name, BACKEND_CMAKE[backend], progress=progress)
+        b = ensure_build(name, local_backend_cmake(backend), progress=progress)
         print(f"{b.flavour}: {b.bin_dir}")
     return ExitCode.OK
 
@@ -325,11 +325,11 @@ def _app(profile: Profile | None = None, replay: Path | None = None,
     if profile is not None and any(n.build for n in profile.nodes):
         # Builds take minutes: do them here with a progress display, before the app opens.
         from rpctui.engine.provision import backend_of
-        from rpctui.llama.build import BACKEND_CMAKE, ensure_build
+        from rpctui.llama.build import ensure_build, local_backend_cmake
 
         for node in profile.nodes:
             if node.build and node.is_local:  # other nodes' are `rpctui build PROFILE`'s
-                ensure_build(node.build, BACKEND_CMAKE[backend_of(node, {})],
+                ensure_build(node.build, local_backend_cmake(backend_of(node, {})),
                              progress=lambda m, f: print(f"\r\x1b[K{m}", end="",
                                                          file=sys.stderr))
         print("\r\x1b[K", end="", file=sys.stderr)

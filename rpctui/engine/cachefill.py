@@ -13,6 +13,7 @@ for what it saves). Servers with cache_limit_gib are pruned to it first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -65,17 +66,13 @@ async def fill_caches(orch: Engine) -> None:
     if not wanted:
         return
     plan = await orch.make_plan() if any(s.cache_fill for _, s in wanted) else None
-    main = orch.caps[orch.profile.main_node.label]
     jobs = []
     for node, server in wanted:
         tensors: list[list[Any]] = []
         if plan is not None and server.cache_fill:
-            ep = endpoint(node, server)
-            names = [largv.rpc_buffer(main, ep, i) for i in range(max(1, len(server.devices)))]
             files = [str(p) for p in shards(orch.model)]
             tensors = [[t.name, files[t.shard], t.data_start + t.offset, t.n_bytes]
-                       for name in names for t in plan.placement.tensors.get(name, [])
-                       if t.n_bytes > HASH_THRESHOLD]
+                       for t in _cached(orch, plan, node, server)]
         jobs.append(_fill(orch, node, server, tensors))
     await asyncio.gather(*jobs)
     # A reading now: the fill's bytes (the node's loopback, the server's port) stay out of
@@ -83,15 +80,48 @@ async def fill_caches(orch: Engine) -> None:
     await asyncio.gather(*(sampler.fresh_reading() for sampler in orch.samplers.values()))
 
 
-async def prune_caches(orch: Engine) -> None:
-    """After a job: the load cached what the fill left out; bring each limited cache back
-    within its cache_limit_gib."""
-    await asyncio.gather(*(_fill(orch, n, s, [], after_job=True) for n, s in orch.profile.servers()
-                           if s.cache and s.cache_limit_gib and endpoint(n, s) in orch.watches))
+def _cached(orch: Engine, plan: Plan, node: Node, server: Server) -> list[Any]:
+    """The planned tensors the client sends this server by hash first (above the threshold)."""
+    main = orch.caps[orch.profile.main_node.label]
+    ep = endpoint(node, server)
+    names = [largv.rpc_buffer(main, ep, i) for i in range(max(1, len(server.devices)))]
+    return [t for name in names for t in plan.placement.tensors.get(name, [])
+            if t.n_bytes > HASH_THRESHOLD]
 
 
-async def _fill(orch: Engine, node: Node, server: Server, tensors: list[list[Any]],
-                after_job: bool = False) -> None:
+def _cache_servers(orch: Engine) -> list[tuple[Node, Server]]:
+    return [(n, s) for n, s in orch.profile.servers()
+            if s.cache and endpoint(n, s) in orch.watches]
+
+
+async def cache_marks(orch: Engine) -> dict[str, int]:
+    """Before a job: each cache server's node clock (files newer than it are the load's)."""
+    servers = _cache_servers(orch)
+    marks = await asyncio.gather(*(_agent(orch, n, s, {"mark": True}) for n, s in servers))
+    return {endpoint(n, s): int(m["now_ns"]) for (n, s), m in zip(servers, marks, strict=True)}
+
+
+async def after_job(orch: Engine, marks: Mapping[str, int], planned: bool = True) -> None:
+    """After a job: how much of each cache server's load came from its cache (the weights it
+    did not have to receive, against the plan's; ``planned`` is False where the plan does not
+    describe the job, a sweep's), and each limited cache brought back within its
+    cache_limit_gib (the load cached what the fill left out)."""
+    servers = _cache_servers(orch)
+    if not servers:
+        return
+    plan = None
+    if planned:
+        with contextlib.suppress(UserError):
+            plan = await orch.make_plan()
+    await asyncio.gather(*(
+        _fill(orch, n, s, [], after_job=True, since=marks.get(endpoint(n, s)),
+              weights=[t.n_bytes for t in _cached(orch, plan, n, s)] if plan else None)
+        for n, s in servers))
+
+
+async def _agent(orch: Engine, node: Node, server: Server,
+                 config: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the cache agent for this server; its last answer."""
     ep = endpoint(node, server)
     watch = orch.watches[ep]
     for _ in range(int(BANNER_WAIT_S / 0.05)):
@@ -102,33 +132,46 @@ async def _fill(orch: Engine, node: Node, server: Server, tensors: list[list[Any
         raise UserError(f"server {ep} on {node.label} did not say where its tensor cache is",
                         "check that this build's rpc-server has -c (cache = true)",
                         ExitCode.FAILED)
-    protocol = orch.caps[node.label].protocol or "0"
-    major = int(protocol.split(".")[0]) if protocol.split(".")[0].isdigit() else 0
-    if major not in (2, 3, 7):
-        raise UserError(f"server {ep} on {node.label} speaks RPC protocol {protocol}, which "
-                        "rpctui's cache fill does not know", "remove cache_fill for it, or use "
-                        "a flavour rpctui builds (mainline, b6110, ik)", ExitCode.USAGE)
     host = orch.hosts[node.label]
-    address = "127.0.0.1" if server.bind == "0.0.0.0" else server.bind
-    config = {"cache_dir": watch.cache_dir, "tensors": tensors, "host": address,
-              "port": server.port, "protocol": major,
-              "limit": int(server.cache_limit_gib * 2**30) if server.cache_limit_gib else None}
-    source = agent_source(_AGENT, config)
+    source = agent_source(_AGENT, {"cache_dir": watch.cache_dir, **config})
     spawned = await host.spawn(agent_argv(node.python, source, "rpctui-cachefill"),
                                launched=False)
     await spawned.write(source)
     result: dict[str, Any] = {}
 
     def keep(data: dict[str, Any]) -> None:
-        if "filled" in data or "error" in data:
+        if "filled" in data or "error" in data or "now_ns" in data:
             result.update(data)
 
     errors = await json_lines(spawned, keep)
     if "error" in result or not result:
         why = result.get("error") or (errors.strip().splitlines() or ["no answer"])[-1]
-        raise UserError(f"filling the tensor cache of {ep} on {node.label} failed: {why}",
+        raise UserError(f"the tensor cache of {ep} on {node.label}: {why}",
                         f"check that job.model ({orch.model}) is on {node.label} (rpctui models "
                         "push puts it there) and that the cache folder has room", ExitCode.FAILED)
+    return result
+
+
+async def _fill(orch: Engine, node: Node, server: Server, tensors: list[list[Any]],
+                after_job: bool = False, since: int | None = None,
+                weights: list[int] | None = None) -> None:
+    ep = endpoint(node, server)
+    protocol = orch.caps[node.label].protocol or "0"
+    major = int(protocol.split(".")[0]) if protocol.split(".")[0].isdigit() else 0
+    if tensors and major not in (2, 3, 7):
+        raise UserError(f"server {ep} on {node.label} speaks RPC protocol {protocol}, which "
+                        "rpctui's cache fill does not know", "remove cache_fill for it, or use "
+                        "a flavour rpctui builds (mainline, b6110, ik)", ExitCode.USAGE)
+    address = "127.0.0.1" if server.bind == "0.0.0.0" else server.bind
+    result = await _agent(orch, node, server, {
+        "tensors": tensors, "host": address, "port": server.port, "protocol": major,
+        "limit": int(server.cache_limit_gib * 2**30) if server.cache_limit_gib else None,
+        "since_ns": since})
+    cache_dir = orch.watches[ep].cache_dir
+    if after_job and since is not None:
+        orch.emit(_used(node, ep, result, weights))
+    if after_job and not server.cache_limit_gib:
+        return
     unnamed = result.get("unnamed") or []
     note = (f"; {len(unnamed)} tensors were sent but no cache file appeared for them"
             if unnamed else "")
@@ -141,4 +184,25 @@ async def _fill(orch: Engine, node: Node, server: Server, tensors: list[list[Any
                              cache_bytes=int(result["cache_bytes"]),
                              pruned_bytes=int(result.get("pruned_bytes") or 0),
                              message=("after the job: " if after_job else "")
-                             + f"cache {watch.cache_dir}{note}"))
+                             + f"cache {cache_dir}{note}"))
+
+
+def _used(node: Node, ep: str, result: Mapping[str, Any],
+          weights: list[int] | None) -> ev.CacheUsed:
+    """What a load found in a server's cache: each weight it was to send by hash that it had
+    to send whole left a file of its size; files of other sizes are not weights (b6110 and ik
+    also cache activations above the threshold)."""
+    written = [int(size) for size in result.get("written") or []]
+    if weights is None:
+        return ev.CacheUsed(node=node.label, endpoint=ep, weights=-1, found=-1,
+                            written=len(written), written_bytes=sum(written),
+                            cache_bytes=int(result["cache_bytes"]))
+    pending = sorted(weights)
+    missed = 0
+    for size in written:
+        if size in pending:
+            pending.remove(size)
+            missed += 1
+    return ev.CacheUsed(node=node.label, endpoint=ep, weights=len(weights),
+                        found=len(weights) - missed, written=len(written),
+                        written_bytes=sum(written), cache_bytes=int(result["cache_bytes"]))

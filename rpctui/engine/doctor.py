@@ -22,10 +22,11 @@ from rpctui.engine.provision import (
     backend_of,
     install_hint,
     missing_tools,
+    node_key,
 )
 from rpctui.engine.push import Pusher, local_sha256, stat_copies, targets
 from rpctui.errors import ExitCode
-from rpctui.llama.build import BACKEND_CMAKE, FLAVOURS, build_key
+from rpctui.llama.build import FLAVOURS
 from rpctui.profile.schema import Node, endpoint_host
 from rpctui.run import events as ev
 
@@ -46,7 +47,7 @@ async def _builds(orch: Orchestrator) -> list[ev.Finding]:
     for node in [n for n in orch.profile.nodes if n.build and not n.is_local]:
         info = await builder.inspect(node)
         backend = backend_of(node, info)
-        key = build_key(FLAVOURS[str(node.build)], BACKEND_CMAKE[backend])
+        key = node_key(FLAVOURS[str(node.build)], backend, info)
         if key in (info.get("installed") or {}):
             out.append(_finding("build", node.label, True, f"{node.build} for {backend} is "
                                 f"installed ({key})"))

@@ -529,6 +529,8 @@ class Orchestrator:
             from rpctui.engine.serve import supervise
 
             return await supervise(self)
+        from rpctui.engine.cachefill import after_job, cache_marks
+
         steps = self.profile.sweep_plan()
         self.jobs_running = True
         try:
@@ -536,11 +538,11 @@ class Orchestrator:
                 if any(getattr(s, k) != v for _, s in self.profile.servers()
                        for k, v in setup.servers.items()):
                     await self.restart_servers(setup.servers)
+                marks = await cache_marks(self)
                 rc = await self.run_job(step, n, setup)
                 await self.settle()
-                from rpctui.engine.cachefill import prune_caches
-
-                await prune_caches(self)
+                # the plan describes a sweep's steps only where there is one
+                await after_job(self, marks, planned=len(steps) == 1)
                 if rc != 0 and n == 0 and len(steps) > 1:
                     # The local baseline: a model too big for the main node alone is why one
                     # uses RPC. The steps with servers still run, without ratios.

@@ -5,7 +5,10 @@ sdist, sent from this machine: nodes need no internet) built for its backend (``
 the profile, else what its servers' devices and its drivers say: CUDA, Vulkan, ROCm or CPU)
 into its ``build_dir`` (default ``~/.cache/rpctui/llama`` there), with the same cmake flags as
 rpctui's own build, so the build key (flavour, version, flags) means one thing everywhere.
-Nodes that match (architecture, C library, backend, driver major) form a class: the first
+A CUDA build is for the compute capabilities of the node's GPUs (``-DCMAKE_CUDA_ARCHITECTURES``,
+part of the key), not for llama.cpp's list of eight architectures.
+Nodes that match (architecture, C library, backend, driver major, GPU architectures) form a
+class: the first
 builds, the others get its binaries copied (a tar stream through this machine). A node that
 has the key installed is left alone; an interrupted build resumes from its build tree. A node
 that lacks a tool fails with the packages to install for its distribution. The run then finds
@@ -24,12 +27,13 @@ from typing import Any
 from rpctui.errors import ExitCode, UserError
 from rpctui.hosts.base import Host, Spawned, agent_argv, agent_source, json_lines
 from rpctui.llama.build import (
-    BACKEND_CMAKE,
     BASE_CMAKE,
     BUILD_INFO_TEMPLATE,
     FLAVOURS,
     Flavour,
+    backend_cmake,
     build_key,
+    cuda_archs,
     sdist_path,
 )
 from rpctui.profile.schema import Node, Profile
@@ -129,11 +133,22 @@ def install_hint(info: Mapping[str, Any], missing: list[str],
     return "; ".join(hint)
 
 
+def node_flags(backend: str, info: Mapping[str, Any]) -> tuple[str, ...]:
+    """The backend's cmake flags for this node (for CUDA, its GPUs' architectures)."""
+    return backend_cmake(backend, info.get("compute_caps") or ())
+
+
+def node_key(flavour: Flavour, backend: str, info: Mapping[str, Any]) -> str:
+    return build_key(flavour, node_flags(backend, info))
+
+
 def node_class(info: Mapping[str, Any], backend: str) -> tuple[str, ...]:
     """Nodes whose binaries are interchangeable: one builds, the others get a copy."""
+    if backend != "cuda":
+        return (str(info.get("arch")), str(info.get("libc")), backend, "", "")
     driver = str(info.get("driver") or "").split(".")[0]
-    return (str(info.get("arch")), str(info.get("libc")), backend,
-            driver if backend == "cuda" else "")
+    archs = ";".join(cuda_archs(info.get("compute_caps") or ()))
+    return (str(info.get("arch")), str(info.get("libc")), backend, driver, archs)
 
 
 class Builder:
@@ -178,7 +193,7 @@ class Builder:
         for node, info in zip(nodes, infos, strict=True):
             flavour = FLAVOURS[str(node.build)]
             backend = backend_of(node, info)
-            key = build_key(flavour, BACKEND_CMAKE[backend])
+            key = node_key(flavour, backend, info)
             if key in (info.get("installed") or {}):
                 self.emit(ev.NodeBuilt(node=node.label, flavour=flavour.name, key=key,
                                        how="up to date", backend=backend,
@@ -199,17 +214,15 @@ class Builder:
         return ok and all(results)
 
     async def inspect(self, node: Node) -> dict[str, Any]:
-        flavour = FLAVOURS[str(node.build)]
-        keys = [build_key(flavour, flags) for flags in BACKEND_CMAKE.values()]
-        return (await self._agent(node, {"role": "inspect", "keys": keys,
-                                         "env": dict(node.env)}))[-1]
+        return (await self._agent(node, {"role": "inspect", "env": dict(node.env)}))[-1]
 
     async def _class(self, members: list[tuple[Node, str, dict[str, Any]]]) -> bool:
         """Build on the first node of a class, copy to the others."""
-        first, backend, _ = members[0]
+        first, backend, info = members[0]
         flavour = FLAVOURS[str(first.build)]
-        key = build_key(flavour, BACKEND_CMAKE[backend])
-        record = await self._build(first, flavour, backend, key)
+        flags = node_flags(backend, info)
+        key = build_key(flavour, flags)
+        record = await self._build(first, flavour, backend, flags, key)
         if record is None:
             return False
         ok = True
@@ -231,7 +244,7 @@ class Builder:
                                    message=f"{node_build_dir(node)}/{key}"))
         return ok
 
-    async def _build(self, node: Node, flavour: Flavour, backend: str,
+    async def _build(self, node: Node, flavour: Flavour, backend: str, flags: tuple[str, ...],
                      key: str) -> dict[str, Any] | None:
         start = time.monotonic()
         host = self.hosts[node.label]
@@ -242,7 +255,7 @@ class Builder:
             sdist = f"{node_build_dir(node).rstrip('/')}/sdist/{archive.name}"
             self.emit(ev.BuildProgress(node=node.label, message=f"sending {archive.name}"))
             await host.send_file(archive, sdist, 0, lambda _d: None)
-        cmake = [*BASE_CMAKE, *flavour.extra_cmake, *BACKEND_CMAKE[backend],
+        cmake = [*BASE_CMAKE, *flavour.extra_cmake, *flags,
                  f"-DLLAMA_BUILD_NUMBER={flavour.build_number}",
                  f"-DLLAMA_BUILD_COMMIT={flavour.build_commit}"]
         told = [0.0]
@@ -315,4 +328,4 @@ _CD = 'd="$0"; case "$d" in "~"*) d="$HOME${d#"~"}";; esac; mkdir -p "$d" && cd 
 
 def _record(record: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(record.get(k, ""))) for k in ("arch", "backend", "commit", "compiler",
-                                                        "libc", "number", "version"))
+                                                        "libc", "number", "protocol", "version"))

@@ -21,10 +21,10 @@ async def resolve_bin_dirs(node: Node, progress: Callable[[str, float | None], N
         return [node_bin_dir(node)]  # what `rpctui build PROFILE` installed there
     if node.build:
         from rpctui.engine.provision import backend_of
-        from rpctui.llama.build import BACKEND_CMAKE, ensure_build
+        from rpctui.llama.build import ensure_build, local_backend_cmake
 
         # this machine: the profile's backend, else its servers' devices (no drivers asked)
-        flags = BACKEND_CMAKE[backend_of(node, {})]
+        flags = local_backend_cmake(backend_of(node, {}))
         build = await asyncio.to_thread(ensure_build, node.build, flags, progress)
         return [str(build.bin_dir)]
     return []

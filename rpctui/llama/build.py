@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +134,41 @@ BACKEND_CMAKE: dict[str, tuple[str, ...]] = {
     "cpu": (), "cuda": ("-DGGML_CUDA=ON",), "vulkan": ("-DGGML_VULKAN=ON",),
     "rocm": ("-DGGML_HIP=ON",),
 }
+
+
+def cuda_archs(compute_caps: Iterable[str]) -> list[str]:
+    """CMake's names for GPUs of these compute capabilities ("9.0" -> "90", as nvidia-smi's
+    compute_cap prints them), sorted, once each; anything else is left out."""
+    archs = {c.strip().replace(".", "") for c in compute_caps
+             if re.fullmatch(r"\d+\.\d+", c.strip())}
+    return sorted(archs, key=int)
+
+
+def backend_cmake(backend: str, compute_caps: Iterable[str] = ()) -> tuple[str, ...]:
+    """The cmake flags of a build for ``backend``. A CUDA build is for the compute capabilities
+    of the GPUs it will run on, where they are known: with GGML_NATIVE off (builds are copied
+    between nodes), llama.cpp's own list compiles every kernel for eight architectures, and
+    JIT-compiles the PTX for a Hopper at its first load."""
+    flags = BACKEND_CMAKE[backend]
+    archs = cuda_archs(compute_caps)
+    if backend == "cuda" and archs:
+        flags += (f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(archs)}",)
+    return flags
+
+
+def local_compute_caps() -> list[str]:
+    """The compute capabilities of this machine's NVIDIA GPUs (none without nvidia-smi)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return out.split()
+
+
+def local_backend_cmake(backend: str) -> tuple[str, ...]:
+    """The flags of a build here for ``backend`` (for CUDA, this machine's GPUs)."""
+    return backend_cmake(backend, local_compute_caps() if backend == "cuda" else ())
 
 
 def vulkan_header_version(path: Path) -> tuple[int, int, int] | None:

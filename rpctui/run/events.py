@@ -673,6 +673,19 @@ class BuildProgress(Event):
 
 
 @dataclass(frozen=True)
+class CacheUsed(Event):
+    """After a job: what its load found in a server's tensor cache (-c)."""
+
+    node: str = ""
+    endpoint: str = ""
+    weights: int = 0  #: the planned weights the client sends it by hash first; -1: not known
+    found: int = 0  #: of those, found in the cache (the rest it sent whole); -1: not known
+    written: int = 0  #: files the load added to the cache (weights and, b6110/ik, activations)
+    written_bytes: int = 0
+    cache_bytes: int = 0  #: the cache folder's size after the job
+
+
+@dataclass(frozen=True)
 class NodeBuilt(Event):
     """`rpctui build PROFILE`: a node has its build (built there, copied, or there already)."""
 
@@ -681,7 +694,8 @@ class NodeBuilt(Event):
     key: str = ""
     how: str = ""  #: "built", "copied from NODE" or "up to date"
     backend: str = ""
-    #: what the build records (commit, number, backend, compiler, arch, libc, version)
+    #: what the build records (commit, number, backend, RPC protocol, compiler, arch, libc,
+    #: version)
     record: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0
     message: str = ""  #: where it is

@@ -2,11 +2,13 @@
 # Builds llama.cpp on the node from the pinned sdist rpctui sent there, by CONFIG["role"]:
 #   inspect: print one JSON object: the machine (architecture, C library, distribution), the
 #            build tools it has (cmake, ninja, make, a C++ compiler, ccache, and glslc / the
-#            Vulkan headers, nvcc, hipcc for GPU backends), its GPU driver, the free disk under
-#            CONFIG["build_dir"], and which of CONFIG["keys"] are installed there already.
+#            Vulkan headers, nvcc, hipcc for GPU backends), its GPU driver and the compute
+#            capabilities of its NVIDIA GPUs, the free disk under CONFIG["build_dir"], and the
+#            builds installed there already (each KEY folder's BUILD.json).
 #   build:   unpack CONFIG["sdist"] (once), configure with CONFIG["cmake"], build the targets
 #            with ninja (or make), printing {"step": [k, n]} as it goes, then install the
-#            binaries into BUILD_DIR/KEY/bin with BUILD.json and point BUILD_DIR/FLAVOUR at it.
+#            binaries into BUILD_DIR/KEY/bin with BUILD.json (what was built, and the RPC
+#            protocol its sources speak) and point BUILD_DIR/FLAVOUR at it.
 #            An interrupted build resumes: the source and the build tree stay under BUILD_DIR.
 #            CONFIG["env"] (the node's env in the profile) joins the build's environment, and
 #            the inspection's: tools are found on its PATH, Vulkan headers under VULKAN_SDK.
@@ -43,12 +45,20 @@ def os_release():
     return out
 
 
-def version_of(argv):
+def lines_of(argv):
     try:
         text = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return ""
-    return (text.strip().splitlines() or [""])[0]
+        return []
+    return text.strip().splitlines()
+
+
+def version_of(argv):
+    return (lines_of(argv) or [""])[0]
+
+
+#: where NVIDIA's installer puts nvcc, which a non-interactive SSH login's PATH leaves out
+CUDA_NVCC = "/usr/local/cuda/bin/nvcc"
 
 
 def node_env():
@@ -65,15 +75,20 @@ def inspect():
     tools = {name: shutil.which(name, path=env.get("PATH")) for name in
              ("cmake", "ninja", "make", "c++", "g++", "clang++", "cc", "ccache", "glslc",
               "nvcc", "hipcc", "nvidia-smi", "tar")}
-    if not tools["nvcc"] and os.path.isfile("/usr/local/cuda/bin/nvcc"):
-        tools["nvcc"] = "/usr/local/cuda/bin/nvcc"
-    driver = ""
+    if not tools["nvcc"] and os.path.isfile(CUDA_NVCC):
+        tools["nvcc"] = CUDA_NVCC
+    driver, caps = "", []
     if tools["nvidia-smi"]:
-        driver = version_of(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        driver = version_of([tools["nvidia-smi"], "--query-gpu=driver_version",
+                             "--format=csv,noheader"])
+        caps = lines_of([tools["nvidia-smi"], "--query-gpu=compute_cap", "--format=csv,noheader"])
     installed = {}
-    for key in cfg.get("keys", []):
+    for key in sorted(os.listdir(BUILD_DIR)) if os.path.isdir(BUILD_DIR) else []:
+        folder = os.path.join(BUILD_DIR, key)
+        if os.path.islink(folder):  # BUILD_DIR/FLAVOUR, the link to the one in use
+            continue
         try:
-            with open(os.path.join(BUILD_DIR, key, "BUILD.json")) as fh:
+            with open(os.path.join(folder, "BUILD.json")) as fh:
                 installed[key] = json.load(fh)
         except (OSError, ValueError):
             pass
@@ -91,14 +106,12 @@ def inspect():
          "vulkan_headers": os.path.isfile(os.path.join(include, "vulkan", "vulkan.h")),
          "vulkan_header_version": vulkan_header_version(
              os.path.join(include, "vulkan", "vulkan_core.h")),
-         "rocm": os.path.isdir("/opt/rocm"), "driver": driver,
+         "rocm": os.path.isdir("/opt/rocm"), "driver": driver, "compute_caps": caps,
          "free": st.f_bavail * st.f_frsize, "build_dir": BUILD_DIR, "installed": installed})
 
 
 def vulkan_header_version(path):
     """[major, minor, patch] of the Vulkan headers (VK_HEADER_VERSION_COMPLETE), or None."""
-    import re
-
     try:
         with open(path, errors="replace") as fh:
             text = fh.read()
@@ -173,6 +186,11 @@ def build():
     cmake = ["cmake", "-S", tree, "-B", build_tree, *generator, *cfg["cmake"]]
     if shutil.which("ccache", path=path):
         cmake += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
+        if cfg.get("backend") == "cuda":
+            cmake += ["-DCMAKE_CUDA_COMPILER_LAUNCHER=ccache"]
+    if (cfg.get("backend") == "cuda" and not env.get("CUDACXX")
+            and not shutil.which("nvcc", path=path) and os.path.isfile(CUDA_NVCC)):
+        env["CUDACXX"] = CUDA_NVCC  # where the inspection found it: off a login's PATH
     say({"status": "configuring"})
     log = os.path.join(logs, key + ".configure.log")
     with open(log, "w") as fh:
@@ -212,6 +230,7 @@ def build():
                 or shutil.which("clang++", path=path))
     record = {"flavour": flavour, "version": cfg["version"], "key": key,
               "commit": cfg["commit"], "number": cfg["number"], "backend": cfg["backend"],
+              "protocol": rpc_protocol(tree),
               "compiler": version_of([compiler, "--version"]) if compiler else "",
               "arch": platform.machine(), "libc": "-".join(platform.libc_ver()),
               "cmake": cfg["cmake"], "targets": cfg["targets"]}
@@ -221,6 +240,20 @@ def build():
     os.rename(tmp, out)
     link(flavour, key)
     say({"done": record})
+
+
+def rpc_protocol(tree):
+    """The RPC protocol the sources speak (ggml-rpc.h's major.minor.patch), or ""."""
+    parts = {}
+    try:
+        with open(os.path.join(tree, "ggml", "include", "ggml-rpc.h"), errors="replace") as fh:
+            for line in fh:
+                m = re.match(r"#define RPC_PROTO_(MAJOR|MINOR|PATCH)_VERSION\s+(\d+)", line)
+                if m:
+                    parts[m.group(1)] = m.group(2)
+    except OSError:
+        return ""
+    return ".".join(parts.get(k, "0") for k in ("MAJOR", "MINOR", "PATCH")) if parts else ""
 
 
 def link(flavour, key):

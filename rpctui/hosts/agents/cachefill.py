@@ -11,6 +11,9 @@
 # Wire formats, from the pinned sources: protocol 7 (current mainline: HELLO carries 24 bytes of
 # connection caps, SET_TENSOR a cache flag, FREE_BUFFER no reply) and 2/3 (b6110, ik_llama.cpp:
 # an empty HELLO, no flag, an empty reply to FREE_BUFFER; b6110 allocates without a device).
+# After a job, CONFIG["since_ns"] (the node's clock before the job, from a CONFIG["mark"] call,
+# which only prints {"now_ns": ...}) asks for the sizes of the files the load wrote: the
+# tensors it had to send, where the others were found in the cache.
 # CONFIG is prepended by the sender. Prints JSON lines: {"progress": [done, total]} and a
 # last {"filled": ..., "present": ..., ...} or {"error": ...}.
 import json
@@ -122,6 +125,8 @@ def main():
         key = ""
     known = manifest.setdefault(key, {}) if key else {}
     files = folder_files(folder)
+    since = cfg.get("since_ns")
+    written = sorted(size for mtime, size in files.values() if mtime >= since) if since else []
     present = [t for t in tensors if known.get(t[0]) in files
                and files[known[t[0]]][1] == t[3]]
     todo = [t for t in tensors if t not in present]
@@ -165,10 +170,10 @@ def main():
             send_file(sock, fh, offset, size)
             # the reply to GET_BASE comes after the server has written the cache file
             command(sock, GET_BASE, struct.pack("<Q", buffer), reply=8)
-            written = [(n, s) for n, (m, s) in folder_files(folder).items() if m >= before
-                       and s == size]
-            if len(written) == 1:
-                known[name] = written[0][0]
+            new = [(n, s) for n, (m, s) in folder_files(folder).items() if m >= before
+                   and s == size]
+            if len(new) == 1:
+                known[name] = new[0][0]
             sent += size
             say({"progress": [i + 1, len(todo)], "bytes": sent})
         command(sock, FREE, struct.pack("<Q", buffer), reply=None if proto >= 7 else 0)
@@ -183,10 +188,14 @@ def main():
     say({"filled": len(todo), "present": len(present), "bytes": sent,
          "seconds": round(time.monotonic() - start, 3), "cache_bytes": total,
          "pruned_bytes": removed, "unnamed": [t[0] for t in todo if t[0] not in known],
-         "over_limit": len(over)})
+         "over_limit": len(over), "written": written})
 
 
 try:
-    main()
+    if cfg.get("mark"):
+        os.makedirs(cfg["cache_dir"], exist_ok=True)
+        say({"now_ns": time.time_ns()})
+    else:
+        main()
 except (OSError, ValueError, MemoryError, ConnectionError) as exc:
     say({"error": f"{type(exc).__name__}: {exc}"})
