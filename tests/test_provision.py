@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_namespaces, recorded_events, rig_profile, rpctui
+from tests.conftest import (
+    ROOT,
+    needs_namespaces,
+    recorded_events,
+    rig_profile,
+    rpctui,
+    rpctui_env,
+)
 from tests.rig import Rig, node_toml
 
 pytestmark = [pytest.mark.rig, needs_namespaces]
@@ -334,6 +344,38 @@ def test_build_puts_one_llama_cpp_on_every_node(clean_rig: Rig, bins, model,
     assert checked.stderr.count("mainline build 0c1e570 (11312)") == 3
     again = rpctui(tmp_path, "build", str(same))
     assert again.returncode == 0 and again.stderr.count("mainline up to date") == 3, again.stderr
+
+
+@pytest.mark.timeout(1800)  # as the build test above
+def test_an_interrupted_build_resumes(clean_rig: Rig, model, tmp_path: Path) -> None:
+    """Ctrl-C while a node compiles: rpctui exits 130 and the node's compilers end with it
+    (nothing left running there); the next `rpctui build` does not unpack the sources again
+    and ninja goes on with the steps that were left."""
+    profile = build_profile(clean_rig, tmp_path / "p.toml", model, {}, count=1)
+    proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli.main", "build", str(profile)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=rpctui_env(tmp_path), cwd=ROOT)
+    assert proc.stderr is not None
+    total = 0
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        step = re.search(r"building mainline for cpu: step (\d+)/(\d+)", line)
+        if step and int(step.group(1)) < int(step.group(2)):
+            total = int(step.group(2))
+            break
+    assert total, "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(seen)
+    assert clean_rig.leftovers() == {}
+    assert not (tmp_path / "nodes" / "n1" / "mainline").exists()
+    again = rpctui(tmp_path, "build", str(profile), timeout=1800)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "unpacking the sources" in "".join(seen) and "unpacking" not in again.stderr
+    left = [int(n) for n in re.findall(r"for cpu: step \d+/(\d+)", again.stderr)]
+    assert left and max(left) < total, (total, again.stderr[-2000:])
+    assert "build n1: mainline built in" in again.stderr
 
 
 def test_build_names_the_packages_a_node_lacks(clean_rig: Rig, model, tmp_path: Path) -> None:
