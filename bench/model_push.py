@@ -1,7 +1,8 @@
-"""Model push throughput: `rpctui models push` against `scp` of the same file.
+"""Model push throughput: `rpctui models push` against `scp` (and `rsync` where installed)
+of the same file.
 
 One namespace node as the main node; a file of random bytes (SIZE_MIB, default 1024) on this
-machine as job.model_source. Each round removes the node's copy, then times scp, rpctui's
+machine as job.model_source. Each round removes the node's copy, then times scp, rsync, rpctui's
 direct TCP stream (transport "tcp") and rpctui over SFTP (transport "ssh"), rotated; prints
 the medians in MB/s and each against scp. rpctui's figure is the whole command: connect,
 hash check on the node, send, and the node hashing the copy (the local hash is cached).
@@ -12,6 +13,7 @@ hash check on the node, send, and the node hashing the copy (the local hash is c
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +48,9 @@ def main() -> None:
     node = rig.nodes[0]
     dest = str(work / "node" / "model.gguf")
     rates: dict[str, list[float]] = {"scp": [], "rpctui tcp": [], "rpctui sftp": []}
+    if shutil.which("rsync"):
+        rates["rsync"] = []
+    ssh = ["-i", str(rig.client_key), "-o", f"UserKnownHostsFile={rig.known_hosts}"]
     try:
         for transport in ("tcp", "ssh"):
             (work / f"{transport}.toml").write_text(profile(rig, source, dest, transport))
@@ -57,8 +62,10 @@ def main() -> None:
                 Path(dest).parent.mkdir(parents=True, exist_ok=True)
                 start = time.monotonic()
                 if name == "scp":
-                    subprocess.run(["scp", "-q", "-i", str(rig.client_key), "-o",
-                                    f"UserKnownHostsFile={rig.known_hosts}", str(source),
+                    subprocess.run(["scp", "-q", *ssh, str(source), f"root@{node.address}:{dest}"],
+                                   check=True)
+                elif name == "rsync":  # its -e is a command line: the paths here have no spaces
+                    subprocess.run(["rsync", "-q", "-e", " ".join(["ssh", *ssh]), str(source),
                                     f"root@{node.address}:{dest}"], check=True)
                 else:
                     toml = work / ("tcp.toml" if name.endswith("tcp") else "ssh.toml")

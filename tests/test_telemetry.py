@@ -72,7 +72,10 @@ def test_network_counters_see_traffic_sent_to_one_node(clean_rig: Rig) -> None:
         last = dict((n, rx) for n, rx, _ in samples[node][-1].net)
         return last["eth0"] - first["eth0"]
 
-    assert payload <= rx_delta("n2") <= payload * 1.05
+    # eth0 counts frames: 66 bytes of Ethernet, IP and TCP headers (with timestamps) per 1448
+    # of payload is 4.6 % already, and the samplers' own SSH sessions add theirs (a full suite
+    # beside it once made it 6.3 %)
+    assert payload <= rx_delta("n2") <= payload * 1.10
     assert rx_delta("n3") < 100_000
     # Every sample carries the node's memory; none of these nodes has a GPU.
     assert all(s.mem_total_mib and s.mem_available_mib for s in samples["n2"])
