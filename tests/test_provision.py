@@ -254,6 +254,39 @@ def test_a_filled_cache_makes_the_first_load_send_hashes(clean_rig: Rig, bins, t
     assert clean_rig.leftovers() == {}
 
 
+def test_servers_sharing_a_cache_folder_are_filled_and_reported_together(
+        clean_rig: Rig, bins, tmp_path: Path) -> None:
+    """Two cache_fill servers on one node with one cache folder (as two servers on a node have
+    by default): filled one after the other (at once, their fills raced on the folder's
+    manifest), and after the job one report for the folder, every weight found there."""
+    from rpctui.llama.tinymodel import ensure_model
+
+    wide = str(ensure_model("wide"))
+    folder = {"LLAMA_CACHE": str(tmp_path / "caches" / "n2")}
+    servers: list[dict[str, object]] = [
+        {"port": port, "threads": 1, "cache": True, "cache_fill": True, "env": folder}
+        for port in (50052, 50053)]
+    text = "\n".join([
+        'name = "shared-cache"', "",
+        node_toml(clean_rig, clean_rig.nodes[0], name="n1", main=True,
+                  bin_dir=bins["mainline"], servers=[]),
+        node_toml(clean_rig, clean_rig.nodes[1], name="n2", main=False,
+                  bin_dir=bins["mainline"], servers=servers),
+        f'[job]\nmodel = "{wide}"\nngl = 99\nprompt_tokens = [32]\ngen_tokens = [8]\n'
+        "repetitions = 1\n"])
+    (tmp_path / "p.toml").write_text(text)
+    run = rpctui(tmp_path, "run", str(tmp_path / "p.toml"), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    events = recorded_events(tmp_path)
+    filled = [e for e in events if e["type"] == "CacheFilled"]
+    assert len(filled) == 2 and sum(e["filled"] for e in filled) > 0
+    used = [e for e in events if e["type"] == "CacheUsed"]
+    address = clean_rig.nodes[1].address
+    assert [e["endpoint"] for e in used] == [f"{address}:50052, {address}:50053"], used
+    assert used[0]["found"] == used[0]["weights"] > 0 and used[0]["written"] == 0, used
+    assert f"cache {address}:50052, {address}:50053 on n2: the load found " in run.stderr
+
+
 def test_the_cache_is_kept_within_its_limit(clean_rig: Rig, bins, tmp_path: Path) -> None:
     """cache_limit_gib: old files are pruned first (oldest first), and what still would not
     fit is left for the load to send; the folder never passes the limit."""

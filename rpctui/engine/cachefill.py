@@ -13,7 +13,6 @@ for what it saves). Servers with cache_limit_gib are pruned to it first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from rpctui.hosts.base import Host
     from rpctui.llama.caps import Capabilities
     from rpctui.plan.plan import Plan
+    from rpctui.profile.schema import Job as JobSettings
     from rpctui.profile.schema import Profile
 
 
@@ -52,6 +52,7 @@ class Engine(Protocol):
 
     def emit(self, event: ev.Event) -> None: ...
     async def make_plan(self, experts_on: list[str] | None = None) -> Plan: ...
+    async def plan_for(self, job: JobSettings) -> Plan | None: ...
 
 _AGENT = Path(__file__).resolve().parent.parent / "hosts" / "agents" / "cachefill.py"
 #: llama.cpp sends a tensor's hash first only above this size (HASH_THRESHOLD, every flavour)
@@ -60,21 +61,24 @@ BANNER_WAIT_S = 5.0
 
 
 async def fill_caches(orch: Engine) -> None:
-    """Fill (and prune) every server that asks for it, nodes in parallel."""
+    """Fill (and prune) every server that asks for it: folders in parallel, the servers that
+    share one (the same node's, by default) one after the other."""
     wanted = [(n, s) for n, s in orch.profile.servers()
               if s.cache and (s.cache_fill or s.cache_limit_gib)]
     if not wanted:
         return
     plan = await orch.make_plan() if any(s.cache_fill for _, s in wanted) else None
-    jobs = []
-    for node, server in wanted:
-        tensors: list[list[Any]] = []
-        if plan is not None and server.cache_fill:
-            files = [str(p) for p in shards(orch.model)]
-            tensors = [[t.name, files[t.shard], t.data_start + t.offset, t.n_bytes]
-                       for t in _cached(orch, plan, node, server)]
-        jobs.append(_fill(orch, node, server, tensors))
-    await asyncio.gather(*jobs)
+
+    async def fill(members: list[tuple[Node, Server]]) -> None:
+        for node, server in members:
+            tensors: list[list[Any]] = []
+            if plan is not None and server.cache_fill:
+                files = [str(p) for p in shards(orch.model)]
+                tensors = [[t.name, files[t.shard], t.data_start + t.offset, t.n_bytes]
+                           for t in _cached(orch, plan, node, server)]
+            await _fill(orch, node, server, tensors)
+
+    await asyncio.gather(*(fill(members) for members in (await _folders(orch, wanted)).values()))
     # A reading now: the fill's bytes (the node's loopback, the server's port) stay out of
     # the load that the job's first reading starts counting from.
     await asyncio.gather(*(sampler.fresh_reading() for sampler in orch.samplers.values()))
@@ -89,51 +93,75 @@ def _cached(orch: Engine, plan: Plan, node: Node, server: Server) -> list[Any]:
             if t.n_bytes > HASH_THRESHOLD]
 
 
+async def _cache_dir(orch: Engine, node: Node, server: Server) -> str:
+    """The server's cache folder, as its banner says."""
+    ep = endpoint(node, server)
+    watch = orch.watches[ep]
+    for _ in range(int(BANNER_WAIT_S / 0.05)):
+        if watch.cache_dir:
+            return watch.cache_dir
+        await asyncio.sleep(0.05)
+    raise UserError(f"server {ep} on {node.label} did not say where its tensor cache is",
+                    "check that this build's rpc-server has -c (cache = true)", ExitCode.FAILED)
+
+
+async def _folders(orch: Engine, servers: list[tuple[Node, Server]]
+                   ) -> dict[tuple[str, str], list[tuple[Node, Server]]]:
+    """The servers by cache folder: (node, folder) -> the servers writing there."""
+    out: dict[tuple[str, str], list[tuple[Node, Server]]] = {}
+    for node, server in servers:
+        out.setdefault((node.label, await _cache_dir(orch, node, server)), []).append(
+            (node, server))
+    return out
+
+
 def _cache_servers(orch: Engine) -> list[tuple[Node, Server]]:
     return [(n, s) for n, s in orch.profile.servers()
             if s.cache and endpoint(n, s) in orch.watches]
 
 
-async def cache_marks(orch: Engine) -> dict[str, int]:
-    """Before a job: each cache server's node clock (files newer than it are the load's)."""
-    servers = _cache_servers(orch)
-    marks = await asyncio.gather(*(_agent(orch, n, s, {"mark": True}) for n, s in servers))
-    return {endpoint(n, s): int(m["now_ns"]) for (n, s), m in zip(servers, marks, strict=True)}
+async def cache_marks(orch: Engine) -> dict[tuple[str, str], int]:
+    """Before a job: each cache folder's node clock (files newer than it are the load's)."""
+    folders = await _folders(orch, _cache_servers(orch))
+    marks = await asyncio.gather(*(_agent(orch, *members[0], {"mark": True})
+                                   for members in folders.values()))
+    return {key: int(m["now_ns"]) for key, m in zip(folders, marks, strict=True)}
 
 
-async def after_job(orch: Engine, marks: Mapping[str, int], planned: bool = True) -> None:
-    """After a job: how much of each cache server's load came from its cache (the weights it
-    did not have to receive, against the plan's; ``planned`` is False where the plan does not
-    describe the job, a sweep's), and each limited cache brought back within its
+async def after_job(orch: Engine, marks: Mapping[tuple[str, str], int],
+                    job: JobSettings | None) -> None:
+    """After a job: how much of each cache folder's load came from it (the weights its
+    servers did not have to receive, against the plan for ``job``, the step's settings; None
+    where no plan describes the step), and each limited cache brought back within its
     cache_limit_gib (the load cached what the fill left out)."""
-    servers = _cache_servers(orch)
-    if not servers:
+    folders = await _folders(orch, _cache_servers(orch))
+    if not folders:
         return
-    plan = None
-    if planned:
-        with contextlib.suppress(UserError):
-            plan = await orch.make_plan()
-    await asyncio.gather(*(
-        _fill(orch, n, s, [], after_job=True, since=marks.get(endpoint(n, s)),
-              weights=[t.n_bytes for t in _cached(orch, plan, n, s)] if plan else None)
-        for n, s in servers))
+    plan = await orch.plan_for(job) if job is not None else None
+
+    async def report(key: tuple[str, str], members: list[tuple[Node, Server]]) -> None:
+        first = None
+        for node, server in members:  # one at a time: they share the folder
+            result = await _fill(orch, node, server, [], after_job=True,
+                                 since=marks.get(key) if first is None else None)
+            first = first or result
+        if first is None or key not in marks:
+            return
+        weights = ([t.n_bytes for n, s in members for t in _cached(orch, plan, n, s)]
+                   if plan is not None else None)
+        orch.emit(_used(members[0][0], ", ".join(endpoint(n, s) for n, s in members), first,
+                        weights))
+
+    await asyncio.gather(*(report(key, members) for key, members in folders.items()))
 
 
 async def _agent(orch: Engine, node: Node, server: Server,
                  config: Mapping[str, Any]) -> dict[str, Any]:
     """Run the cache agent for this server; its last answer."""
     ep = endpoint(node, server)
-    watch = orch.watches[ep]
-    for _ in range(int(BANNER_WAIT_S / 0.05)):
-        if watch.cache_dir:
-            break
-        await asyncio.sleep(0.05)
-    if not watch.cache_dir:
-        raise UserError(f"server {ep} on {node.label} did not say where its tensor cache is",
-                        "check that this build's rpc-server has -c (cache = true)",
-                        ExitCode.FAILED)
+    cache_dir = await _cache_dir(orch, node, server)
     host = orch.hosts[node.label]
-    source = agent_source(_AGENT, {"cache_dir": watch.cache_dir, **config})
+    source = agent_source(_AGENT, {"cache_dir": cache_dir, **config})
     spawned = await host.spawn(agent_argv(node.python, source, "rpctui-cachefill"),
                                launched=False)
     await spawned.write(source)
@@ -153,8 +181,7 @@ async def _agent(orch: Engine, node: Node, server: Server,
 
 
 async def _fill(orch: Engine, node: Node, server: Server, tensors: list[list[Any]],
-                after_job: bool = False, since: int | None = None,
-                weights: list[int] | None = None) -> None:
+                after_job: bool = False, since: int | None = None) -> dict[str, Any]:
     ep = endpoint(node, server)
     protocol = orch.caps[node.label].protocol or "0"
     major = int(protocol.split(".")[0]) if protocol.split(".")[0].isdigit() else 0
@@ -167,11 +194,8 @@ async def _fill(orch: Engine, node: Node, server: Server, tensors: list[list[Any
         "tensors": tensors, "host": address, "port": server.port, "protocol": major,
         "limit": int(server.cache_limit_gib * 2**30) if server.cache_limit_gib else None,
         "since_ns": since})
-    cache_dir = orch.watches[ep].cache_dir
-    if after_job and since is not None:
-        orch.emit(_used(node, ep, result, weights))
     if after_job and not server.cache_limit_gib:
-        return
+        return result
     unnamed = result.get("unnamed") or []
     note = (f"; {len(unnamed)} tensors were sent but no cache file appeared for them"
             if unnamed else "")
@@ -184,12 +208,13 @@ async def _fill(orch: Engine, node: Node, server: Server, tensors: list[list[Any
                              cache_bytes=int(result["cache_bytes"]),
                              pruned_bytes=int(result.get("pruned_bytes") or 0),
                              message=("after the job: " if after_job else "")
-                             + f"cache {cache_dir}{note}"))
+                             + f"cache {orch.watches[ep].cache_dir}{note}"))
+    return result
 
 
 def _used(node: Node, ep: str, result: Mapping[str, Any],
           weights: list[int] | None) -> ev.CacheUsed:
-    """What a load found in a server's cache: each weight it was to send by hash that it had
+    """What a load found in a cache folder: each weight it was to send by hash that it had
     to send whole left a file of its size; files of other sizes are not weights (b6110 and ik
     also cache activations above the threshold)."""
     written = [int(size) for size in result.get("written") or []]

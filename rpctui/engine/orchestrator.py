@@ -326,12 +326,18 @@ class Orchestrator:
         if job == self.planned_job or self.monitor is None or self.monitor.plan is None:
             return
         self.planned_job = job
+        plan = await self.plan_for(job)
+        if plan is not None:
+            self._emit_plan(plan)
+
+    async def plan_for(self, job: JobSettings) -> Plan | None:
+        """The plan of the profile with these job settings (a sweep's step), or None where
+        it cannot be made."""
         try:
-            plan = make_plan(dataclasses.replace(self.profile, job=job), self.caps,
+            return make_plan(dataclasses.replace(self.profile, job=job), self.caps,
                              await self.model_header())
-        except (OSError, ValueError, KeyError):
-            return
-        self._emit_plan(plan)
+        except (OSError, ValueError, KeyError, UserError):
+            return None
 
     def _make_monitor(self) -> Monitor:
         endpoints: dict[str, str] = {}
@@ -538,11 +544,12 @@ class Orchestrator:
                 if any(getattr(s, k) != v for _, s in self.profile.servers()
                        for k, v in setup.servers.items()):
                     await self.restart_servers(setup.servers)
-                marks = await cache_marks(self)
+                marks = await cache_marks(self) if n else {}
                 rc = await self.run_job(step, n, setup)
                 await self.settle()
-                # the plan describes a sweep's steps only where there is one
-                await after_job(self, marks, planned=len(steps) == 1)
+                if n:  # the plan knows every server's weights; a step over fewer, not
+                    await after_job(self, marks, setup.job if n == len(self.profile.servers())
+                                    else None)
                 if rc != 0 and n == 0 and len(steps) > 1:
                     # The local baseline: a model too big for the main node alone is why one
                     # uses RPC. The steps with servers still run, without ratios.

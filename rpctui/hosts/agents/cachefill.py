@@ -180,10 +180,11 @@ def main():
         sock.close()
         for fh in handles.values():
             fh.close()
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(manifest, fh)
-    os.replace(tmp, path)
+    if tensors:  # what this fill learnt; a look after a job has nothing to add
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(manifest, fh)
+        os.replace(tmp, path)
     total = sum(size for _, size in folder_files(folder).values())
     say({"filled": len(todo), "present": len(present), "bytes": sent,
          "seconds": round(time.monotonic() - start, 3), "cache_bytes": total,
