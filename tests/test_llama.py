@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rpctui.engine.probe import probe_argv, probe_script
-from rpctui.engine.provision import node_class, node_key
+from rpctui.engine.provision import HIP_TOO_OLD, install_hint, missing_tools, node_class, node_key
 from rpctui.errors import UserError
 from rpctui.hosts.local import LocalHost
 from rpctui.llama import argv as largv
@@ -187,3 +187,20 @@ def test_cuda_builds_are_for_the_nodes_gpus() -> None:
     assert node_key(mainline, "cuda", h200) != node_key(mainline, "cuda", ampere)
     assert node_class(h200, "vulkan") == node_class(ampere, "vulkan")
     assert node_key(mainline, "vulkan", h200) == node_key(mainline, "vulkan", ampere)
+
+
+def test_rocm_older_than_a_flavour_needs_is_named() -> None:
+    """A node with hipcc, hipBLAS and rocBLAS of ROCm 5.2 (Debian 12's hipcc is 5.2.3): mainline
+    needs 6.1 (its ggml-hip CMakeLists stops below it), b6110 5.5, ik names none."""
+    info = {"os": "debian", "os_name": "Debian GNU/Linux 12 (bookworm)", "rocm_path": "/usr",
+            "tools": {"cmake": "/usr/bin/cmake", "ninja": "/usr/bin/ninja", "c++": "/usr/bin/c++",
+                      "hipcc": "/usr/bin/hipcc"},
+            "hip_libs": {"hipblas": True, "rocblas": True}, "hip_version": [5, 2]}
+    assert missing_tools(info, "rocm", FLAVOURS["mainline"]) == [HIP_TOO_OLD]
+    assert missing_tools(info, "rocm", FLAVOURS["b6110"]) == [HIP_TOO_OLD]
+    assert missing_tools(info, "rocm", FLAVOURS["ik"]) == []
+    hint = install_hint(info, [HIP_TOO_OLD], FLAVOURS["mainline"])
+    assert hint.startswith("mainline needs ROCm/HIP 6.1 or newer and the node has 5.2 (in /usr)")
+    assert "sudo" not in hint  # nothing in Debian 12 brings it
+    newer = {**info, "hip_version": [6, 4]}
+    assert missing_tools(newer, "rocm", FLAVOURS["mainline"]) == []

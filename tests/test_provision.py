@@ -429,6 +429,21 @@ def test_build_names_the_packages_a_node_lacks(clean_rig: Rig, model, tmp_path: 
     assert not (tmp_path / "nodes" / "n1" / "sdist").exists()
 
 
+def test_rocm_build_names_hip_and_its_libraries(clean_rig: Rig, model, tmp_path: Path) -> None:
+    """No ROCm here: a node asked to build for rocm stops before anything is sent, naming what
+    llama.cpp's HIP build needs (hipcc, and the hipBLAS and rocBLAS its CMakeLists require) and
+    the packages that bring them. (No AMD GPU is in reach: the build itself is not run.)"""
+    profile = build_profile(clean_rig, tmp_path / "p.toml", model, {}, count=1)
+    profile.write_text(profile.read_text().replace('build = "mainline"',
+                                                   'build = "mainline"\nbackend = "rocm"'))
+    result = rpctui(tmp_path, "build", str(profile))
+    assert result.returncode == 1, result.stderr
+    assert "node n1 cannot build llama.cpp for rocm: it has no hipcc, hipblas, rocblas" \
+        in result.stderr, result.stderr
+    assert "sudo apt-get install hipcc libhipblas-dev librocblas-dev" in result.stderr
+    assert not (tmp_path / "nodes" / "n1" / "sdist").exists()
+
+
 # -- doctor ---------------------------------------------------------------------------------
 
 

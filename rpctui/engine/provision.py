@@ -46,12 +46,15 @@ DEFAULT_BUILD_DIR = "~/.cache/rpctui/llama"
 #: what to install, by distribution family, for a missing tool
 PACKAGES: dict[str, dict[str, str]] = {
     "debian": {"cmake": "cmake", "ninja": "ninja-build", "c++": "g++", "glslc": "glslc",
-               "vulkan": "libvulkan-dev", "nvcc": "nvidia-cuda-toolkit", "hipcc": "hipcc"},
+               "vulkan": "libvulkan-dev", "nvcc": "nvidia-cuda-toolkit", "hipcc": "hipcc",
+               "hipblas": "libhipblas-dev", "rocblas": "librocblas-dev"},
     "fedora": {"cmake": "cmake", "ninja": "ninja-build", "c++": "gcc-c++", "glslc": "glslc",
                "vulkan": "vulkan-loader-devel", "nvcc": "cuda-toolkit (NVIDIA's repository)",
-               "hipcc": "rocm-hip-devel"},
+               "hipcc": "rocm-hip-devel", "hipblas": "hipblas-devel",
+               "rocblas": "rocblas-devel"},
     "arch": {"cmake": "cmake", "ninja": "ninja", "c++": "gcc", "glslc": "shaderc",
-             "vulkan": "vulkan-headers", "nvcc": "cuda", "hipcc": "rocm-hip-sdk"},
+             "vulkan": "vulkan-headers", "nvcc": "cuda", "hipcc": "rocm-hip-sdk",
+             "hipblas": "hipblas", "rocblas": "rocblas"},
 }
 _INSTALL = {"debian": "apt-get install", "fedora": "dnf install", "arch": "pacman -S"}
 
@@ -88,8 +91,9 @@ def backend_of(node: Node, info: Mapping[str, Any]) -> str:
     return "cpu"
 
 
-#: a missing tool that is a version of one, shown and installed in words
+#: missing tools that are a version of one, shown and installed in words
 VULKAN_TOO_OLD = "newer Vulkan headers"
+HIP_TOO_OLD = "a newer ROCm"
 
 
 def missing_tools(info: Mapping[str, Any], backend: str,
@@ -110,8 +114,15 @@ def missing_tools(info: Mapping[str, Any], backend: str,
         elif flavour is not None and flavour.vulkan_headers and tuple(
                 info.get("vulkan_header_version") or (0, 0, 0)) < flavour.vulkan_headers:
             missing.append(VULKAN_TOO_OLD)
-    if backend == "rocm" and not tools.get("hipcc"):
-        missing.append("hipcc")
+    if backend == "rocm":
+        if not tools.get("hipcc"):
+            missing.append("hipcc")
+        libs = info.get("hip_libs") or {}
+        missing += [name for name in ("hipblas", "rocblas") if not libs.get(name)]
+        have = info.get("hip_version")
+        if (have and flavour is not None and flavour.hip_version
+                and tuple(have) < flavour.hip_version):
+            missing.append(HIP_TOO_OLD)
     return missing
 
 
@@ -120,7 +131,7 @@ def install_hint(info: Mapping[str, Any], missing: list[str],
     family = _family(info)
     hint = []
     packages = " ".join(dict.fromkeys(PACKAGES[family][m] for m in missing
-                                      if m != VULKAN_TOO_OLD))
+                                      if m not in (VULKAN_TOO_OLD, HIP_TOO_OLD)))
     if packages:
         hint.append(f"install them ({info.get('os_name') or family}): sudo "
                     f"{_INSTALL[family]} {packages}")
@@ -130,6 +141,13 @@ def install_hint(info: Mapping[str, Any], missing: list[str],
         hint.append(f"{flavour.name} needs Vulkan headers {need} or newer and the node has "
                     f"{has}: install a newer libvulkan-dev (Debian 13's; on Debian 12 or "
                     f"Ubuntu 22.04, LunarG's Vulkan SDK) or build for another backend")
+    if HIP_TOO_OLD in missing and flavour is not None and flavour.hip_version:
+        has = ".".join(str(v) for v in info.get("hip_version") or ())
+        need = ".".join(str(v) for v in flavour.hip_version)
+        hint.append(f"{flavour.name} needs ROCm/HIP {need} or newer and the node has {has} "
+                    f"(in {info.get('rocm_path')}): install AMD's ROCm {need} or later and "
+                    f"set ROCM_PATH in the node's env if it is not in /opt/rocm, or build for "
+                    f"vulkan")
     return "; ".join(hint)
 
 
@@ -144,6 +162,10 @@ def node_key(flavour: Flavour, backend: str, info: Mapping[str, Any]) -> str:
 
 def node_class(info: Mapping[str, Any], backend: str) -> tuple[str, ...]:
     """Nodes whose binaries are interchangeable: one builds, the others get a copy."""
+    if backend == "rocm":  # built for the node's own GPUs (llama.cpp's default for HIP)
+        return (str(info.get("arch")), str(info.get("libc")), backend,
+                ".".join(str(v) for v in info.get("hip_version") or ()),
+                ";".join(info.get("gfx_targets") or ()))
     if backend != "cuda":
         return (str(info.get("arch")), str(info.get("libc")), backend, "", "")
     driver = str(info.get("driver") or "").split(".")[0]

@@ -42,6 +42,8 @@ class Flavour:
     extra_cmake: tuple[str, ...] = field(default=())
     #: the oldest Vulkan headers a -DGGML_VULKAN=ON build compiles against (None: not known)
     vulkan_headers: tuple[int, int, int] | None = None
+    #: the oldest ROCm/HIP a -DGGML_HIP=ON build configures with (its CMakeLists' FATAL_ERROR)
+    hip_version: tuple[int, int] | None = None
 
     @property
     def sdist_stem(self) -> str:
@@ -64,6 +66,7 @@ FLAVOURS: dict[str, Flavour] = {
             # ggml-vulkan.cpp needs VK_EXT_layer_settings (vk::LayerSettingsCreateInfoEXT),
             # new in 1.3.261: Debian 12's 1.3.239 fails to compile it (seen here)
             vulkan_headers=(1, 3, 261),
+            hip_version=(6, 1),  # ggml-hip/CMakeLists.txt: "At least ROCM/HIP V6.1 is required"
         ),
         Flavour(
             name="b6110",
@@ -74,6 +77,7 @@ FLAVOURS: dict[str, Flavour] = {
             build_number=6110,
             build_commit="9a963895",
             description="seed-era mainline llama.cpp b6110 (RPC protocol 2)",
+            hip_version=(5, 5),  # "At least ROCM/HIP V5.5 is required"
         ),
         Flavour(
             name="ik",

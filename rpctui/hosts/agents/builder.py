@@ -3,8 +3,9 @@
 #   inspect: print one JSON object: the machine (architecture, C library, distribution), the
 #            build tools it has (cmake, ninja, make, a C++ compiler, ccache, and glslc / the
 #            Vulkan headers, nvcc, hipcc for GPU backends), its GPU driver and the compute
-#            capabilities of its NVIDIA GPUs, the free disk under CONFIG["build_dir"], and the
-#            builds installed there already (each KEY folder's BUILD.json).
+#            capabilities of its NVIDIA GPUs, its ROCm (version, hipBLAS and rocBLAS, the AMD
+#            GPUs' targets), the free disk under CONFIG["build_dir"], and the builds
+#            installed there already (each KEY folder's BUILD.json).
 #   build:   unpack CONFIG["sdist"] (once), configure with CONFIG["cmake"], build the targets
 #            with ninja (or make), printing {"step": [k, n]} as it goes, then install the
 #            binaries into BUILD_DIR/KEY/bin with BUILD.json (what was built, and the RPC
@@ -74,7 +75,7 @@ def inspect():
     env = node_env()
     tools = {name: shutil.which(name, path=env.get("PATH")) for name in
              ("cmake", "ninja", "make", "c++", "g++", "clang++", "cc", "ccache", "glslc",
-              "nvcc", "hipcc", "nvidia-smi", "tar")}
+              "nvcc", "hipcc", "hipconfig", "nvidia-smi", "tar")}
     if not tools["nvcc"] and os.path.isfile(CUDA_NVCC):
         tools["nvcc"] = CUDA_NVCC
     driver, caps = "", []
@@ -106,8 +107,44 @@ def inspect():
          "vulkan_headers": os.path.isfile(os.path.join(include, "vulkan", "vulkan.h")),
          "vulkan_header_version": vulkan_header_version(
              os.path.join(include, "vulkan", "vulkan_core.h")),
-         "rocm": os.path.isdir("/opt/rocm"), "driver": driver, "compute_caps": caps,
+         "rocm": os.path.isdir("/opt/rocm"), **hip(env, tools),
+         "driver": driver, "compute_caps": caps,
          "free": st.f_bavail * st.f_frsize, "build_dir": BUILD_DIR, "installed": installed})
+
+
+def hip(env, tools):
+    """ROCm as llama.cpp's HIP build finds it (ROCM_PATH, else /opt/rocm, else /usr): its
+    version, whether hipBLAS and rocBLAS's CMake packages are there, and the GPUs' targets
+    (gfx_target_version, from the kernel's KFD topology: no ROCm needed to read it)."""
+    root = env.get("ROCM_PATH") if os.path.isdir(env.get("ROCM_PATH") or "/nonexistent") else (
+        "/opt/rocm" if os.path.isdir("/opt/rocm") else "/usr")
+    version = ""
+    if tools.get("hipconfig"):
+        version = version_of([tools["hipconfig"], "--version"])
+    if not version:
+        try:
+            with open(os.path.join(root, ".info", "version")) as fh:
+                version = fh.read().strip()
+        except OSError:
+            pass
+    m = re.match(r"(\d+)\.(\d+)", version)
+    libs = [os.path.join(root, sub, "cmake") for sub in
+            ("lib", "lib64", f"lib/{platform.machine()}-linux-gnu")]
+    targets = []
+    topology = "/sys/class/kfd/kfd/topology/nodes"
+    for node in sorted(os.listdir(topology)) if os.path.isdir(topology) else []:
+        try:
+            with open(os.path.join(topology, node, "properties")) as fh:
+                for line in fh:
+                    key, _, value = line.partition(" ")
+                    if key == "gfx_target_version" and value.strip() not in ("", "0"):
+                        targets.append(value.strip())
+        except OSError:
+            pass
+    return {"rocm_path": root, "hip_version": [int(m.group(1)), int(m.group(2))] if m else None,
+            "hip_libs": {name: any(os.path.isdir(os.path.join(d, name)) for d in libs)
+                         for name in ("hipblas", "rocblas")},
+            "gfx_targets": sorted(set(targets))}
 
 
 def vulkan_header_version(path):
@@ -188,6 +225,11 @@ def build():
         cmake += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
         if cfg.get("backend") == "cuda":
             cmake += ["-DCMAKE_CUDA_COMPILER_LAUNCHER=ccache"]
+    hipconfig = shutil.which("hipconfig", path=path)
+    if cfg.get("backend") == "rocm" and hipconfig and not env.get("HIPCXX"):
+        # as llama.cpp's build docs run it: HIPCXX="$(hipconfig -l)/clang" HIP_PATH=...
+        env["HIPCXX"] = os.path.join(version_of([hipconfig, "-l"]), "clang")
+        env.setdefault("HIP_PATH", version_of([hipconfig, "-R"]))
     if (cfg.get("backend") == "cuda" and not env.get("CUDACXX")
             and not shutil.which("nvcc", path=path) and os.path.isfile(CUDA_NVCC)):
         env["CUDACXX"] = CUDA_NVCC  # where the inspection found it: off a login's PATH
