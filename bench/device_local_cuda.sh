@@ -5,12 +5,7 @@
 # the run finds that same build. Carry .dev2 (see bench/device_node_build.sh).
 #     bash bench/device_local_cuda.sh
 set -uo pipefail
-out="${OUT:-/tmp/out}"; mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .dev2/whl/*.whl 2>/dev/null
-export PYTHONPATH="/tmp/site:$PWD" XDG_CACHE_HOME=/tmp/xdg XDG_DATA_HOME=/tmp/data PYTHONUNBUFFERED=1
-mkdir -p /tmp/xdg/rpctui/sdist /tmp/xdg/rpctui/src/x
-cp .dev2/llama_cpp_python-0.3.36.tar.gz /tmp/xdg/rpctui/sdist/
-cp -r .dev2/cache/src/x/* /tmp/xdg/rpctui/src/x/
+source bench/device_dev2.sh
 nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader | tee "$out/gpu.txt"
 t=$(date +%s)
 python3 -m rpctui.cli.main build mainline --backend cuda 2>&1 | tail -2 | tee "$out/build.txt"

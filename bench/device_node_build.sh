@@ -10,15 +10,10 @@
 # openssh debs, whl/: asyncssh and cryptography for Python 3.12, and a slim sdist of the
 # mainline tree that rpctui sends to the node).
 set -uo pipefail
-out="${OUT:-/tmp/out}"; mkdir -p "$out"
+source bench/device_dev2.sh
 for f in .dev2/deb/*.deb; do dpkg -x "$f" /tmp/vk; done
 for f in .dev2/gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 for f in .dev2/ssh/*.deb; do dpkg -x "$f" /tmp/ssh; done
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .dev2/whl/*.whl 2>/dev/null
-export PYTHONPATH="/tmp/site:$PWD" XDG_CACHE_HOME=/tmp/xdg XDG_DATA_HOME=/tmp/data PYTHONUNBUFFERED=1
-mkdir -p /tmp/xdg/rpctui/sdist /tmp/xdg/rpctui/src/x
-cp .dev2/llama_cpp_python-0.3.36.tar.gz /tmp/xdg/rpctui/sdist/
-cp -r .dev2/cache/src/x/* /tmp/xdg/rpctui/src/x/
 # sshd on loopback, root's key
 mkdir -p /run/sshd /root/.ssh && chmod 700 /root/.ssh
 grep -q '^sshd:' /etc/passwd || echo 'sshd:x:74:65534::/run/sshd:/usr/sbin/nologin' >> /etc/passwd
