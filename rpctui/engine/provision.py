@@ -6,12 +6,12 @@ the profile, else what its servers' devices and its drivers say: CUDA, Vulkan, R
 into its ``build_dir`` (default ``~/.cache/rpctui/llama`` there), with the same cmake flags as
 rpctui's own build, so the build key (flavour, version, flags) means one thing everywhere.
 A CUDA build is for the compute capabilities of the node's GPUs (``-DCMAKE_CUDA_ARCHITECTURES``,
-part of the key), not for llama.cpp's list of eight architectures.
-Nodes that match (architecture, C library, backend, driver major, GPU architectures) form a
-class: the first
-builds, the others get its binaries copied (a tar stream through this machine). A node that
-has the key installed is left alone; an interrupted build resumes from its build tree. A node
-that lacks a tool fails with the packages to install for its distribution. The run then finds
+part of the key), not for llama.cpp's own list of seven or more architectures. Nodes that
+match (architecture, C library, backend, driver major, GPU architectures) form a class: the
+first builds, the others get its binaries copied (a tar stream through this machine). A
+node that has the key installed is left alone; an interrupted build resumes from its build
+tree. A node that lacks a tool fails with the packages to install for its distribution
+(ROCm: hipcc, hipBLAS, rocBLAS, and the flavour's minimum version). The run then finds
 the binaries at ``BUILD_DIR/FLAVOUR/bin`` (a link to the key), and `check` compares what every
 node's binaries report.
 """

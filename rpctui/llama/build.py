@@ -151,8 +151,8 @@ def cuda_archs(compute_caps: Iterable[str]) -> list[str]:
 def backend_cmake(backend: str, compute_caps: Iterable[str] = ()) -> tuple[str, ...]:
     """The cmake flags of a build for ``backend``. A CUDA build is for the compute capabilities
     of the GPUs it will run on, where they are known: with GGML_NATIVE off (builds are copied
-    between nodes), llama.cpp's own list compiles every kernel for eight architectures, and
-    JIT-compiles the PTX for a Hopper at its first load."""
+    between nodes), llama.cpp's own list compiles every kernel for seven or more architectures
+    (on the H200: step 118 of 364 after 530 s, against the whole build for sm_90 in 245 s)."""
     flags = BACKEND_CMAKE[backend]
     archs = cuda_archs(compute_caps)
     if backend == "cuda" and archs:
