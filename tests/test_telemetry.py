@@ -168,6 +168,10 @@ def test_warm_tensor_cache_moves_less_and_still_finishes(clean_rig: Rig, bins, m
     cached = [dict(e["cache"]).get(last) for e in runs[1] if e["type"] == "NodeSample"]
     assert any(c and c > 10 * MIB for c in cached), "the cache directory was not sampled"
     assert any(f.stat().st_size > 10 * MIB for f in cache.rglob("*") if f.is_file())
+    # Each run's report of what the load found there: nothing, then the output tensor.
+    found = [[(e["found"], e["weights"]) for e in events if e["type"] == "CacheUsed"
+              and e["endpoint"] == last] for events in runs]
+    assert found == [[(0, 1)], [(1, 1)]], found
     # The run database says which run found the cache cold and which found it warm.
     import sqlite3
 

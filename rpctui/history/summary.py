@@ -118,17 +118,26 @@ def summarize(events: list[ev.Event], recording: str = "",
     loads: dict[str, list[ev.LoadFinished]] = {}
     for lf in state.loads_finished:
         loads.setdefault(lf.endpoint, []).append(lf)
+    used: dict[str, ev.CacheUsed] = {}  # each folder's first report: the first job's load
+    for e in events:
+        if isinstance(e, ev.CacheUsed) and e.weights > 0:
+            for ep in e.endpoint.split(", "):
+                used.setdefault(ep, e)
     for endpoint, server in state.servers.items():
         argv = argvs.get(endpoint, ())
         flags = server_flags(argv)
         done = loads.get(server.endpoint, []) or loads.get(endpoint, [])
         cache_state = None
         first = min(done, key=lambda lf: lf.step) if done else None
-        if flags["cache"] and first is not None and first.expected_bytes:
-            # Warm: the first load moved clearly less than the model bytes the server holds,
-            # the rest coming from its cache (a cold load moves them all, plus the protocol's
-            # overhead). Sampling the cache directory instead would need a sample before the
-            # server's first load, which the sampler does not take.
+        report = used.get(server.endpoint) or used.get(endpoint)
+        if flags["cache"] and report is not None:
+            # what the load found in the cache, by the weights it sent by hash
+            cache_state = ("warm" if report.found == report.weights else
+                           "cold" if report.found == 0 else "partly warm")
+        elif flags["cache"] and first is not None and first.expected_bytes:
+            # Recordings from before the reports: warm when the first load moved clearly less
+            # than the model bytes the server holds, the rest coming from its cache (a cold
+            # load moves them all, plus the protocol's overhead).
             cache_state = "warm" if first.moved_bytes < 0.9 * first.expected_bytes else "cold"
         rec.servers.append({"endpoint": endpoint, "node": server.node, "argv": list(argv),
                             **flags, "cache_state": cache_state, "exposed": int(server.exposed),
