@@ -180,7 +180,10 @@ def test_port_already_taken(clean_rig: Rig, bins, model, tmp_path: Path) -> None
     node = clean_rig.nodes[1]
     listener = subprocess.Popen(node.exec_argv([
         sys.executable, "-c",
-        f"import socket,time;s=socket.socket();s.bind(('{node.address}',50052));s.listen();"
+        # SO_REUSEADDR: a server an earlier test killed mid-connection leaves TIME_WAIT here
+        f"import socket,time;s=socket.socket();"
+        f"s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+        f"s.bind(('{node.address}',50052));s.listen();"
         f"print('up',flush=True);time.sleep(60)"]), stdout=subprocess.PIPE, text=True)
     try:
         assert listener.stdout is not None and listener.stdout.readline().strip() == "up"
@@ -278,12 +281,13 @@ def test_server_out_of_memory_is_attributed(clean_rig: Rig, bins, model, tmp_pat
 
 
 def start_long_run(rig: Rig, bins, model: str, tmp_path: Path, servers: int,
-                   repetitions: int) -> subprocess.Popen[str]:
+                   repetitions: int, server_extra: dict[str, object] | None = None
+                   ) -> subprocess.Popen[str]:
     """`rpctui run` of a bench long enough to act on, returned once its job has started."""
     job = (f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [512]\ngen_tokens = [128]\n'
            f'repetitions = {repetitions}\n')
     profile = rig_profile(rig, tmp_path / "p.toml", bin_dir=bins["mainline"], model=model,
-                          servers=servers, job=job)
+                          servers=servers, job=job, server_extra=server_extra)
     proc = subprocess.Popen([sys.executable, "-m", "rpctui.cli.main", "run", str(profile)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=rpctui_env(tmp_path), cwd=ROOT)

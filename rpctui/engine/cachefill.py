@@ -121,11 +121,20 @@ def _cache_servers(orch: Engine) -> list[tuple[Node, Server]]:
 
 
 async def cache_marks(orch: Engine) -> dict[tuple[str, str], int]:
-    """Before a job: each cache folder's node clock (files newer than it are the load's)."""
+    """Before a job: each cache folder's node clock (files newer than it are the load's). A
+    folder that cannot be read gets no mark, and so no report: the job runs all the same."""
     folders = await _folders(orch, _cache_servers(orch))
     marks = await asyncio.gather(*(_agent(orch, *members[0], {"mark": True})
-                                   for members in folders.values()))
-    return {key: int(m["now_ns"]) for key, m in zip(folders, marks, strict=True)}
+                                   for members in folders.values()), return_exceptions=True)
+    out = {}
+    for (key, members), mark in zip(folders.items(), marks, strict=True):
+        if isinstance(mark, UserError):
+            orch.emit(ev.Notice(node=members[0][0].label, message=f"no cache report: {mark}"))
+        elif isinstance(mark, BaseException):
+            raise mark
+        else:
+            out[key] = int(mark["now_ns"])
+    return out
 
 
 async def after_job(orch: Engine, marks: Mapping[tuple[str, str], int],
@@ -142,8 +151,12 @@ async def after_job(orch: Engine, marks: Mapping[tuple[str, str], int],
     async def report(key: tuple[str, str], members: list[tuple[Node, Server]]) -> None:
         first = None
         for node, server in members:  # one at a time: they share the folder
-            result = await _fill(orch, node, server, [], after_job=True,
-                                 since=marks.get(key) if first is None else None)
+            try:
+                result = await _fill(orch, node, server, [], after_job=True,
+                                     since=marks.get(key) if first is None else None)
+            except UserError as exc:  # a node lost with the job: its failure says more
+                orch.emit(ev.Notice(node=node.label, message=f"no cache report: {exc}"))
+                return
             first = first or result
         if first is None or key not in marks:
             return
@@ -162,9 +175,13 @@ async def _agent(orch: Engine, node: Node, server: Server,
     cache_dir = await _cache_dir(orch, node, server)
     host = orch.hosts[node.label]
     source = agent_source(_AGENT, {"cache_dir": cache_dir, **config})
-    spawned = await host.spawn(agent_argv(node.python, source, "rpctui-cachefill"),
-                               launched=False)
-    await spawned.write(source)
+    try:
+        spawned = await host.spawn(agent_argv(node.python, source, "rpctui-cachefill"),
+                                   launched=False)
+        await spawned.write(source)
+    except OSError as exc:
+        raise UserError(f"the tensor cache of {ep} on {node.label}: {exc}",
+                        f"check the connection to {node.label}", ExitCode.FAILED) from None
     result: dict[str, Any] = {}
 
     def keep(data: dict[str, Any]) -> None:

@@ -547,7 +547,9 @@ class Orchestrator:
                 marks = await cache_marks(self) if n else {}
                 rc = await self.run_job(step, n, setup)
                 await self.settle()
-                if n:  # the plan knows every server's weights; a step over fewer, not
+                if n and rc == 0:  # after a failure the next fill prunes, and a lost node
+                    # has nothing to say; the plan knows every server's weights, a step over
+                    # fewer servers, not
                     await after_job(self, marks, setup.job if n == len(self.profile.servers())
                                     else None)
                 if rc != 0 and n == 0 and len(steps) > 1:

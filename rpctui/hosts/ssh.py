@@ -202,10 +202,13 @@ class SSHHost(Host):
 
     async def spawn(self, argv: Sequence[str], merge_stderr: bool = False,
                     launched: bool = True) -> Spawned:
-        proc = await self._conn.create_process(
-            shlex.join(argv), encoding=None,
-            stderr=asyncssh.STDOUT if merge_stderr else asyncssh.PIPE,
-        )
+        try:
+            proc = await self._conn.create_process(
+                shlex.join(argv), encoding=None,
+                stderr=asyncssh.STDOUT if merge_stderr else asyncssh.PIPE,
+            )
+        except asyncssh.Error as exc:  # the connection is gone: an OSError, as LocalHost's
+            raise OSError(f"connection to {self.label} failed: {exc}") from None
         reader = ChunkReader()
         spawned = SSHSpawned(proc, reader, merge_stderr)
         if not launched:
