@@ -176,19 +176,24 @@ def test_a_run_pushes_the_model_first_and_push_over_ssh_uses_sftp(clean_rig: Rig
 
 
 def cache_profile(rig: Rig, bin_dir: str, model: str, path: Path, caches: Path, *,
-                  fill: bool, limit_gib: float | None = None) -> Path:
+                  fill: bool, limit_gib: float | None = None, shared: bool = False) -> Path:
     """n1 runs the job; n2 and n3 one server each, with the tensor cache on, each in its own
-    folder (LLAMA_CACHE: the rig's nodes share one filesystem)."""
+    folder (LLAMA_CACHE: the rig's nodes share one filesystem); ``shared``: both servers on
+    n2 instead (ports 50052 and 50053), in one folder."""
     parts = ['name = "cache"', "",
              node_toml(rig, rig.nodes[0], name="n1", main=True, bin_dir=bin_dir, servers=[])]
-    for i in (1, 2):
-        server: dict[str, object] = {"port": 50052, "threads": 1, "cache": True,
+    placed = [(1, 50052), (1, 50053)] if shared else [(1, 50052), (2, 50052)]
+    servers: dict[int, list[dict[str, object]]] = {}
+    for i, port in placed:
+        server: dict[str, object] = {"port": port, "threads": 1, "cache": True,
                                      "cache_fill": fill,
                                      "env": {"LLAMA_CACHE": str(caches / f"n{i + 1}")}}
         if limit_gib:
             server["cache_limit_gib"] = limit_gib
+        servers.setdefault(i, []).append(server)
+    for i, on in servers.items():
         parts.append(node_toml(rig, rig.nodes[i], name=f"n{i + 1}", main=False,
-                               bin_dir=bin_dir, servers=[server]))
+                               bin_dir=bin_dir, servers=on))
     parts.append(f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [32]\n'
                  "gen_tokens = [8]\nrepetitions = 1\n")
     path.write_text("\n".join(parts))
@@ -262,20 +267,9 @@ def test_servers_sharing_a_cache_folder_are_filled_and_reported_together(
     from rpctui.llama.tinymodel import ensure_model
 
     wide = str(ensure_model("wide"))
-    folder = {"LLAMA_CACHE": str(tmp_path / "caches" / "n2")}
-    servers: list[dict[str, object]] = [
-        {"port": port, "threads": 1, "cache": True, "cache_fill": True, "env": folder}
-        for port in (50052, 50053)]
-    text = "\n".join([
-        'name = "shared-cache"', "",
-        node_toml(clean_rig, clean_rig.nodes[0], name="n1", main=True,
-                  bin_dir=bins["mainline"], servers=[]),
-        node_toml(clean_rig, clean_rig.nodes[1], name="n2", main=False,
-                  bin_dir=bins["mainline"], servers=servers),
-        f'[job]\nmodel = "{wide}"\nngl = 99\nprompt_tokens = [32]\ngen_tokens = [8]\n'
-        "repetitions = 1\n"])
-    (tmp_path / "p.toml").write_text(text)
-    run = rpctui(tmp_path, "run", str(tmp_path / "p.toml"), timeout=300)
+    profile = cache_profile(clean_rig, bins["mainline"], wide, tmp_path / "p.toml",
+                            tmp_path / "caches", fill=True, shared=True)
+    run = rpctui(tmp_path, "run", str(profile), timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     events = recorded_events(tmp_path)
     filled = [e for e in events if e["type"] == "CacheFilled"]

@@ -68,12 +68,12 @@ async def fill_caches(orch: Engine) -> None:
     if not wanted:
         return
     plan = await orch.make_plan() if any(s.cache_fill for _, s in wanted) else None
+    files = [str(p) for p in shards(orch.model)]
 
     async def fill(members: list[tuple[Node, Server]]) -> None:
         for node, server in members:
             tensors: list[list[Any]] = []
             if plan is not None and server.cache_fill:
-                files = [str(p) for p in shards(orch.model)]
                 tensors = [[t.name, files[t.shard], t.data_start + t.offset, t.n_bytes]
                            for t in _cached(orch, plan, node, server)]
             await _fill(orch, node, server, tensors)
