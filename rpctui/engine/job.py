@@ -15,6 +15,9 @@ from rpctui.llama.bench import BenchStream
 from rpctui.run import events as ev
 
 LOAD_SETTLE_S = 0.3
+#: How long a job whose client says a server crashed waits for that server's exit to be
+#: reported: the client sees the closed socket before SSH delivers the server's exit status.
+SERVER_EXIT_GRACE_S = 3.0
 
 
 class DotCounter:
@@ -92,6 +95,8 @@ class Job:
                 await host.kill_groups([self.spawned.pgid])
             await reader
         rc = await self.spawned.wait()
+        if rc != 0 and not timed_out:
+            await self._await_server_exit()
         diagnosis, culprit = self._diagnose(rc, timed_out, timeout_s, await self._kernel_oom())
         self.orch.emit(ev.JobFinished(rc=rc, elapsed_s=round(time.monotonic() - start, 4),
                        step=self.step, diagnosis=diagnosis, culprit=culprit))
@@ -189,6 +194,22 @@ class Job:
             return cause.message + where, culprit
         last = [line for line in self.tail if line.strip()][-3:]
         return f"the job exited with code {rc}: " + " | ".join(last), ""
+
+    async def _await_server_exit(self) -> None:
+        """When the client reports a crashed server, give the server's exit time to arrive so
+        the verdict can name which one and how it ended."""
+        cause = logs.root_cause(self.failures)
+        watches = list(self.orch.watches.values())
+        if (cause is None or cause.kind != "crashed" or self.orch.stopping or self.orch.lost
+                or any(w.exited.is_set() for w in watches) or not watches):
+            return
+        waits = [asyncio.ensure_future(w.exited.wait()) for w in watches]
+        try:
+            await asyncio.wait(waits, timeout=SERVER_EXIT_GRACE_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in waits:
+                t.cancel()
 
     async def _sample_after_load(self) -> None:
         # RPC set_tensor is not acknowledged: the last bytes may still be in flight when the
