@@ -72,8 +72,10 @@ needs_namespaces = pytest.mark.skipif(
 
 def rig_profile(rig: Rig, path: Path, *, bin_dir: str | dict[int, str], model: str,
                 servers: int = 4, per_node: int = 1, job: str = "", extra: str = "",
-                nodes: int | None = None, server_extra: dict[str, object] | None = None) -> Path:
-    """Write a profile for the first ``nodes`` rig nodes; node 1 is main."""
+                nodes: int | None = None, server_extra: dict[str, object] | None = None,
+                node_extra: dict[str, object] | None = None) -> Path:
+    """Write a profile for the first ``nodes`` rig nodes; node 1 is main. ``server_extra``,
+    ``node_extra``: settings for every server, every node."""
     count = nodes or min(len(rig.nodes), max(1, -(-servers // per_node)))
     parts = ['name = "rig"', extra, ""]
     made = 0
@@ -84,7 +86,8 @@ def rig_profile(rig: Rig, path: Path, *, bin_dir: str | dict[int, str], model: s
                 srv.append({"port": 50052 + j, "threads": 1, **(server_extra or {})})
                 made += 1
         b = bin_dir[i] if isinstance(bin_dir, dict) else bin_dir
-        parts.append(node_toml(rig, node, name=f"n{i + 1}", main=i == 0, bin_dir=b, servers=srv))
+        parts.append(node_toml(rig, node, name=f"n{i + 1}", main=i == 0, bin_dir=b, servers=srv,
+                               extra=node_extra))
     parts.append(job or f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [32]\n'
                         f'gen_tokens = [8]\nrepetitions = 1\n')
     path.write_text("\n".join(parts))

@@ -327,12 +327,13 @@ def _pids_matching(names: tuple[str, ...]) -> list[int]:
 
 
 def node_toml(rig: Rig, node: RigNode, *, name: str, main: bool, bin_dir: str,
-              servers: list[dict[str, object]]) -> str:
-    """One [[nodes]] table for a rig node, with its servers."""
+              servers: list[dict[str, object]], extra: dict[str, object] | None = None) -> str:
+    """One [[nodes]] table for a rig node, with its servers; ``extra``: more node settings."""
     lines = ["[[nodes]]", f'name = "{name}"', f'host = "{node.address}"', 'user = "root"',
              f"ssh_port = {node.ssh_port}", f'key = "{rig.client_key}"',
              f'known_hosts = "{rig.known_hosts}"', f'bin_dir = "{bin_dir}"',
-             'python = "/usr/bin/python3"', f"main = {'true' if main else 'false'}", ""]
+             'python = "/usr/bin/python3"', f"main = {'true' if main else 'false'}",
+             *(f"{key} = {_toml_value(value)}" for key, value in (extra or {}).items()), ""]
     for server in servers:
         lines.append("[[nodes.servers]]")
         server = {"bind": node.address, **server}

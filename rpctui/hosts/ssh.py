@@ -43,10 +43,9 @@ def _where(node: Node) -> str:
     return f"{user}{node.host}{port}"
 
 
-#: A keepalive after KEEPALIVE_S quiet seconds; KEEPALIVE_MISSES unanswered in a row end the
-#: connection, so a node that drops off the network is noticed after (3 + 1) x 3 = 12 s (measured
-#: on the rig: 12.0 s), not after TCP's minutes.
-KEEPALIVE_S = 3.0
+#: A keepalive after a node's keepalive_s quiet seconds (3 by default); KEEPALIVE_MISSES
+#: unanswered in a row end the connection, so a node that drops off the network is noticed after
+#: (3 + 1) x 3 = 12 s by default (measured on the rig: 12.0 s), not after TCP's minutes.
 KEEPALIVE_MISSES = 3
 
 #: SFTP writes: 256 KiB each (OpenSSH's sftp-server takes up to 256 KiB), 32 in flight.
@@ -58,7 +57,7 @@ async def connect(node: Node) -> SSHHost:
     """Open the node's connection, turning every failure into a NodeUnreachable."""
     options: dict[str, object] = {
         "connect_timeout": node.connect_timeout_s, "login_timeout": node.connect_timeout_s,
-        "keepalive_interval": KEEPALIVE_S, "keepalive_count_max": KEEPALIVE_MISSES}
+        "keepalive_interval": node.keepalive_s, "keepalive_count_max": KEEPALIVE_MISSES}
     if node.user:
         options["username"] = node.user
     if node.ssh_port:
@@ -103,7 +102,8 @@ async def connect(node: Node) -> SSHHost:
             "check that the machine is up, that sshd runs there, and host/ssh_port in the profile",
         ) from None
     owner = conn.get_owner()  # asyncssh drops it once the connection ends: keep it here
-    return SSHHost(node.label, conn, owner if isinstance(owner, _Watcher) else None)
+    return SSHHost(node.label, conn, owner if isinstance(owner, _Watcher) else None,
+                   node.keepalive_s)
 
 
 class _Watcher(asyncssh.SSHClient):
@@ -116,11 +116,11 @@ class _Watcher(asyncssh.SSHClient):
         self.lost = exc
 
 
-def lost_reason(exc: Exception | None) -> str:
+def lost_reason(exc: Exception | None, keepalive_s: float) -> str:
     """Why a node's connection ended, in words that point at the cause."""
     text = str(getattr(exc, "reason", "") or exc or "")
     if "keepalive" in text:
-        return (f"no answer to SSH keepalives for {KEEPALIVE_S * KEEPALIVE_MISSES:g} s "
+        return (f"no answer to SSH keepalives for {keepalive_s * KEEPALIVE_MISSES:g} s "
                 "(its link or the machine is down)")
     if isinstance(exc, asyncssh.DisconnectError) and text != "Connection lost":
         return f"its sshd ended the connection ({text})"
@@ -174,16 +174,17 @@ class SSHSpawned(Spawned):
 
 class SSHHost(Host):
     def __init__(self, label: str, conn: asyncssh.SSHClientConnection,
-                 watcher: _Watcher | None = None) -> None:
+                 watcher: _Watcher | None = None, keepalive_s: float = 3.0) -> None:
         self.label = label
         self._conn = conn
         self._watcher = watcher
+        self._keepalive_s = keepalive_s
         self._forwarding = True
 
     async def wait_lost(self) -> str:
         """When the connection has closed (here, by the node, or by keepalives): why."""
         await self._conn.wait_closed()
-        return lost_reason(self._watcher.lost if self._watcher else None)
+        return lost_reason(self._watcher.lost if self._watcher else None, self._keepalive_s)
 
     async def run(self, argv: Sequence[str], input: bytes | None = None,
                   timeout: float | None = 30.0) -> Completed:

@@ -125,6 +125,10 @@ class Node:
     python: str = setting("python3", "Python on the node, for probes and the sampler")
     connect_timeout_s: float = setting(10.0, "seconds to wait for the SSH connection",
                                        check=_positive)
+    keepalive_s: float = setting(3.0, "seconds between SSH keepalives while connected; three "
+                                 "unanswered end the connection, so a node that drops off "
+                                 "the network is noticed after 4 x this (longer for a flaky "
+                                 "link, shorter to notice sooner)", check=_positive)
     env: dict[str, str] = setting(doc="environment for every process rpctui starts here",
                                   factory=dict)
     servers: list[Server] = setting(doc="rpc-servers on this node", factory=list)
