@@ -3,21 +3,24 @@ not, and planning speed on a large model's header."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from rpctui.cli.headless import plan_headless
 from rpctui.history.store import read_run
 from rpctui.llama.tinymodel import ensure_model
 from rpctui.plan.gguf import read_model
 from rpctui.profile.load import load_profile
 from rpctui.run.state import fold_all
-from tests.conftest import recorded_events, rig_profile, rpctui
+from tests.conftest import ROOT, recorded_events, rig_profile, rpctui, rpctui_env
 from tests.rig import Rig
 
 # (servers, model, tensor split, build, -ot rule[, -ngl]): architectures and sizes, default
@@ -111,11 +114,23 @@ def predicted_and_actual(rig: Rig, bins, tmp_path: Path, servers: int, model_nam
     job = f'[job]\nmodel = "{model}"\nngl = {ngl}\n{shape}{ts}'
     profile = rig_profile(rig, tmp_path / f"{model_name}-{servers}.toml", bin_dir=bins[build],
                           model=model, servers=servers, job=job, extra="headroom_mib = 0")
-    plan = rpctui(tmp_path, "plan", str(profile), "--json")
-    assert plan.returncode == 0, plan.stderr
-    rows = {r["device"]: r for r in json.loads(plan.stdout)["devices"] if r["scope"] != "node"}
-    run = rpctui(tmp_path, "run", str(profile))
-    assert run.returncode == 0, run.stderr
+    # The run, and meanwhile in this process what `rpctui plan --json` prints for the same
+    # profile (its probe is over before the run's servers start; nothing is loaded).
+    run = subprocess.Popen([sys.executable, "-m", "rpctui.cli.main", "run", str(profile)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=rpctui_env(tmp_path), cwd=ROOT)
+    try:
+        printed, said = io.StringIO(), io.StringIO()
+        planned = plan_headless(load_profile(profile), as_json=True, stdout=printed,
+                                stderr=said)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert planned == 0, said.getvalue()
+    rows = {r["device"]: r for r in json.loads(printed.getvalue())["devices"]
+            if r["scope"] != "node"}
+    assert run.returncode == 0, err
     actual: dict[tuple[str, str], float] = {}
     events = recorded_events(tmp_path)
     checked = [e for e in events if e["type"] == "PlanChecked"]

@@ -214,7 +214,7 @@ def _iperf3(rig: Rig, client: RigNode, server: RigNode, reverse: bool) -> float:
         time.sleep(0.3)
         for _ in range(20):
             out = subprocess.run(client.exec_argv(
-                ["iperf3", "-c", server.address, "-p", "5201", "-t", "3", "-J",
+                ["iperf3", "-c", server.address, "-p", "5201", "-t", "2", "-J",
                  *(["-R"] if reverse else [])]), capture_output=True, text=True)
             with contextlib.suppress(ValueError, KeyError):
                 data = json.loads(out.stdout)
@@ -262,7 +262,7 @@ def test_links_agree_with_iperf3_and_the_added_delay(shaped_rig: Rig, bins, mode
     try:
         profile = _profile(rig, tmp_path / "p.toml", bins["mainline"], model,
                            {1: relay.address}, servers=[1, 2, 3])
-        result = rpctui(tmp_path, "links", str(profile), "--seconds", "3", "--format", "json")
+        result = rpctui(tmp_path, "links", str(profile), "--seconds", "2", "--format", "json")
     finally:
         relay.close()
     assert result.returncode == 0, result.stderr
@@ -345,7 +345,7 @@ def test_tune_benches_setups_that_fit_and_writes_the_winner(clean_rig: Rig, bins
     job = f'[job]\nmodel = "{model}"\nngl = 99\nprompt_tokens = [16]\ngen_tokens = [16]\n'
     profile = _profile(rig, tmp_path / "p.toml", bins["mainline"], model, {}, servers=[1, 2],
                        job=job)
-    result = rpctui(tmp_path, "tune", str(profile), "--budget", "0.5", timeout=240)
+    result = rpctui(tmp_path, "tune", str(profile), "--budget", "0.25", timeout=240)
     assert result.returncode == 0, result.stderr
     events = recorded_events(tmp_path)
     tuned = [ev.from_dict(e) for e in events if e["type"] == "TuneFinished"]

@@ -212,11 +212,11 @@ def test_a_filled_cache_makes_the_first_load_send_hashes(clean_rig: Rig, bins, t
                                                          flavour: str) -> None:
     """The same first load twice, each into empty caches: as it is (every weight crosses the
     network), then with cache_fill (the servers' caches filled from the node's copy first).
-    Filled, the bytes to each server are near zero: only the tensors under llama.cpp's 10 MiB
-    threshold still travel. A second filled run finds every tensor there and fills nothing."""
+    Filled, the bytes to each server are near zero (under 2 %): only the tensors under llama.cpp's
+    10 MiB threshold still travel. A second filled run finds every tensor there and fills nothing."""
     from rpctui.llama.tinymodel import ensure_model
 
-    wide = str(ensure_model("wide"))
+    wide = str(ensure_model("wide-small"))
     cold = tmp_path / "cold"
     warm = tmp_path / "warm"
     for where, fill in ((cold, False), (warm, True)):
@@ -233,12 +233,16 @@ def test_a_filled_cache_makes_the_first_load_send_hashes(clean_rig: Rig, bins, t
               f"in {before[ep][2]:.2f} s, filled {moved / 1e6:.3f} MB in {seconds:.2f} s")
         if expected:
             assert before[ep][0] >= 0.9 * expected
-            assert moved < 0.01 * expected, (ep, moved, expected)
+            # what still travels: the tensors under the threshold (norms), the hashes, and
+            # b6110's graph messages of the load window (2.2 MB of 170 MB there)
+            assert moved < 0.02 * expected, (ep, moved, expected)
     filled = [e for e in recorded_events(warm) if e["type"] == "CacheFilled"]
     assert sum(e["filled"] for e in filled) == sum(e["tensors"] for e in filled) > 0
     # what each load found in the caches: cold nothing (every weight written), filled all
-    cold_used = {e["endpoint"]: e for e in recorded_events(cold) if e["type"] == "CacheUsed"}
-    warm_used = {e["endpoint"]: e for e in recorded_events(warm) if e["type"] == "CacheUsed"}
+    cold_used = {ep: e for e in recorded_events(cold) if e["type"] == "CacheUsed"
+                 for ep in e["endpoints"]}
+    warm_used = {ep: e for e in recorded_events(warm) if e["type"] == "CacheUsed"
+                 for ep in e["endpoints"]}
     assert set(cold_used) == set(warm_used) == {e["endpoint"] for e in filled}
     sending = [ep for ep, e in cold_used.items() if e["weights"]]  # ik: one server holds all
     assert sending
@@ -266,7 +270,7 @@ def test_servers_sharing_a_cache_folder_are_filled_and_reported_together(
     manifest), and after the job one report for the folder, every weight found there."""
     from rpctui.llama.tinymodel import ensure_model
 
-    wide = str(ensure_model("wide"))
+    wide = str(ensure_model("wide-small"))
     profile = cache_profile(clean_rig, bins["mainline"], wide, tmp_path / "p.toml",
                             tmp_path / "caches", fill=True, shared=True)
     run = rpctui(tmp_path, "run", str(profile), timeout=300)
@@ -276,7 +280,7 @@ def test_servers_sharing_a_cache_folder_are_filled_and_reported_together(
     assert len(filled) == 2 and sum(e["filled"] for e in filled) > 0
     used = [e for e in events if e["type"] == "CacheUsed"]
     address = clean_rig.nodes[1].address
-    assert [e["endpoint"] for e in used] == [f"{address}:50052, {address}:50053"], used
+    assert [e["endpoints"] for e in used] == [[f"{address}:50052", f"{address}:50053"]], used
     assert used[0]["found"] == used[0]["weights"] > 0 and used[0]["written"] == 0, used
     assert f"cache {address}:50052, {address}:50053 on n2: the load found " in run.stderr
 
@@ -286,24 +290,24 @@ def test_the_cache_is_kept_within_its_limit(clean_rig: Rig, bins, tmp_path: Path
     fit is left for the load to send; the folder never passes the limit."""
     from rpctui.llama.tinymodel import ensure_model
 
-    wide = str(ensure_model("wide"))
+    wide = str(ensure_model("wide-small"))
     caches = tmp_path / "caches"
     old = caches / "n2" / "rpc"
     old.mkdir(parents=True)
-    for i in range(3):  # 3 x 64 MiB of an earlier model's tensors, old
+    for i in range(3):  # 3 x 32 MiB of an earlier model's tensors, old
         junk = old / f"{i:016x}"
-        junk.write_bytes(b"\1" * (64 << 20))
+        junk.write_bytes(b"\1" * (32 << 20))
         os.utime(junk, (1_000_000 + i, 1_000_000 + i))
-    limit = 0.3  # GiB: n2's share of the model (432 MiB) does not fit
+    limit = 0.1  # GiB: n2's share of the model (162 MiB) does not fit
     profile = cache_profile(clean_rig, bins["mainline"], wide, tmp_path / "p.toml", caches,
                             fill=True, limit_gib=limit)
     run = rpctui(tmp_path, "run", str(profile), timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     n2, after = [e for e in recorded_events(tmp_path) if e["type"] == "CacheFilled"
                  and e["node"] == "n2"]
-    assert n2["pruned_bytes"] == 3 * (64 << 20)
+    assert n2["pruned_bytes"] == 3 * (32 << 20)
     assert 0 < n2["filled"] < n2["tensors"]
-    assert "left out to stay within cache_limit_gib = 0.3" in n2["message"]
+    assert "left out to stay within cache_limit_gib = 0.1" in n2["message"]
     assert n2["cache_bytes"] <= limit * 2**30
     # The load cached what the fill left out; after the job the folder is pruned back.
     assert after["pruned_bytes"] > 0 and after["cache_bytes"] <= limit * 2**30
@@ -343,9 +347,20 @@ def build_profile(rig: Rig, path: Path, model: str, builds: dict[int, str],
 # The node's build hits the ccache objects of this machine's own build (both in the C locale):
 # about 30 s. A ccache cleared since that build makes it a whole mainline compile (7-15 minutes
 # on two cores), past the suite's 300 s default.
+@pytest.fixture(scope="module")
+def built_everywhere(rig: Rig, model, tmp_path_factory: pytest.TempPathFactory
+                     ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`rpctui build` with build = "mainline" on three nodes, each its own build_dir, none
+    built yet: the result and the folder (its profile same.toml, the nodes' build_dirs in
+    nodes/). The doctor test starts from a node this build left."""
+    where = tmp_path_factory.mktemp("built")
+    profile = build_profile(rig, where / "same.toml", model, {})
+    return rpctui(where, "build", str(profile), timeout=1800), where
+
+
 @pytest.mark.timeout(1800)
-def test_build_puts_one_llama_cpp_on_every_node(clean_rig: Rig, bins, model,
-                                                tmp_path: Path) -> None:
+def test_build_puts_one_llama_cpp_on_every_node(clean_rig: Rig, bins, model, tmp_path: Path,
+                                                built_everywhere) -> None:
     """n3 runs seed-era b6110 from its own bin_dir: check refuses the mix. With build =
     "mainline" on every node (each its own build_dir, none built yet), `rpctui build`
     builds on n1 and copies to n2 and n3 (one class: same machine); check then passes, and
@@ -355,21 +370,21 @@ def test_build_puts_one_llama_cpp_on_every_node(clean_rig: Rig, bins, model,
                                                                         2: bins["b6110"]})
     refused = rpctui(tmp_path, "check", str(mixed))
     assert refused.returncode == 3 and "n3" in refused.stderr, refused.stderr
-    same = build_profile(clean_rig, tmp_path / "same.toml", model, {})
-    built = rpctui(tmp_path, "build", str(same), timeout=1800)
+    built, where = built_everywhere
+    same = where / "same.toml"
     assert built.returncode == 0, built.stderr[-3000:]
     err = built.stderr
     assert "build n1: mainline built in" in err and "build n1: building mainline for cpu: step" in err
     assert "build n2: mainline copied from n1" in err and "build n3: mainline copied from n1" in err
     assert "build 11312 (0c1e570) for cpu, RPC protocol 7.0.0" in err
     for i in (1, 2, 3):
-        record = json.loads((tmp_path / "nodes" / f"n{i}" / "mainline" / "BUILD.json").read_text())
+        record = json.loads((where / "nodes" / f"n{i}" / "mainline" / "BUILD.json").read_text())
         assert record["number"] == 11312 and record["backend"] == "cpu"
         assert record["protocol"] == "7.0.0"
-    checked = rpctui(tmp_path, "check", str(same))
+    checked = rpctui(where, "check", str(same))
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert checked.stderr.count("mainline build 0c1e570 (11312)") == 3
-    again = rpctui(tmp_path, "build", str(same))
+    again = rpctui(where, "build", str(same))
     assert again.returncode == 0 and again.stderr.count("mainline up to date") == 3, again.stderr
 
 
@@ -443,14 +458,18 @@ def test_rocm_build_names_hip_and_its_libraries(clean_rig: Rig, model, tmp_path:
 
 @pytest.mark.timeout(1800)  # --fix builds on nodes: see the build test above
 def test_doctor_finds_what_check_cannot_and_fixes_it(clean_rig: Rig, bins, model,
-                                                     tmp_path: Path) -> None:
-    """n2 and n3 build mainline into empty build_dirs and the main node lacks the model copy:
-    doctor names both (with the fix), and that n3's port is closed to the main node by a
-    route missing between them (reachable from this machine, which is what check sees); --fix
-    builds and pushes, and once the route is back doctor says all is well."""
+                                                     tmp_path: Path, built_everywhere) -> None:
+    """n2 and n3 build mainline, n2 has it already (the build test's copy) and n3's build_dir
+    is empty, and the main node lacks the model copy: doctor names both (with the fix), and
+    that n3's port is closed to the main node by a route missing between them (reachable from
+    this machine, which is what check sees); --fix copies n2's build to n3 (nothing compiles)
+    and pushes, and once the route is back doctor says all is well."""
     dest = tmp_path / "n1" / "tiny.gguf"
     profile = build_profile(clean_rig, tmp_path / "p.toml", model,
                             {0: bins["mainline"]})  # n1 uses the local build; n2, n3 build
+    built, where = built_everywhere
+    assert built.returncode == 0, built.stderr[-3000:]
+    shutil.copytree(where / "nodes" / "n2", tmp_path / "nodes" / "n2", symlinks=True)
     text = profile.read_text().replace(f'model = "{model}"',
                                        f'model = "{dest}"\nmodel_source = "{model}"')
     profile.write_text(text)
@@ -466,9 +485,10 @@ def test_doctor_finds_what_check_cannot_and_fixes_it(clean_rig: Rig, bins, model
                        check=True)
     assert first.returncode == 3, first.stderr
     err = first.stderr
-    assert "no rpc-server or ggml-rpc-server in its mainline build on node n2\n  fix: rpctui " \
+    assert "no rpc-server or ggml-rpc-server in its mainline build on node n3\n  fix: rpctui " \
            "build PROFILE builds mainline there" in err, err
-    assert "FAIL build      n2       mainline for cpu is not built there (the tools are)" in err
+    assert "FAIL build      n3       mainline for cpu is not built there (the tools are)" in err
+    assert "ok   build      n2" in err
     assert "FAIL model copy n1       lacks the model" in err
     assert "fix: rpctui models push PROFILE (or doctor --fix)" in err
     assert f"FAIL reach      n3       {n3.address}:" in err and "not reachable from the main " \
@@ -477,6 +497,8 @@ def test_doctor_finds_what_check_cannot_and_fixes_it(clean_rig: Rig, bins, model
     assert "ok   clock      n1" in err
     assert fixed.returncode == 3, fixed.stderr[-3000:]
     assert "ok   build      n2" in fixed.stderr and "ok   build      n3" in fixed.stderr
+    assert "build n3: mainline copied from n2" in fixed.stderr, fixed.stderr[-3000:]
+    assert "building mainline" not in fixed.stderr
     assert "ok   model copy n1       has the model (verified)" in fixed.stderr
     assert "FAIL reach      n3" in fixed.stderr
     after = rpctui(tmp_path, "doctor", str(profile))

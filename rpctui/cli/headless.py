@@ -94,7 +94,7 @@ class Printer:
                     found = f"the load sent it no weight above the 10 MiB threshold, {wrote}"
                 else:
                     found = f"the load {wrote}"
-                return (f"cache {e.endpoint} on {e.node}: {found}; "
+                return (f"cache {', '.join(e.endpoints)} on {e.node}: {found}; "
                         f"{e.cache_bytes / 2**20:.0f} MiB in the cache")
             case ev.CacheFilled():
                 pruned = (f", {e.pruned_bytes / 2**20:.0f} MiB pruned to its limit"

@@ -162,7 +162,7 @@ async def after_job(orch: Engine, marks: Mapping[tuple[str, str], int],
             return
         weights = ([t.n_bytes for n, s in members for t in _cached(orch, plan, n, s)]
                    if plan is not None else None)
-        orch.emit(_used(members[0][0], ", ".join(endpoint(n, s) for n, s in members), first,
+        orch.emit(_used(members[0][0], tuple(endpoint(n, s) for n, s in members), first,
                         weights))
 
     await asyncio.gather(*(report(key, members) for key, members in folders.items()))
@@ -229,14 +229,14 @@ async def _fill(orch: Engine, node: Node, server: Server, tensors: list[list[Any
     return result
 
 
-def _used(node: Node, ep: str, result: Mapping[str, Any],
+def _used(node: Node, eps: tuple[str, ...], result: Mapping[str, Any],
           weights: list[int] | None) -> ev.CacheUsed:
     """What a load found in a cache folder: each weight it was to send by hash that it had
     to send whole left a file of its size; files of other sizes are not weights (b6110 and ik
     also cache activations above the threshold)."""
     written = [int(size) for size in result.get("written") or []]
     if weights is None:
-        return ev.CacheUsed(node=node.label, endpoint=ep, weights=-1, found=-1,
+        return ev.CacheUsed(node=node.label, endpoints=eps, weights=-1, found=-1,
                             written=len(written), written_bytes=sum(written),
                             cache_bytes=int(result["cache_bytes"]))
     pending = sorted(weights)
@@ -245,6 +245,6 @@ def _used(node: Node, ep: str, result: Mapping[str, Any],
         if size in pending:
             pending.remove(size)
             missed += 1
-    return ev.CacheUsed(node=node.label, endpoint=ep, weights=len(weights),
+    return ev.CacheUsed(node=node.label, endpoints=eps, weights=len(weights),
                         found=len(weights) - missed, written=len(written),
                         written_bytes=sum(written), cache_bytes=int(result["cache_bytes"]))

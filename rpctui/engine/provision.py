@@ -211,12 +211,16 @@ class Builder:
                             "build llama.cpp for", ExitCode.USAGE)
         infos = await asyncio.gather(*(self.inspect(n) for n in nodes))
         plans: dict[tuple[str, ...], list[tuple[Node, str, dict[str, Any]]]] = {}
+        #: per class, a node that has the build already: the others copy it from there
+        built: dict[tuple[str, ...], tuple[Node, dict[str, Any]]] = {}
         ok = True
         for node, info in zip(nodes, infos, strict=True):
             flavour = FLAVOURS[str(node.build)]
             backend = backend_of(node, info)
             key = node_key(flavour, backend, info)
+            group = (flavour.name, key, *node_class(info, backend))
             if key in (info.get("installed") or {}):
+                built.setdefault(group, (node, info["installed"][key]))
                 self.emit(ev.NodeBuilt(node=node.label, flavour=flavour.name, key=key,
                                        how="up to date", backend=backend,
                                        record=_record(info["installed"][key]),
@@ -230,25 +234,32 @@ class Builder:
                     f"{', '.join(missing)}"), fix=install_hint(info, missing, flavour)))
                 ok = False
                 continue
-            plans.setdefault((flavour.name, key, *node_class(info, backend)), []).append(
-                (node, backend, info))
-        results = await asyncio.gather(*(self._class(members) for members in plans.values()))
+            plans.setdefault(group, []).append((node, backend, info))
+        results = await asyncio.gather(*(self._class(members, built.get(group))
+                                         for group, members in plans.items()))
         return ok and all(results)
 
     async def inspect(self, node: Node) -> dict[str, Any]:
         return (await self._agent(node, {"role": "inspect", "env": dict(node.env)}))[-1]
 
-    async def _class(self, members: list[tuple[Node, str, dict[str, Any]]]) -> bool:
-        """Build on the first node of a class, copy to the others."""
+    async def _class(self, members: list[tuple[Node, str, dict[str, Any]]],
+                     built: tuple[Node, dict[str, Any]] | None) -> bool:
+        """Copy to a class's nodes from one that has the build (``built``: node and record),
+        else build on the first and copy to the others."""
         first, backend, info = members[0]
         flavour = FLAVOURS[str(first.build)]
         flags = node_flags(backend, info)
         key = build_key(flavour, flags)
-        record = await self._build(first, flavour, backend, flags, key)
-        if record is None:
-            return False
+        if built is not None:
+            first, record = built
+            targets = members
+        else:
+            found = await self._build(first, flavour, backend, flags, key)
+            if found is None:
+                return False
+            record, targets = found, members[1:]
         ok = True
-        for node, _, _ in members[1:]:
+        for node, _, _ in targets:
             start = time.monotonic()
             try:
                 await self._copy(first, node, key)

@@ -121,7 +121,7 @@ def summarize(events: list[ev.Event], recording: str = "",
     used: dict[str, ev.CacheUsed] = {}  # each folder's first report: the first job's load
     for e in events:
         if isinstance(e, ev.CacheUsed) and e.weights > 0:
-            for ep in e.endpoint.split(", "):
+            for ep in e.endpoints:
                 used.setdefault(ep, e)
     for endpoint, server in state.servers.items():
         argv = argvs.get(endpoint, ())

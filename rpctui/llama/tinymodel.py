@@ -62,6 +62,9 @@ BUILTIN: dict[str, TinySpec] = {
     # every weight matrix above llama.cpp's 10 MiB tensor-cache threshold (830 MB): what an
     # rpc-server's cache (-c) holds, for the cache-fill tests and benchmarks
     "wide": TinySpec(layers=2, embd=3072, ff=8192, heads=24, kv_heads=24),
+    # the same with every weight matrix just over the threshold (attention 10.1 MiB, 444 MiB in
+    # all): half the bytes to send, for the suite's cache tests
+    "wide-small": TinySpec(layers=2, embd=2304, ff=3072, heads=24, kv_heads=24),
     # the shapes of Llama 3 8B and 70B and Mixtral 8x7B in Q8_0 (with this 32000-token
     # vocabulary), all zeros: 7.6, 70 and 47 GB that take no disk
     "shape-8b-q8": TinySpec(layers=32, embd=4096, ff=14336, heads=32, kv_heads=8, ctx=8192,

@@ -677,7 +677,7 @@ class CacheUsed(Event):
     """After a job: what its load found in a tensor cache (-c) folder."""
 
     node: str = ""
-    endpoint: str = ""  #: the server, or the servers (", "-separated) sharing the folder
+    endpoints: tuple[str, ...] = ()  #: the server, or the servers sharing the folder
     weights: int = 0  #: the planned weights the client sends it by hash first; -1: not known
     found: int = 0  #: of those, found in the cache (the rest it sent whole); -1: not known
     written: int = 0  #: files the load added to the cache (weights and, b6110/ik, activations)
