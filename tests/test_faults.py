@@ -28,7 +28,7 @@ def test_a_link_cut_mid_load_ends_the_job_naming_the_node(clean_rig: Rig, bins, 
     timeout). The keepalives (every second here: keepalive_s) notice within their bound, the
     job is ended naming n2, and once the link is back nothing is left. The recording shows the
     load never finished."""
-    from rpctui.engine.orchestrator import RECONNECT_TIMEOUT_S
+    from rpctui.engine.processes import RECONNECT_TIMEOUT_S
     from rpctui.hosts.ssh import KEEPALIVE_MISSES
 
     n2 = clean_rig.nodes[1]

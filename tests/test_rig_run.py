@@ -516,7 +516,7 @@ def test_a_link_cut_mid_generation_ends_the_job_naming_the_node(clean_rig: Rig, 
     timeout: the job would hang forever). The SSH keepalives (every second here: keepalive_s)
     notice within their bound, the job is ended, exit 1, the diagnosis names n2; once the link
     is back, nothing is left."""
-    from rpctui.engine.orchestrator import RECONNECT_TIMEOUT_S
+    from rpctui.engine.processes import RECONNECT_TIMEOUT_S
     from rpctui.hosts.ssh import KEEPALIVE_MISSES
 
     link = f"{clean_rig.prefix}v{clean_rig.nodes[1].index}"

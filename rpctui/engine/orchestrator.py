@@ -9,7 +9,6 @@ on each node is ended and verified gone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import socket
@@ -19,44 +18,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rpctui.engine import processes
 from rpctui.engine.job import Job
 from rpctui.engine.links import measure_links
 from rpctui.engine.model import load_model_info
 from rpctui.engine.preflight import preflight
 from rpctui.engine.probe import link_peer, probe_node
+from rpctui.engine.processes import Started
 from rpctui.engine.resolve import resolve_bin_dirs, resolve_model
 from rpctui.engine.sampling import Sampler
-from rpctui.engine.servers import ServerWatch, counted_argv
+from rpctui.engine.servers import ServerWatch
 from rpctui.engine.tasks import Background
 from rpctui.engine.tokens import TokenProfiler
 from rpctui.errors import ExitCode, UserError
-from rpctui.hosts.base import Forward, Host, Spawned, launcher_argv
+from rpctui.hosts.base import Forward, Host, launcher_argv
 from rpctui.hosts.local import LocalHost
 from rpctui.llama import argv as largv
 from rpctui.llama.caps import Capabilities
 from rpctui.plan.gguf import ModelInfo
 from rpctui.plan.plan import Plan, make_plan
 from rpctui.profile.schema import Job as JobSettings
-from rpctui.profile.schema import Node, Profile, Server, SweepStep, endpoint
+from rpctui.profile.schema import Node, Profile, SweepStep, endpoint
 from rpctui.run import events as ev
 from rpctui.run.monitor import SETTLE_S, Monitor
 from rpctui.run.redact import profile_secrets, redact_text
 
 Emit = Callable[[ev.Event], None]
-READY_TIMEOUT_S = 60.0
-RECONNECT_TIMEOUT_S = 4.0  #: at teardown, for a node whose connection died during the run
 MODEL_DAMAGED_FIX = ("the file is incomplete or damaged: download or copy it again, or point "
                      "job.model at another file")
-
-
-@dataclass
-class Started:
-    """A process group rpctui started, to be ended at teardown."""
-
-    node: str
-    what: str
-    spawned: Spawned
-    pgid: int | None
 
 
 @dataclass
@@ -373,67 +362,10 @@ class Orchestrator:
 
     # -- servers --------------------------------------------------------------------------------
 
-    async def _start_server(self, node: Node, server: Server) -> None:
-        caps = self.caps[node.label]
-        host = self.hosts[node.label]
-        ep = endpoint(node, server)
-        argv, notes = largv.server_argv(caps, node, server)
-        for note in notes:
-            self.emit(ev.Notice(message=note, node=node.label))
-        env = {"GGML_NO_BACKTRACE": "1", "RPCTUI_OWNER": self.owner, **node.env, **server.env}
-        counts = None
-        limit = server.address_space_limit_mib * 1024 if server.address_space_limit_mib else None
-        if self.breakdown and node.label in self.samplers:
-            env.setdefault("GGML_RPC_DEBUG", "1")  # a line per command: the round trips
-            argv_run, counts = counted_argv(node.python, argv)  # counted on the node
-        else:
-            argv_run = argv
-        full = launcher_argv(argv_run, env=env, limit_as_kib=limit, stdbuf=caps.has_stdbuf)
-        self.emit(ev.ServerStarting(node=node.label, endpoint=ep, argv=tuple(argv),
-                                    transport="ssh" if node.tunnel else "tcp"))
-        spawned = await host.spawn(full, merge_stderr=True)
-        self.started.append(Started(node.label, f"rpc-server {ep}", spawned, spawned.pgid))
-        self.emit(ev.ServerStarted(node=node.label, endpoint=ep, pgid=spawned.pgid,
-                  pid=spawned.child_pid))
-        watch = ServerWatch(node.label, ep, spawned, self, counts)
-        self.watches[ep] = watch
-        watch.start()
-        sampler = self.samplers.get(node.label)
-        if sampler and spawned.pgid:
-            await sampler.watch(spawned.pgid, ep, server.port, counts=counts)
-
-    async def _wait_ready(self, node: Node, server: Server, started_at: float) -> None:
-        host = self.hosts[node.label]
-        ep = endpoint(node, server)
-        watch = self.watches[ep]
-        probe_host = "127.0.0.1" if server.bind == "0.0.0.0" else server.bind
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if watch.exited.is_set():
-                raise UserError(f"server {ep} on node {node.label} exited during start-up "
-                                f"(exit {watch.rc})" + watch.tail_text(),
-                                "read the server's last lines above; fix its settings in the "
-                                "profile", ExitCode.FAILED)
-            if await host.port_open(probe_host, server.port):
-                self.emit(ev.ServerReady(node=node.label, endpoint=ep,
-                          elapsed_s=round(time.monotonic() - started_at, 4)))
-                return
-            await asyncio.sleep(0.02)
-        raise UserError(f"server {ep} on node {node.label} did not accept connections within "
-                        f"{READY_TIMEOUT_S:g} s" + watch.tail_text(),
-                        "check the server's output above", ExitCode.FAILED)
-
     async def start_servers(self) -> None:
         """Start every server in parallel; return when all accept connections (through their
         SSH forwards, for nodes with transport "ssh")."""
-        start = time.monotonic()
-        servers = self.profile.servers()
-        await asyncio.gather(*(self._start_server(n, s) for n, s in servers))
-        await asyncio.gather(*(self._wait_ready(n, s, start) for n, s in servers))
-        for node, server in servers:
-            if node.tunnel and (node.tunnel, server.port) not in self.tunnels:
-                self.tunnels[(node.tunnel, server.port)] = await self.hosts[
-                    node.label].forward_local(node.tunnel, server.port, "127.0.0.1", server.port)
+        await processes.start_servers(self)
 
     # -- the job --------------------------------------------------------------------------------
 
@@ -499,34 +431,7 @@ class Orchestrator:
 
     async def restart_servers(self, settings: dict[str, Any]) -> None:
         """Stop every rpc-server and start them again with these settings (a sweep step's)."""
-        by_node: dict[str, list[Started]] = {}
-        for s in self.started:
-            if s.what.startswith("rpc-server "):
-                by_node.setdefault(s.node, []).append(s)
-        self.restarting = True
-        try:
-            for name, items in by_node.items():
-                pgids = [s.pgid for s in items if s.pgid]
-                if pgids:
-                    await self.hosts[name].kill_groups(pgids)
-                for s in items:
-                    await s.spawned.close_stdin()
-                    with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                        await asyncio.wait_for(s.spawned.wait(), 5)
-                    self.emit(ev.ProcessGone(node=name, pgid=s.pgid or 0, what=s.what))
-                    self.started.remove(s)
-                    if name in self.samplers and s.pgid:
-                        await self.samplers[name].unwatch(s.pgid)
-            for watch in self.watches.values():
-                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                    await asyncio.wait_for(watch.done(), 5)
-        finally:
-            self.restarting = False
-        self.profile = dataclasses.replace(self.written, nodes=[
-            dataclasses.replace(n, servers=[dataclasses.replace(s, **settings)
-                                            for s in n.servers]) for n in self.written.nodes])
-        self.watches.clear()
-        await self.start_servers()
+        await processes.restart_servers(self, settings)
 
     async def run_jobs(self) -> ExitCode:
         """The job, or each step of the sweep until one fails; a server job is supervised
@@ -656,59 +561,4 @@ class Orchestrator:
 
     async def teardown(self) -> None:
         """End every process group started, on every node, and verify they are gone."""
-        if self.stopping:
-            return
-        self.stopping = True
-        start = time.monotonic()
-        self.emit(ev.TeardownStarted(reason="run ended"))
-        await self.background.cancel_all()
-        for forward in self.tunnels.values():
-            forward.close()
-        self.tunnels.clear()
-        by_node: dict[str, list[Started]] = {}
-        for s in self.started:
-            by_node.setdefault(s.node, []).append(s)
-
-        async def end_node(name: str, items: list[Started]) -> None:
-            host = self.hosts[name]
-            pgids = [s.pgid for s in items if s.pgid]
-            if name in self.lost and pgids:
-                try:  # the old connection is dead: a new one, if the node answers now
-                    host = await asyncio.wait_for(self.connect_node(self.nodes[name]),
-                                                  RECONNECT_TIMEOUT_S)
-                    dead, self.hosts[name] = self.hosts[name], host
-                    with contextlib.suppress(Exception):
-                        await dead.close()
-                except (UserError, OSError, TimeoutError):
-                    self.emit(ev.TeardownFailed(node=name, message=(
-                        f"node {name} does not answer: its processes (process groups "
-                        f"{', '.join(map(str, pgids))}) end when its sshd sees rpctui's "
-                        f"connection gone (their launcher watches it)")))
-                    return
-            if pgids:
-                result = await host.kill_groups(pgids)
-                if result.rc != 0:
-                    self.emit(ev.TeardownFailed(node=name, message=(result.stdout + result.stderr)
-                              .strip() or f"kill exited {result.rc}"))
-                    for s in items:
-                        await s.spawned.close_stdin()
-                    return
-            for s in items:
-                await s.spawned.close_stdin()
-                # Gone means reaped: the launcher has reaped its child; wait for the launcher.
-                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                    await asyncio.wait_for(s.spawned.wait(), 5)
-                self.emit(ev.ProcessGone(node=name, pgid=s.pgid or 0, what=s.what))
-            if name in self.samplers:
-                await self.samplers[name].stop()
-
-        await asyncio.gather(*(end_node(n, items) for n, items in by_node.items()),
-                             return_exceptions=True)
-        for watch in self.watches.values():
-            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                await asyncio.wait_for(watch.done(), 5)
-        for host in self.hosts.values():
-            with contextlib.suppress(Exception):
-                await host.close()
-        self.emit(ev.TeardownDone(elapsed_s=round(time.monotonic() - start, 4)))
-
+        await processes.teardown(self)
