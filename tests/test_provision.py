@@ -285,6 +285,54 @@ def test_servers_sharing_a_cache_folder_are_filled_and_reported_together(
     assert f"cache {address}:50052, {address}:50053 on n2: the load found " in run.stderr
 
 
+def test_doctor_finds_caches_unfilled_or_short_of_disk_and_fills_them(clean_rig: Rig, bins,
+                                                                       tmp_path: Path) -> None:
+    """Two cache_fill servers, their caches empty: doctor names each folder as its rpc-server
+    would pick it (LLAMA_CACHE/rpc), 0 of its weights there, not filled (fixable); --fix starts
+    the servers, fills them from the nodes' copies, stops them, and doctor then finds every
+    weight there. A cache on a disk too small for the server's share is named with the free
+    disk, before anything is written."""
+    from rpctui.llama.tinymodel import ensure_model
+
+    wide = str(ensure_model("wide-small"))
+    caches = tmp_path / "caches"
+    profile = cache_profile(clean_rig, bins["mainline"], wide, tmp_path / "p.toml", caches,
+                            fill=True)
+    n2, n3 = (f"{clean_rig.nodes[i].address}:50052" for i in (1, 2))
+    first = rpctui(tmp_path, "doctor", str(profile))
+    assert first.returncode == 3, first.stderr[-3000:]
+    assert (f"FAIL cache      n2       {n2}: 0 of 14 weights in {caches / 'n2' / 'rpc'} "
+            "(0 MiB cached, ") in first.stderr, first.stderr[-3000:]
+    assert f"FAIL cache      n3       {n3}: 0 of 1 weights in" in first.stderr
+    assert "fix: rpctui doctor --fix fills it now" in first.stderr
+    fixed = rpctui(tmp_path, "doctor", str(profile), "--fix", timeout=300)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert "doctor --fix: filling the tensor caches" in fixed.stderr
+    assert f"cache {n2} on n2: 0 of 14 tensors were there, 14 filled" in fixed.stderr
+    assert f"ok   cache      n2       {n2}: 14 of 14 weights in" in fixed.stderr
+    assert f"ok   cache      n3       {n3}: 1 of 1 weights in" in fixed.stderr
+    assert "doctor: all well" in fixed.stderr
+    assert clean_rig.leftovers() == {}
+    sshd = clean_rig.nodes[1].sshd
+    if os.geteuid() != 0 or not clean_rig.namespaces or sshd is None:
+        return  # the small disk is a tmpfs mounted where n2's sshd (and so its agents) run
+    small = tmp_path / "small"
+    (small / "n2").mkdir(parents=True)
+    inside = ["nsenter", "-t", str(sshd.pid), "-m", "--"]
+    subprocess.run([*inside, "mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs",
+                    str(small / "n2")], check=True)
+    try:
+        tight = cache_profile(clean_rig, bins["mainline"], wide, tmp_path / "tight.toml", small,
+                              fill=True)
+        short = rpctui(tmp_path, "doctor", str(tight))
+    finally:
+        subprocess.run([*inside, "umount", str(small / "n2")], check=True)
+    assert short.returncode == 3, short.stderr[-3000:]
+    assert (f"FAIL cache      n2       {n2}: the model's weights need 0.16 GiB more in "
+            f"{small / 'n2' / 'rpc'}, 0.06 GiB free") in short.stderr, short.stderr[-3000:]
+    assert "fix: free disk there, set cache_limit_gib for this server" in short.stderr
+
+
 def test_the_cache_is_kept_within_its_limit(clean_rig: Rig, bins, tmp_path: Path) -> None:
     """cache_limit_gib: old files are pruned first (oldest first), and what still would not
     fit is left for the load to send; the folder never passes the limit."""

@@ -170,11 +170,17 @@ async def after_job(orch: Engine, marks: Mapping[tuple[str, str], int],
 
 async def _agent(orch: Engine, node: Node, server: Server,
                  config: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the cache agent for this server; its last answer."""
+    """Run the cache agent for this server's folder (as its banner named it); its last
+    answer."""
+    return await _run_agent(orch, node, server,
+                            {"cache_dir": await _cache_dir(orch, node, server), **config})
+
+
+async def _run_agent(orch: Engine, node: Node, server: Server,
+                     config: Mapping[str, Any]) -> dict[str, Any]:
     ep = endpoint(node, server)
-    cache_dir = await _cache_dir(orch, node, server)
     host = orch.hosts[node.label]
-    source = agent_source(_AGENT, {"cache_dir": cache_dir, **config})
+    source = agent_source(_AGENT, config)
     try:
         spawned = await host.spawn(agent_argv(node.python, source, "rpctui-cachefill"),
                                    launched=False)
@@ -185,7 +191,7 @@ async def _agent(orch: Engine, node: Node, server: Server,
     result: dict[str, Any] = {}
 
     def keep(data: dict[str, Any]) -> None:
-        if "filled" in data or "error" in data or "now_ns" in data:
+        if "filled" in data or "error" in data or "now_ns" in data or "folder" in data:
             result.update(data)
 
     errors = await json_lines(spawned, keep)
@@ -194,6 +200,22 @@ async def _agent(orch: Engine, node: Node, server: Server,
         raise UserError(f"the tensor cache of {ep} on {node.label}: {why}",
                         f"check that job.model ({orch.model}) is on {node.label} (rpctui models "
                         "push puts it there) and that the cache folder has room", ExitCode.FAILED)
+    return result
+
+
+async def look(orch: Engine, node: Node, server: Server, plan: Plan | None) -> dict[str, Any]:
+    """With no server running (rpctui doctor): the server's cache folder, as llama.cpp picks
+    it from the environment the server gets; how many of the weights the client would send it
+    by hash are there already (for cache_fill: filled); the bytes and the free disk for the
+    rest; whether the node has the model copy a fill reads."""
+    files = [str(p) for p in shards(orch.model)]
+    tensors = ([[t.name, files[t.shard], t.data_start + t.offset, t.n_bytes]
+                for t in _cached(orch, plan, node, server)] if plan is not None else [])
+    env = {**node.env, **server.env}
+    result = await _run_agent(orch, node, server, {
+        "look": True, "cache_dir": "", "tensors": tensors,
+        "env": {k: env[k] for k in ("LLAMA_CACHE", "XDG_CACHE_HOME", "HOME") if k in env}})
+    result["weights"] = len(tensors)
     return result
 
 

@@ -5,8 +5,10 @@ client, memory): for nodes with ``build``, whether the build is installed or the
 build it are there; free disk for the model copies `models push` would make; each server's
 port reachable from the main node (a listener on the server's address and port, connected to
 from the main node itself: a firewall between nodes is invisible from here); and each node's
-clock against this machine's. Every finding is a Finding event naming the fix; ``fix`` runs
-`rpctui build` and `rpctui models push` where they apply.
+clock against this machine's; for servers with a tensor cache (-c), the folder their
+rpc-server would use, how many of the model's weights are there (for cache_fill: whether it is
+filled) and the free disk for the rest. Every finding is a Finding event naming the fix;
+``fix`` runs `rpctui build`, `rpctui models push` and the cache fill where they apply.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
+from rpctui.engine import processes
+from rpctui.engine.cachefill import look
 from rpctui.engine.links import listen_agent
 from rpctui.engine.provision import (
     Builder,
@@ -25,9 +29,9 @@ from rpctui.engine.provision import (
     node_key,
 )
 from rpctui.engine.push import Pusher, local_sha256, stat_copies, targets
-from rpctui.errors import ExitCode
+from rpctui.errors import ExitCode, UserError
 from rpctui.llama.build import FLAVOURS
-from rpctui.profile.schema import Node, endpoint_host
+from rpctui.profile.schema import Node, endpoint, endpoint_host
 from rpctui.run import events as ev
 
 if TYPE_CHECKING:
@@ -88,6 +92,46 @@ async def _disk(orch: Orchestrator) -> list[ev.Finding]:
     return out
 
 
+async def _caches(orch: Orchestrator) -> list[ev.Finding]:
+    """Each cache server's folder: the weights there, and room for the ones that are not."""
+    servers = [(n, s) for n, s in orch.profile.servers() if s.cache and n.label in orch.hosts]
+    if not servers:
+        return []
+    try:
+        plan = await orch.make_plan()
+    except (UserError, OSError, ValueError):
+        plan = None  # the preflight has said why; the folders' disk is still looked at
+    out = []
+    for node, server in servers:
+        ep = endpoint(node, server)
+        try:
+            seen = await look(orch, node, server, plan)
+        except UserError as exc:
+            out.append(_finding("cache", node.label, False, f"{ep}: {exc.message}", exc.fix))
+            continue
+        folder, weights, have = seen["folder"], seen["weights"], int(seen["present"])
+        need, free = int(seen["need_bytes"]), int(seen["free_bytes"])
+        if server.cache_limit_gib:
+            need = min(need, int(server.cache_limit_gib * 2**30))
+        there = (f"{ep}: {have} of {weights} weights in {folder} "
+                 f"({int(seen['cache_bytes']) / 2**20:.0f} MiB cached, {free / 2**30:.2f} GiB "
+                 "free)")
+        if need > free:
+            out.append(_finding("cache", node.label, False, (
+                f"{ep}: the model's weights need {need / 2**30:.2f} GiB more in {folder}, "
+                f"{free / 2**30:.2f} GiB free"), "free disk there, set cache_limit_gib for this "
+                "server, or point LLAMA_CACHE in its env at a disk with room"))
+        elif server.cache_fill and have < weights and not server.cache_limit_gib:
+            fix = ("rpctui doctor --fix fills it now (a run fills it before its job)"
+                   if seen["model"] else "rpctui models push PROFILE puts the model copy there "
+                   "to fill it from (doctor --fix does both)")
+            out.append(_finding("cache", node.label, False, there + ": not filled", fix,
+                                fixable=True))
+        else:
+            out.append(_finding("cache", node.label, True, there))
+    return out
+
+
 async def _reach(orch: Orchestrator, node: Node) -> ev.Finding:
     """A listener where the node's first server will listen, connected to from the main node."""
     main = orch.profile.main_node
@@ -134,9 +178,12 @@ async def doctor(orch: Orchestrator, fix: bool = False) -> ExitCode:
         if fix:
             await _fix(orch)
         passed = await orch.connect()
+        if fix and passed:
+            await _fill(orch)
         findings: list[ev.Finding] = []
         findings += await _builds(orch)
         findings += await _disk(orch)
+        findings += await _caches(orch)
         main = orch.profile.main_node
         for node in orch.profile.nodes:
             if node.servers and not node.tunnel and node.label != main.label \
@@ -169,3 +216,16 @@ async def _fix(orch: Orchestrator) -> None:
         await Pusher(orch.profile, orch.hosts, orch.emit).run()
 
 
+async def _fill(orch: Orchestrator) -> None:
+    """doctor --fix, once the preflight passed: the servers with cache_fill started, filled
+    from their nodes' model copies, and stopped (the checks then find their ports free)."""
+    if not any(s.cache and s.cache_fill for _, s in orch.profile.servers()):
+        return
+    orch.emit(ev.Notice(message="doctor --fix: filling the tensor caches (the rpc-servers "
+                        "start, take the weights from their nodes' model copies, and stop)"))
+    try:
+        await orch.start()
+    except UserError as exc:
+        orch.emit(ev.Notice(message=f"doctor --fix: the cache fill failed: {exc.message}"))
+    finally:
+        await processes.stop_servers(orch)

@@ -128,6 +128,15 @@ async def start_servers(orch: Launcher) -> None:
 
 async def restart_servers(orch: Launcher, settings: dict[str, Any]) -> None:
     """Stop every rpc-server and start them again with these settings (a sweep step's)."""
+    await stop_servers(orch)
+    orch.profile = dataclasses.replace(orch.written, nodes=[
+        dataclasses.replace(n, servers=[dataclasses.replace(s, **settings)
+                                        for s in n.servers]) for n in orch.written.nodes])
+    await start_servers(orch)
+
+
+async def stop_servers(orch: Launcher) -> None:
+    """End every rpc-server started (their watches told it is expected) and forget them."""
     by_node: dict[str, list[Started]] = {}
     for s in orch.started:
         if s.what.startswith("rpc-server "):
@@ -151,11 +160,7 @@ async def restart_servers(orch: Launcher, settings: dict[str, Any]) -> None:
                 await asyncio.wait_for(watch.done(), 5)
     finally:
         orch.restarting = False
-    orch.profile = dataclasses.replace(orch.written, nodes=[
-        dataclasses.replace(n, servers=[dataclasses.replace(s, **settings)
-                                        for s in n.servers]) for n in orch.written.nodes])
     orch.watches.clear()
-    await start_servers(orch)
 
 
 async def teardown(orch: Launcher) -> None:

@@ -14,6 +14,8 @@
 # After a job, CONFIG["since_ns"] (the node's clock before the job, from a CONFIG["mark"] call,
 # which only prints {"now_ns": ...}) asks for the sizes of the files the load wrote: the
 # tensors it had to send, where the others were found in the cache.
+# CONFIG["look"] (rpctui doctor, no server running) fills nothing: it names the folder the
+# server would use, how many of the tensors are there, and the free disk for the rest.
 # CONFIG is prepended by the sender. Prints JSON lines: {"progress": [done, total]} and a
 # last {"filled": ..., "present": ..., ...} or {"error": ...}.
 import json
@@ -108,27 +110,67 @@ def prune(folder, limit, keep):
     return total, removed
 
 
+def read_manifest(folder):
+    try:
+        with open(os.path.join(folder, MANIFEST)) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def model_key(tensors):
+    """The copy the tensors come from, as it is now: another file is another key."""
+    st = os.stat(tensors[0][1])
+    return f"{os.path.realpath(tensors[0][1])}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def present_in(known, files, tensors):
+    """The tensors whose cache file (as the manifest names it) is there, of their size."""
+    return [t for t in tensors if known.get(t[0]) in files and files[known[t[0]]][1] == t[3]]
+
+
+def default_folder(env):
+    """Where an rpc-server with -c keeps its cache, as every pinned flavour's rpc-server.cpp
+    picks it: LLAMA_CACHE, else XDG_CACHE_HOME/llama.cpp, else ~/.cache/llama.cpp; then rpc."""
+    def get(name):
+        return env.get(name) or os.environ.get(name) or ""
+    base = get("LLAMA_CACHE")
+    if not base:
+        home = get("HOME") or os.path.expanduser("~")
+        base = os.path.join(get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "llama.cpp")
+    return os.path.join(base, "rpc")
+
+
+def look():
+    """Without a server: the folder, the planned weights there, and the room for the rest."""
+    folder = cfg["cache_dir"] or default_folder(cfg.get("env") or {})
+    tensors = cfg["tensors"]
+    files = folder_files(folder) if os.path.isdir(folder) else {}
+    have_model = bool(tensors) and os.path.isfile(tensors[0][1])
+    known = read_manifest(folder).get(model_key(tensors), {}) if have_model else {}
+    present = present_in(known, files, tensors)
+    probe = folder
+    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    st = os.statvfs(probe)
+    say({"folder": folder, "present": len(present), "model": have_model,
+         "need_bytes": sum(t[3] for t in tensors if t not in present),
+         "free_bytes": st.f_bavail * st.f_frsize,
+         "cache_bytes": sum(size for _, size in files.values())})
+
+
 def main():
     folder = cfg["cache_dir"]
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, MANIFEST)
-    try:
-        with open(path) as fh:
-            manifest = json.load(fh)
-    except (OSError, ValueError):
-        manifest = {}
+    manifest = read_manifest(folder)
     tensors = cfg["tensors"]  # [name, file, offset, size]
-    if tensors:  # the copy the tensors come from, as it is now: another file is another key
-        st = os.stat(tensors[0][1])
-        key = f"{os.path.realpath(tensors[0][1])}:{st.st_size}:{st.st_mtime_ns}"
-    else:
-        key = ""
+    key = model_key(tensors) if tensors else ""
     known = manifest.setdefault(key, {}) if key else {}
     files = folder_files(folder)
     since = cfg.get("since_ns")
     written = sorted(size for mtime, size in files.values() if mtime >= since) if since else []
-    present = [t for t in tensors if known.get(t[0]) in files
-               and files[known[t[0]]][1] == t[3]]
+    present = present_in(known, files, tensors)
     todo = [t for t in tensors if t not in present]
     limit = cfg.get("limit")
     removed = 0
@@ -196,6 +238,8 @@ try:
     if cfg.get("mark"):
         os.makedirs(cfg["cache_dir"], exist_ok=True)
         say({"now_ns": time.time_ns()})
+    elif cfg.get("look"):
+        look()
     else:
         main()
 except (OSError, ValueError, MemoryError, ConnectionError) as exc:
