@@ -113,9 +113,10 @@ async def _caches(orch: Orchestrator) -> list[ev.Finding]:
         need, free = int(seen["need_bytes"]), int(seen["free_bytes"])
         if server.cache_limit_gib:
             need = min(need, int(server.cache_limit_gib * 2**30))
-        there = (f"{ep}: {have} of {weights} weights in {folder} "
-                 f"({int(seen['cache_bytes']) / 2**20:.0f} MiB cached, {free / 2**30:.2f} GiB "
-                 "free)")
+        weighed = (f"{have} of {weights} weights" if plan is not None else
+                   "the weights not planned (the preflight says why)")
+        there = (f"{ep}: {weighed} in {folder} ({int(seen['cache_bytes']) / 2**20:.0f} MiB "
+                 f"cached, {free / 2**30:.2f} GiB free)")
         if need > free:
             out.append(_finding("cache", node.label, False, (
                 f"{ep}: the model's weights need {need / 2**30:.2f} GiB more in {folder}, "
