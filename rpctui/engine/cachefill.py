@@ -72,10 +72,8 @@ async def fill_caches(orch: Engine) -> None:
 
     async def fill(members: list[tuple[Node, Server]]) -> None:
         for node, server in members:
-            tensors: list[list[Any]] = []
-            if plan is not None and server.cache_fill:
-                tensors = [[t.name, files[t.shard], t.data_start + t.offset, t.n_bytes]
-                           for t in _cached(orch, plan, node, server)]
+            tensors = (_sends(orch, plan, node, server, files)
+                       if plan is not None and server.cache_fill else [])
             await _fill(orch, node, server, tensors)
 
     await asyncio.gather(*(fill(members) for members in (await _folders(orch, wanted)).values()))
@@ -91,6 +89,14 @@ def _cached(orch: Engine, plan: Plan, node: Node, server: Server) -> list[Any]:
     names = [largv.rpc_buffer(main, ep, i) for i in range(max(1, len(server.devices)))]
     return [t for name in names for t in plan.placement.tensors.get(name, [])
             if t.n_bytes > HASH_THRESHOLD]
+
+
+def _sends(orch: Engine, plan: Plan, node: Node, server: Server,
+           files: list[str]) -> list[list[Any]]:
+    """Those tensors as the agent reads them from the node's copy (``files``: the model's
+    shards): [name, file, offset, size]."""
+    return [[t.name, files[t.shard], t.data_start + t.offset, t.n_bytes]
+            for t in _cached(orch, plan, node, server)]
 
 
 async def _cache_dir(orch: Engine, node: Node, server: Server) -> str:
@@ -208,9 +214,8 @@ async def look(orch: Engine, node: Node, server: Server, plan: Plan | None) -> d
     it from the environment the server gets; how many of the weights the client would send it
     by hash are there already (for cache_fill: filled); the bytes and the free disk for the
     rest; whether the node has the model copy a fill reads."""
-    files = [str(p) for p in shards(orch.model)]
-    tensors = ([[t.name, files[t.shard], t.data_start + t.offset, t.n_bytes]
-                for t in _cached(orch, plan, node, server)] if plan is not None else [])
+    tensors = (_sends(orch, plan, node, server, [str(p) for p in shards(orch.model)])
+               if plan is not None else [])
     env = {**node.env, **server.env}
     result = await _run_agent(orch, node, server, {
         "look": True, "cache_dir": "", "tensors": tensors,
